@@ -1,0 +1,172 @@
+"""A strict reader over parsed YAML that records every problem with its key path.
+
+The config loader walks the document through this reader instead of indexing dicts
+directly, so that unknown keys, wrong types and bad values all come back at once, each
+named by its path (`targets[1].aws.role_arn`), and no stray exception escapes as a
+traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from bridge.errors import ConfigProblem
+
+T = TypeVar("T")
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(value: object) -> float:
+    """Parse `90s`, `15m`, `1h`, `1h30m` or integer seconds; raise ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 15m, 1h or integer seconds")  # noqa: TRY004
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value.strip())
+        if m and any(m.groups()):
+            h, mi, s = (int(g) if g else 0 for g in m.groups())
+            return float(h * 3600 + mi * 60 + s)
+    raise ValueError(
+        f"expected a duration such as 90s, 15m, 1h or integer seconds, got {_show(value)}"
+    )
+
+
+def _show(value: object) -> str:
+    """A short, safe rendering of a user value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Problems:
+    """Collects problems across the whole document."""
+
+    def __init__(self) -> None:
+        self.items: list[ConfigProblem] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(ConfigProblem(path, message))
+
+
+class Section:
+    """One mapping in the document; reads its keys and reports the ones never read."""
+
+    def __init__(self, data: object, path: str, problems: Problems) -> None:
+        self.path = path
+        self.problems = problems
+        self.valid = isinstance(data, dict)
+        self._data: dict[str, Any] = data if isinstance(data, dict) else {}
+        self._seen: set[str] = set()
+        if data is not None and not self.valid:
+            problems.add(path, f"expected a mapping, got {type(data).__name__}")
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def has(self, name: str) -> bool:
+        return name in self._data and self._data[name] is not None
+
+    def raw(self, name: str) -> object:
+        self._seen.add(name)
+        return self._data.get(name)
+
+    def error(self, name: str, message: str) -> None:
+        self.problems.add(self.key(name), message)
+
+    def get(
+        self,
+        name: str,
+        kind: type[T],
+        default: T,
+        *,
+        required: bool = False,
+        check: Callable[[T], str | None] | None = None,
+    ) -> T:
+        """Read `name` as `kind`; on any problem record it and return `default`."""
+        value = self.raw(name)
+        if value is None:
+            if required:
+                self.error(name, "is required")
+            return default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            self.error(name, f"expected {_kind_name(kind)}, got {type(value).__name__}")
+            return default
+        if check is not None:
+            message = check(value)
+            if message:
+                self.error(name, message)
+                return default
+        return value
+
+    def duration(
+        self, name: str, default: float, *, minimum: float = 1.0, maximum: float | None = None
+    ) -> float:
+        """Read a duration and enforce its bounds (in seconds)."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.error(name, str(exc))
+            return default
+        if seconds < minimum:
+            self.error(name, f"must be at least {_human(minimum)}, got {_human(seconds)}")
+            return default
+        if maximum is not None and seconds > maximum:
+            self.error(name, f"must be at most {_human(maximum)}, got {_human(seconds)}")
+            return default
+        return seconds
+
+    def section(self, name: str) -> Section:
+        return Section(self.raw(name), self.key(name), self.problems)
+
+    def items(self, name: str) -> Iterator[Section]:
+        """Yield each element of a list of mappings as a Section (`name[i]`)."""
+        value = self.raw(name)
+        if value is None:
+            return
+        if not isinstance(value, list):
+            self.error(name, f"expected a list, got {type(value).__name__}")
+            return
+        for i, element in enumerate(value):
+            path = f"{self.key(name)}[{i}]"
+            if not isinstance(element, dict):
+                self.problems.add(path, f"expected a mapping, got {type(element).__name__}")
+                continue
+            yield Section(element, path, self.problems)
+
+    def strings(self, name: str) -> list[str]:
+        value = self.raw(name)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.error(name, "expected a list of strings")
+            return []
+        return list(value)
+
+    def finish(self) -> None:
+        """Report every key that was present but never read."""
+        for name in self._data:
+            if name not in self._seen:
+                self.problems.add(self.key(str(name)), "unknown key")
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", bool: "true or false", int: "an integer", float: "a number"}.get(
+        kind, kind.__name__
+    )
+
+
+def _human(seconds: float) -> str:
+    s = int(seconds)
+    if s % 3600 == 0:
+        return f"{s // 3600}h"
+    if s % 60 == 0:
+        return f"{s // 60}m"
+    return f"{s}s"

@@ -1,0 +1,130 @@
+"""Assembly: the one place where configuration becomes running objects.
+
+`build` wires config to source, hops, pipelines, store, outputs and metrics; `serve`
+runs them until a stop event, `run_once` refreshes everything once. Nothing here runs
+at import time, and every collaborator can be injected (clock, registry, source).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from bridge.clock import Clock, SystemClock
+from bridge.config import Config
+from bridge.exchangers.aws_sts import AwsWebIdentityHop
+from bridge.health import HealthServer
+from bridge.logs import Redactor
+from bridge.metrics import Metrics
+from bridge.model import TargetStatus
+from bridge.outputs.files import CredentialDirectory
+from bridge.outputs.writer import OutputWriter
+from bridge.pipeline import TargetPipeline
+from bridge.policy import AWS_MIN_REMAINING, Policy
+from bridge.scheduler import Scheduler
+from bridge.sources import SvidSource
+from bridge.sources.workload_api import WorkloadApiSource
+from bridge.store import CredentialStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Daemon:
+    config: Config
+    clock: Clock
+    metrics: Metrics
+    redactor: Redactor
+    store: CredentialStore
+    source: SvidSource
+    scheduler: Scheduler
+    directory: CredentialDirectory
+    writer: OutputWriter
+    health: HealthServer | None = field(default=None)
+
+
+def build(config: Config, *, clock: Clock | None = None,
+          registry: CollectorRegistry | None = None, redactor: Redactor | None = None,
+          source: SvidSource | None = None, serve_http: bool = True) -> Daemon:
+    """Wire a daemon from config. Must be called inside the event loop that will run it."""
+    clock = clock or SystemClock()
+    metrics = Metrics(registry or CollectorRegistry())
+    redactor = redactor or Redactor()
+    if source is None:
+        metrics.workload_api_up.set(0)
+        source = WorkloadApiSource(
+            config.workload_api.socket, timeout=config.workload_api.timeout, now=clock.time,
+            on_up=lambda up: metrics.workload_api_up.set(1 if up else 0))
+    names = [t.name for t in config.targets]
+    store = CredentialStore(names)
+    pipelines = [
+        TargetPipeline(t, source=source,
+                       hop=AwsWebIdentityHop(t.aws, timeout=config.workload_api.timeout),
+                       monotonic=clock.monotonic, now=clock.time)
+        for t in config.targets
+    ]
+    scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
+                          redactor=redactor, policy=Policy(min_remaining=AWS_MIN_REMAINING),
+                          concurrency=config.refresh.concurrency)
+    directory = CredentialDirectory(
+        config.outputs.directory, allow_non_tmpfs=config.outputs.allow_non_tmpfs,
+        jwt_targets=[t.name for t in config.targets if t.jwt_file], aws_targets=names)
+    writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics)
+    store.subscribe(writer.notify)
+    health = None
+    if serve_http:
+        health = HealthServer(
+            config.http_address, registry=metrics.registry, statuses=store.snapshot,
+            now=clock.time, seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick)
+    return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
+                  source=source, scheduler=scheduler, directory=directory, writer=writer,
+                  health=health)
+
+
+def use_worker_threads(config: Config) -> None:
+    """Blocking SDK calls run in threads: size the pool to the refresh concurrency."""
+    workers = config.refresh.concurrency + 4
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="io"))
+
+
+async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
+    """Run until `stop` is set. Raises OutputError when the directory is unusable."""
+    os.umask(0o077)
+    daemon.directory.prepare()
+    if daemon.health is not None:
+        daemon.health.start()
+        log.info("metrics and health on http://%s", daemon.health.address)
+    log.info("spiffe-bridge running: %d target(s), outputs in %s",
+             len(daemon.config.targets), daemon.config.outputs.directory)
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(daemon.scheduler.run()),
+                     group.create_task(daemon.writer.run())]
+            await stop.wait()
+            for t in tasks:
+                t.cancel()
+    finally:
+        if daemon.health is not None:
+            daemon.health.stop()
+        daemon.source.close()
+        log.info("spiffe-bridge stopped")
+
+
+async def run_once(daemon: Daemon) -> list[TargetStatus]:
+    """Refresh every target once and write every output (`once`, init containers)."""
+    os.umask(0o077)
+    daemon.directory.prepare()
+    try:
+        statuses = await daemon.scheduler.refresh_all_once()
+        failures = await daemon.writer.flush()
+    finally:
+        daemon.source.close()
+    if failures:
+        raise failures[0].error
+    return statuses

@@ -1,0 +1,97 @@
+"""HTTP for operators: /metrics (Prometheus), /healthz (live), /readyz (ready, per target).
+
+Live means the event loop still ticks. Ready means every target has delivered at least
+once and none is expired; the JSON body says, per target, its state, expiry and last
+error class, so a failing probe explains itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from bridge.model import State, TargetStatus, utc_iso
+
+LIVENESS_LIMIT = 60.0
+
+
+def readiness(statuses: Mapping[str, TargetStatus], now: float) -> tuple[bool, dict[str, object]]:
+    targets: dict[str, object] = {}
+    ready = True
+    for name, s in sorted(statuses.items()):
+        c = s.valid_credential(now)
+        state = s.state if c is not None else State.EXPIRED
+        ok = s.delivered and state is not State.EXPIRED
+        ready = ready and ok
+        targets[name] = {"ready": ok, "state": state.value,
+                         "expires_at": utc_iso(c.expires_at) if c else None,
+                         "expires_in_seconds": round(c.expires_at - now) if c else None,
+                         "last_error": s.last_error, "consecutive_failures":
+                         s.consecutive_failures}
+    return ready, {"ready": ready, "targets": targets}
+
+
+class HealthServer:
+    def __init__(self, address: str, *, registry: CollectorRegistry,
+                 statuses: Callable[[], Mapping[str, TargetStatus]],
+                 now: Callable[[], float], seconds_since_tick: Callable[[], float]) -> None:
+        host, _, port = address.rpartition(":")
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer._handle(self)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+        self._server.daemon_threads = True
+        self._registry = registry
+        self._statuses = statuses
+        self._now = now
+        self._since_tick = seconds_since_tick
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else str(host)
+        return f"{host}:{port}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        path = h.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._reply(h, 200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            since = self._since_tick()
+            live = since < LIVENESS_LIMIT
+            live_body = {"live": live, "seconds_since_tick": round(since, 1)}
+            self._reply(h, 200 if live else 503, json.dumps(live_body).encode(),
+                        "application/json")
+        elif path == "/readyz":
+            ready, body = readiness(self._statuses(), self._now())
+            self._reply(h, 200 if ready else 503, json.dumps(body).encode(), "application/json")
+        else:
+            self._reply(h, 404, b"not found\n", "text/plain")
+
+    @staticmethod
+    def _reply(h: BaseHTTPRequestHandler, code: int, body: bytes, ctype: str) -> None:
+        h.send_response(code)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)

@@ -1,0 +1,102 @@
+"""Logging that cannot leak a credential.
+
+Two nets: every secret the bridge handles is registered with a `Redactor` and replaced
+by value wherever it appears (message, arguments, exception text); and anything shaped
+like a JWT is masked even if nobody registered it. botocore, google-auth, urllib3 and
+grpc log request and response bodies at DEBUG, so their loggers stay at WARNING
+whatever our level is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+from collections import OrderedDict
+from typing import TextIO
+
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_MASK = "[REDACTED]"
+_THIRD_PARTY = ("botocore", "boto3", "urllib3", "google", "google.auth", "grpc", "spiffe",
+                "s3transfer", "werkzeug")
+
+
+class Redactor:
+    """A bounded set of secret strings to mask by value (newest kept)."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._lock = threading.Lock()
+        self._secrets: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, *values: str) -> None:
+        with self._lock:
+            for v in values:
+                if len(v) >= 8:
+                    self._secrets[v] = None
+                    self._secrets.move_to_end(v)
+            while len(self._secrets) > self._capacity:
+                self._secrets.popitem(last=False)
+
+    def redact(self, text: str) -> str:
+        with self._lock:
+            secrets = list(self._secrets)
+        for s in secrets:
+            if s in text:
+                text = text.replace(s, _MASK)
+        return _JWT.sub(_MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Renders each record once, redacted, so no handler sees the raw arguments."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = str(record.msg)
+        record.msg, record.args = self._redactor.redact(message), None
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text, record.exc_info = self._redactor.redact(text), None
+        if record.stack_info:
+            record.stack_info = self._redactor.redact(record.stack_info)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
+            "logger": record.name, "msg": record.getMessage()}
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            doc.update(fields)
+        if record.exc_text:
+            doc["exc"] = record.exc_text
+        return json.dumps(doc, default=str)
+
+
+def setup_logging(redactor: Redactor, *, level: str = "INFO", fmt: str = "text",
+                  stream: TextIO | None = None) -> logging.Handler:
+    """Install one redacting handler on the root logger; return it (for removal in tests)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactingFilter(redactor))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    pin_third_party_loggers()
+    return handler
+
+
+def pin_third_party_loggers() -> None:
+    for name in _THIRD_PARTY:
+        logging.getLogger(name).setLevel(logging.WARNING)

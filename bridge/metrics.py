@@ -1,0 +1,73 @@
+"""Every metric the bridge exports (names are the contract in DESIGN.md).
+
+Registered on an injected registry, never the global one, so tests and embedders get a
+clean set. Labels are bounded: target names (validated `[a-z0-9-]`), fixed stage and
+reason words, output kinds; never tokens, keys or ARNs.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from bridge import __version__
+from bridge.model import State
+
+_P = "spiffe_bridge_"
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.refresh_total = Counter(
+            _P + "refresh_total", "Refresh attempts by outcome.", ["target", "result"],
+            registry=registry)
+        self.refresh_duration = Histogram(
+            _P + "refresh_duration_seconds", "Time spent per refresh stage.",
+            ["target", "stage"], buckets=_BUCKETS, registry=registry)
+        self.refresh_failures = Counter(
+            _P + "refresh_failures_total", "Failed refreshes by stage and classified reason.",
+            ["target", "stage", "reason"], registry=registry)
+        self.expiry = Gauge(
+            _P + "credential_expiry_timestamp_seconds",
+            "Expiry (unix time) of the credential currently served.", ["target"],
+            registry=registry)
+        self.last_success = Gauge(
+            _P + "credential_last_success_timestamp_seconds",
+            "Unix time of the last successful refresh.", ["target"], registry=registry)
+        self.state = Gauge(
+            _P + "credential_state", "1 for the target's current state (fresh|stale|expired).",
+            ["target", "state"], registry=registry)
+        self.svid_expiry = Gauge(
+            _P + "svid_expiry_timestamp_seconds",
+            "Expiry (unix time) of the latest JWT-SVID fetched for the target.", ["target"],
+            registry=registry)
+        self.workload_api_up = Gauge(
+            _P + "workload_api_up", "1 when the Workload API answered the last call.",
+            registry=registry)
+        self.grpc_requests = Counter(
+            _P + "grpc_requests_total", "gRPC API requests by method and status code.",
+            ["method", "code"], registry=registry)
+        self.output_write_failures = Counter(
+            _P + "output_write_failures_total", "Failed output writes by output kind.",
+            ["output"], registry=registry)
+        self.permanent_failure = Gauge(
+            _P + "permanent_failure", "1 while a target's last failure was permanent "
+            "(needs a config or IAM fix, not a retry).", ["target"], registry=registry)
+        Info(_P + "build", "Build information.", registry=registry).info(
+            {"version": __version__})
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+
+    def init_target(self, target: str) -> None:
+        """Create every per-target series at start, so dashboards and alerts see zeros."""
+        for result in ("success", "failure"):
+            self.refresh_total.labels(target, result)
+        self.set_state(target, State.EXPIRED)
+        self.permanent_failure.labels(target).set(0)
+
+    def set_state(self, target: str, state: State) -> None:
+        for s in State:
+            self.state.labels(target, s.value).set(1 if s is state else 0)

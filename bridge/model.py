@@ -1,0 +1,77 @@
+"""Immutable values that flow through the bridge: SVIDs, cloud credentials, target status.
+
+Secret fields are `repr=False`, so a value that reaches a log line or a traceback by
+accident shows its shape, never its material. Times are UTC epoch seconds (float).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+def utc_iso(epoch: float) -> str:
+    """RFC 3339 / ISO 8601 in UTC with a Z suffix and whole seconds, as the SDKs parse it."""
+    return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSvid:
+    """A JWT-SVID as fetched from the Workload API."""
+
+    spiffe_id: str
+    audience: str
+    expires_at: float
+    issued_at: float
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AwsCredentials:
+    """Temporary AWS credentials from STS."""
+
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+    expires_at: float
+    assumed_role_arn: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a target delivers: the final hop's material plus its bounding expiry."""
+
+    target: str
+    aws: AwsCredentials
+    issued_at: float
+    expires_at: float
+    svid_expires_at: float
+
+
+class State(enum.StrEnum):
+    """A target's health as operators see it (metric `credential_state`)."""
+
+    FRESH = "fresh"      # a valid credential, and the last refresh succeeded
+    STALE = "stale"      # the last good credential is still valid, but refreshing fails
+    EXPIRED = "expired"  # nothing valid to hand out (also before the first success)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    """A target's snapshot in the store; replaced whole, never mutated."""
+
+    name: str
+    state: State = State.EXPIRED
+    credential: Credential | None = None
+    svid: JwtSvid | None = None          # latest SVID, kept only for the opt-in JWT file
+    last_success: float | None = None
+    last_error: str | None = None        # a classified reason ("access_denied"), never a secret
+    last_error_detail: str | None = None
+    last_error_permanent: bool = False   # needs a config/IAM fix; retried only at the cap
+    consecutive_failures: int = 0
+    delivered: bool = False
+
+    def valid_credential(self, now: float) -> Credential | None:
+        c = self.credential
+        return c if c is not None and c.expires_at > now else None

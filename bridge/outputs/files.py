@@ -1,0 +1,210 @@
+"""The credential directory: AWS shared-credentials INI, credential_process JSON, JWT files.
+
+Layout (DESIGN.md): `aws/credentials` (a profile per AWS target), `aws/<target>.json`,
+`jwt/<target>.jwt` (opt-in). Only credentials still valid are written; an expired one
+is removed, so no reader can pick it up. Unchanged files are not rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.errors import OutputError
+from bridge.model import Credential, TargetStatus, utc_iso
+from bridge.outputs import atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFailure:
+    output: str  # bounded label: aws_credentials | aws_process | jwt
+    error: OutputError
+
+
+def render_process_json(cred: Credential) -> bytes:
+    """AWS `credential_process` output (Version 1, with Expiration so SDKs refresh)."""
+    a = cred.aws
+    doc = {"Version": 1, "AccessKeyId": a.access_key_id, "SecretAccessKey": a.secret_access_key,
+           "SessionToken": a.session_token, "Expiration": utc_iso(cred.expires_at)}
+    return json.dumps(doc, indent=2).encode()
+
+
+def render_credentials_ini(creds: Iterable[Credential]) -> bytes:
+    """The shared-credentials file: one `[profile]` per AWS target, named after it."""
+    lines = ["# Written by spiffe-bridge; rewritten on every refresh. Do not edit."]
+    for c in sorted(creds, key=lambda c: c.target):
+        lines += ["", f"[{c.target}]", f"# expires {utc_iso(c.expires_at)}",
+                  f"aws_access_key_id = {c.aws.access_key_id}",
+                  f"aws_secret_access_key = {c.aws.secret_access_key}",
+                  f"aws_session_token = {c.aws.session_token}"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+class CredentialDirectory:
+    """Owns the output directory: prepares it once, then mirrors the store into it."""
+
+    name = "files"
+
+    def __init__(self, directory: Path, *, allow_non_tmpfs: bool, jwt_targets: Iterable[str],
+                 aws_targets: Iterable[str]) -> None:
+        self.directory = directory
+        self._allow_non_tmpfs = allow_non_tmpfs
+        self._jwt_targets = frozenset(jwt_targets)
+        self._aws_targets = frozenset(aws_targets)
+        self._written: dict[str, str] = {}
+
+    def prepare(self) -> int:
+        """Create and check the directory, sweep stale temp files, probe writability.
+
+        Returns how many stale temp files were removed. Raises OutputError.
+        """
+        d = self.directory
+        if d.is_symlink():
+            raise OutputError(f"{d} is a symlink; refusing it", reason="symlink")
+        if not d.exists():
+            if not d.parent.is_dir():
+                raise OutputError(f"{d.parent} does not exist", reason="missing")
+            try:
+                d.mkdir(mode=atomic.DIR_MODE)
+            except OSError as exc:
+                raise OutputError(f"cannot create {d}: {exc.strerror}",
+                                  reason="permission") from None
+        if not self._allow_non_tmpfs and not atomic.is_memory_backed(d):
+            raise OutputError(
+                f"{d} is not on tmpfs/ramfs ({atomic.filesystem_type(d) or 'unknown'}); "
+                "credentials would reach a disk. Use a tmpfs directory or set "
+                "outputs.allow_non_tmpfs: true", reason="not_tmpfs")
+        removed = 0
+        with atomic.open_dir(d) as root:
+            os.fchmod(root, atomic.DIR_MODE)
+            removed += atomic.sweep_temp_files(root)
+            for sub in ("aws", "jwt"):
+                atomic.ensure_dir(root, sub)
+                with self._subdir(root, sub) as fd:
+                    removed += atomic.sweep_temp_files(fd)
+            atomic.write_file(root, ".probe", b"")
+            atomic.remove_file(root, ".probe")
+        if removed:
+            log.info("removed %d stale temp file(s) from %s", removed, d)
+        return removed
+
+    def apply(self, statuses: Mapping[str, TargetStatus], now: float) -> list[OutputFailure]:
+        """Mirror `statuses` into files; return what failed (the old files stay)."""
+        failures: list[OutputFailure] = []
+        try:
+            with atomic.open_dir(self.directory) as root:
+                os.fchmod(root, atomic.DIR_MODE)
+                failures += self._apply_aws(root, statuses, now)
+                failures += self._apply_jwt(root, statuses, now)
+        except OutputError as exc:
+            failures.append(OutputFailure("directory", exc))
+        except OSError as exc:
+            failures.append(OutputFailure("directory", OutputError(
+                f"{self.directory}: {exc.strerror}", retryable=True, reason="io_error")))
+        return failures
+
+    def _apply_aws(self, root: int, statuses: Mapping[str, TargetStatus],
+                   now: float) -> list[OutputFailure]:
+        failures: list[OutputFailure] = []
+        valid: list[Credential] = []
+        atomic.ensure_dir(root, "aws")
+        with self._subdir(root, "aws") as fd:
+            for name in sorted(self._aws_targets):
+                status = statuses.get(name)
+                cred = status.valid_credential(now) if status else None
+                if cred is not None:
+                    valid.append(cred)
+                data = render_process_json(cred) if cred else None
+                self._sync(fd, f"aws/{name}.json", f"{name}.json", data, output="aws_process",
+                           failures=failures)
+            if self._aws_targets:
+                self._sync(fd, "aws/credentials", "credentials", render_credentials_ini(valid),
+                           output="aws_credentials", failures=failures)
+        return failures
+
+    def _apply_jwt(self, root: int, statuses: Mapping[str, TargetStatus],
+                   now: float) -> list[OutputFailure]:
+        failures: list[OutputFailure] = []
+        if not self._jwt_targets:
+            return failures
+        atomic.ensure_dir(root, "jwt")
+        with self._subdir(root, "jwt") as fd:
+            for name in sorted(self._jwt_targets):
+                status = statuses.get(name)
+                svid = status.svid if status else None
+                data = svid.token.encode() if svid and svid.expires_at > now else None
+                self._sync(fd, f"jwt/{name}.jwt", f"{name}.jwt", data, output="jwt",
+                           failures=failures)
+        return failures
+
+    def _sync(self, fd: int, key: str, name: str, data: bytes | None, *, output: str,
+              failures: list[OutputFailure]) -> None:
+        digest = hashlib.sha256(data).hexdigest() if data is not None else None
+        if self._written.get(key) == digest and digest is not None and _exists(fd, name):
+            return
+        try:
+            if data is None:
+                atomic.remove_file(fd, name)
+            else:
+                atomic.write_file(fd, name, data)
+        except OutputError as exc:
+            failures.append(OutputFailure(output, exc))
+            return
+        if digest is None:
+            self._written.pop(key, None)
+        else:
+            self._written[key] = digest
+
+    @staticmethod
+    def _subdir(root: int, name: str) -> _SubDir:
+        return _SubDir(root, name)
+
+
+class _SubDir:
+    """Context manager: an O_NOFOLLOW fd of a subdirectory of an open directory."""
+
+    def __init__(self, root: int, name: str) -> None:
+        self._root, self._name, self._fd = root, name, -1
+
+    def __enter__(self) -> int:
+        try:
+            self._fd = os.open(self._name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                               | os.O_CLOEXEC, dir_fd=self._root)
+        except OSError as exc:
+            raise OutputError(f"cannot open {self._name}/: {exc.strerror} (symlink?)",
+                              reason="symlink") from None
+        return self._fd
+
+    def __exit__(self, *_: object) -> None:
+        os.close(self._fd)
+
+
+def _exists(fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def read_process_json(directory: Path, target: str) -> dict[str, object]:
+    """Read `aws/<target>.json` back (for `credential-process` without a daemon)."""
+    path = directory / "aws" / f"{target}.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OutputError(f"no credentials for target {target!r} at {path} "
+                          "(is the daemon running, and is the target healthy?)",
+                          reason="missing") from None
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"cannot read {path}: {exc}", reason="io_error") from None
+    if not isinstance(data, dict):
+        raise OutputError(f"{path} is not a JSON object", reason="io_error")
+    return data

@@ -1,0 +1,16 @@
+"""Where JWT-SVIDs come from. The daemon needs only `fetch`; the Workload API is the one
+real implementation, and tests may pass anything of this shape."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bridge.model import JwtSvid
+
+
+class SvidSource(Protocol):
+    def fetch(self, audience: str, spiffe_id: str | None) -> JwtSvid:
+        """Return a fresh, checked JWT-SVID for one audience (blocking; raises SourceError)."""
+        ...
+
+    def close(self) -> None: ...

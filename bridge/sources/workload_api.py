@@ -1,0 +1,183 @@
+"""JWT-SVIDs from the SPIFFE Workload API, through py-spiffe.
+
+py-spiffe raises at construction when the agent socket does not exist yet, does not
+retry unary calls, and checks no signature on fetch; this adapter adds what the daemon
+needs on top: lazy (re)connection, a deadline on every call, the spec's retry
+classification, an expiry margin, and a local signature check against the JWT bundles
+it watches on the bundle stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import jwt
+from spiffe import JwtBundleSet, SpiffeId, TrustDomain, WorkloadApiClient
+from spiffe import JwtSvid as PyJwtSvid
+from spiffe.errors import ArgumentError, PySpiffeError
+
+from bridge.errors import SourceError
+from bridge.model import JwtSvid
+
+log = logging.getLogger(__name__)
+
+# SPIFFE Workload Endpoint §6: these mean "not yet / try again"; anything else is a bug.
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE: "unavailable",
+    grpc.StatusCode.PERMISSION_DENIED: "permission_denied",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "timeout",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "rate_limited",
+    grpc.StatusCode.ABORTED: "unavailable",
+    grpc.StatusCode.UNKNOWN: "unavailable",
+}
+_PERMANENT = {
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
+    grpc.StatusCode.UNIMPLEMENTED: "unimplemented",
+}
+
+
+class WorkloadApiSource:
+    """Fetches a JWT-SVID per exchange; watches bundles to check signatures locally."""
+
+    def __init__(
+        self,
+        socket: str,
+        *,
+        timeout: float,
+        min_remaining: float = 30.0,
+        now: Callable[[], float],
+        on_up: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._socket = socket
+        self._timeout = timeout
+        self._min_remaining = min_remaining
+        self._now = now
+        self._on_up = on_up or (lambda _up: None)
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._stream: Any = None
+        self._bundles: JwtBundleSet | None = None
+
+    def fetch(self, audience: str, spiffe_id: str | None) -> JwtSvid:
+        client = self._connect()
+        subject = SpiffeId(spiffe_id) if spiffe_id else None
+        try:
+            fetched = client.fetch_jwt_svid({audience}, subject=subject, timeout=self._timeout)
+        except PySpiffeError as exc:
+            error = _classify(exc)
+            self._on_up(error.reason not in {"unavailable", "timeout"})
+            raise error from None
+        self._on_up(True)
+        svid = self._check(fetched, audience)
+        log.debug("fetched JWT-SVID for %s (aud %s), %.0fs left", svid.spiffe_id, audience,
+                  svid.expires_at - self._now())
+        return svid
+
+    def _check(self, fetched: Any, audience: str) -> JwtSvid:
+        token = str(fetched.token)
+        claims = _claims(token)
+        expires_at = float(fetched.expiry)
+        now = self._now()
+        if expires_at - now < self._min_remaining:
+            raise SourceError(
+                f"JWT-SVID for {fetched.spiffe_id} expires in {expires_at - now:.0f}s, "
+                f"less than the {self._min_remaining:.0f}s margin (agent cache past its life?)",
+                retryable=True, reason="svid_expiring")
+        self._verify_locally(token, fetched.spiffe_id, audience)
+        issued = claims.get("iat")
+        issued_at = float(issued) if isinstance(issued, int | float) else now
+        return JwtSvid(spiffe_id=str(fetched.spiffe_id), audience=audience,
+                       expires_at=expires_at, issued_at=issued_at, token=token)
+
+    def _verify_locally(self, token: str, spiffe_id: Any, audience: str) -> None:
+        with self._lock:
+            bundles = self._bundles
+        if bundles is None:
+            return  # no bundle yet: the cloud's STS still verifies the signature
+        td: TrustDomain = spiffe_id.trust_domain
+        bundle = bundles.get_bundle_for_trust_domain(td)
+        if bundle is None:
+            raise SourceError(f"no JWT bundle for trust domain {td}", retryable=True,
+                              reason="invalid_svid")
+        try:
+            PyJwtSvid.parse_and_validate(token, bundle, {audience})
+        except PySpiffeError as exc:
+            raise SourceError(f"JWT-SVID failed local validation: {_safe(exc)}",
+                              retryable=True, reason="invalid_svid") from None
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            try:
+                self._client = WorkloadApiClient(self._socket, default_timeout=self._timeout)
+            except ArgumentError as exc:
+                self._on_up(False)
+                raise SourceError(f"cannot reach the agent at {self._socket}: {_safe(exc)}",
+                                  retryable=True, reason="unavailable") from None
+            self._stream = self._client.stream_jwt_bundles(self._on_bundles, self._on_error)
+            return self._client
+
+    def _on_bundles(self, bundles: JwtBundleSet) -> None:
+        with self._lock:
+            self._bundles = bundles
+        self._on_up(True)
+        log.debug("JWT bundles updated")
+
+    def _on_error(self, exc: Exception) -> None:
+        # py-spiffe stops watching after a non-retryable stream error: drop the client so
+        # the next fetch reconnects and starts a new watch.
+        log.warning("JWT bundle stream stopped: %s", _safe(exc))
+        with self._lock:
+            self._client = None
+            self._stream = None
+
+    def close(self) -> None:
+        with self._lock:
+            stream, client = self._stream, self._client
+            self._stream = self._client = None
+        if stream is not None:
+            stream.cancel()
+        if client is not None:
+            client.close()
+
+
+def _classify(exc: Exception) -> SourceError:
+    code = _grpc_code(exc)
+    text = _safe(exc)
+    if code in _PERMANENT:
+        return SourceError(text, retryable=False, reason=_PERMANENT[code])
+    if code in _RETRYABLE:
+        return SourceError(text, retryable=True, reason=_RETRYABLE[code])
+    # Not a gRPC status: py-spiffe rejected the token itself (alg, typ, exp, sub, ...).
+    return SourceError(f"unusable JWT-SVID from the agent: {text}", retryable=True,
+                       reason="invalid_svid")
+
+
+def _grpc_code(exc: BaseException) -> grpc.StatusCode | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, grpc.RpcError) and callable(getattr(seen, "code", None)):
+            code = seen.code()
+            return code if isinstance(code, grpc.StatusCode) else None
+        seen = seen.__cause__ or seen.__context__
+    message = str(exc)
+    return next((c for c in grpc.StatusCode if f"StatusCode.{c.name}" in message), None)
+
+
+def _claims(token: str) -> dict[str, Any]:
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _safe(exc: BaseException) -> str:
+    """py-spiffe messages carry codes and reasons; cut anything long enough to hide a token."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,72 @@
+"""The credential store: one immutable `TargetStatus` per target, replaced whole.
+
+Readers (file output, gRPC, status) take `snapshot()` and never block a refresh or
+trigger one; writers are the scheduler's refresh jobs. Listeners are called after every
+change so outputs can catch up (they coalesce; they always read the newest snapshot).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from types import MappingProxyType
+
+from bridge.model import Credential, JwtSvid, State, TargetStatus
+
+Listener = Callable[[str, TargetStatus], None]
+
+
+class CredentialStore:
+    def __init__(self, targets: Iterable[str]) -> None:
+        self._lock = threading.Lock()
+        self._statuses: dict[str, TargetStatus] = {n: TargetStatus(name=n) for n in targets}
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def snapshot(self) -> Mapping[str, TargetStatus]:
+        with self._lock:
+            return MappingProxyType(dict(self._statuses))
+
+    def get(self, name: str) -> TargetStatus | None:
+        with self._lock:
+            return self._statuses.get(name)
+
+    def succeeded(self, name: str, credential: Credential, now: float) -> TargetStatus:
+        return self._update(name, lambda s: replace(
+            s, state=State.FRESH, credential=credential, last_success=now, last_error=None,
+            last_error_detail=None, last_error_permanent=False, consecutive_failures=0,
+            delivered=True))
+
+    def failed(self, name: str, reason: str, detail: str, now: float, *,
+               permanent: bool) -> TargetStatus:
+        def change(s: TargetStatus) -> TargetStatus:
+            state = State.STALE if s.valid_credential(now) else State.EXPIRED
+            return replace(s, state=state, last_error=reason, last_error_detail=detail,
+                           last_error_permanent=permanent,
+                           consecutive_failures=s.consecutive_failures + 1,
+                           credential=s.valid_credential(now))
+        return self._update(name, change)
+
+    def svid_updated(self, name: str, svid: JwtSvid) -> TargetStatus:
+        return self._update(name, lambda s: replace(s, svid=svid))
+
+    def expire(self, name: str, now: float) -> TargetStatus:
+        """Drop a credential whose real expiry has passed; never hand it out again."""
+        def change(s: TargetStatus) -> TargetStatus:
+            if s.valid_credential(now):
+                return s
+            return replace(s, state=State.EXPIRED, credential=None)
+        return self._update(name, change)
+
+    def _update(self, name: str, change: Callable[[TargetStatus], TargetStatus]) -> TargetStatus:
+        with self._lock:
+            old = self._statuses[name]
+            new = change(old)
+            self._statuses[name] = new
+        if new != old:
+            for listener in self._listeners:
+                listener(name, new)
+        return new
