@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
@@ -23,11 +23,14 @@ from bridge.errors import ConfigError, ConfigProblem
 DEFAULT_AWS_AUDIENCE = "sts.amazonaws.com"
 DEFAULT_GRPC_SOCKET = "unix:///run/spiffe-bridge/bridge.sock"
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:9464"
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_ROLE_ARN = re.compile(r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
-_SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
-_SPIFFE_ID = re.compile(r"^spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._-]+)*$")
+# fullmatch + ASCII: `$` would accept a trailing newline, `\w`/`\d` would accept Unicode.
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+_ROLE_ARN = re.compile(r"arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::\d{12}:role/[\w+=,.@/-]{1,512}",
+                       re.ASCII)
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}", re.ASCII)
+_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
+_SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._-]+)*", re.ASCII)
+_PORT = re.compile(r"\d{1,5}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,14 +214,17 @@ def _check_unique_names(root: Section, named: list[tuple[str, object]]) -> None:
 
 
 def _check_name(v: str) -> str | None:
-    if _NAME.match(v):
+    if _NAME.fullmatch(v):
         return None
     return (f"{v!r} is not a valid target name: use 1-63 of [a-z0-9-], "
             "starting and ending with a letter or digit")
 
 
 def _check_spiffe_id(v: str) -> str | None:
-    return None if _SPIFFE_ID.match(v) else f"{v!r} is not a SPIFFE ID (spiffe://trust-domain/path)"
+    segments = v.removeprefix("spiffe://").split("/")[1:]
+    if _SPIFFE_ID.fullmatch(v) and not {".", ".."} & set(segments) and len(v) <= 2048:
+        return None
+    return f"{_clip(v)} is not a SPIFFE ID (spiffe://trust-domain/path)"
 
 
 def _check_audience(v: str) -> str | None:
@@ -228,18 +234,18 @@ def _check_audience(v: str) -> str | None:
 
 
 def _check_role_arn(v: str) -> str | None:
-    if _ROLE_ARN.match(v) and len(v) <= 2048:
+    if _ROLE_ARN.fullmatch(v) and len(v) <= 2048:
         return None
     return (f"{_clip(v)} is not an IAM role ARN "
             "(arn:aws:iam::<12-digit account>:role/<name>)")
 
 
 def _check_region(v: str) -> str | None:
-    return None if _REGION.match(v) else f"{_clip(v)} is not an AWS region (e.g. us-east-1)"
+    return None if _REGION.fullmatch(v) else f"{_clip(v)} is not an AWS region (e.g. us-east-1)"
 
 
 def _check_session_name(v: str) -> str | None:
-    if _SESSION_NAME.match(v):
+    if _SESSION_NAME.fullmatch(v):
         return None
     return "must be 2-64 characters of letters, digits and +=,.@_- (no '/' or ':')"
 
@@ -250,8 +256,19 @@ def _check_workload_socket(v: str) -> str | None:
     return _check_unix_uri(v)
 
 
+def _split(v: str) -> SplitResult | None:
+    try:
+        parts = urlsplit(v)
+        _ = parts.port  # raises on a malformed port
+    except ValueError:
+        return None
+    return parts
+
+
 def _check_unix_uri(v: str) -> str | None:
-    parts = urlsplit(v)
+    parts = _split(v)
+    if parts is None:
+        return f"{_clip(v)} is not a valid URI: use unix:///absolute/path"
     if parts.scheme != "unix":
         return f"{_clip(v)} must be a unix:///absolute/path URI"
     if parts.netloc or parts.query or parts.fragment or not parts.path.startswith("/"):
@@ -274,7 +291,7 @@ def _check_abs_path(v: str) -> str | None:
 def _check_host_port(v: str) -> str | None:
     host, sep, port = v.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
         return f"{_clip(v)} must be HOST:PORT (e.g. 127.0.0.1:9464)"
     try:
         ipaddress.ip_address(host)
@@ -294,7 +311,9 @@ def is_loopback_host(host: str) -> bool:
 
 
 def _check_endpoint(v: str) -> str | None:
-    parts = urlsplit(v)
+    parts = _split(v)
+    if parts is None:
+        return f"{_clip(v)} is not a valid URL"
     if parts.scheme == "https" and parts.hostname:
         return None
     if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):

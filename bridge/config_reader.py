@@ -16,7 +16,8 @@ from bridge.errors import ConfigProblem
 
 T = TypeVar("T")
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION = re.compile(r"(?:(\d{1,6})h)?(?:(\d{1,8})m)?(?:(\d{1,9})s)?", re.ASCII)
+_MAX_SECONDS = 10**9  # ~31 years: anything larger is a typo, and floats must not overflow
 
 
 def parse_duration(value: object) -> float:
@@ -24,9 +25,11 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 90s, 15m, 1h or integer seconds")  # noqa: TRY004
     if isinstance(value, int):
+        if abs(value) > _MAX_SECONDS:
+            raise ValueError(f"duration {_show(value)} is too large")
         return float(value)
     if isinstance(value, str):
-        m = _DURATION.match(value.strip())
+        m = _DURATION.fullmatch(value.strip())
         if m and any(m.groups()):
             h, mi, s = (int(g) if g else 0 for g in m.groups())
             return float(h * 3600 + mi * 60 + s)

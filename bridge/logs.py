@@ -67,6 +67,9 @@ class RedactingFilter(logging.Filter):
             record.exc_text, record.exc_info = self._redactor.redact(text), None
         if record.stack_info:
             record.stack_info = self._redactor.redact(record.stack_info)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = json.loads(self._redactor.redact(json.dumps(fields, default=str)))
         return True
 
 

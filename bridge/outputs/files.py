@@ -107,7 +107,8 @@ class CredentialDirectory:
             failures.append(OutputFailure("directory", exc))
         except OSError as exc:
             failures.append(OutputFailure("directory", OutputError(
-                f"{self.directory}: {exc.strerror}", retryable=True, reason="io_error")))
+                f"{self.directory}: {exc.strerror}", retryable=True,
+                reason=atomic.os_error_reason(exc))))
         return failures
 
     def _apply_aws(self, root: int, statuses: Mapping[str, TargetStatus],

@@ -1,0 +1,33 @@
+"""Small builders shared by tests (values only; no fakes of our own code here)."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from pathlib import Path
+
+from bridge.model import AwsCredentials, Credential, JwtSvid, State, TargetStatus
+
+
+def aws_credential(target: str, *, now: float, lifetime: float = 3600.0) -> Credential:
+    aws = AwsCredentials(access_key_id="ASIA" + secrets.token_hex(8).upper(),
+                         secret_access_key=secrets.token_urlsafe(30),
+                         session_token=secrets.token_urlsafe(200), expires_at=now + lifetime)
+    return Credential(target=target, aws=aws, issued_at=now, expires_at=now + lifetime,
+                      svid_expires_at=now + 300)
+
+
+def fresh_status(target: str, *, now: float, lifetime: float = 3600.0) -> TargetStatus:
+    return TargetStatus(name=target, state=State.FRESH, delivered=True,
+                        credential=aws_credential(target, now=now, lifetime=lifetime))
+
+
+def svid(*, now: float, ttl: float = 300.0, spiffe_id: str = "spiffe://example.org/w") -> JwtSvid:
+    return JwtSvid(spiffe_id=spiffe_id, audience="sts.amazonaws.com", expires_at=now + ttl,
+                   issued_at=now, token="eyJhbGciOiJFUzI1NiJ9." + secrets.token_urlsafe(40)
+                   + "." + secrets.token_urlsafe(40))
+
+
+def tmpfs_dir() -> Path:
+    """A fresh directory on tmpfs (/dev/shm), as the bridge wants for credentials."""
+    return Path(tempfile.mkdtemp(prefix="sb-", dir="/dev/shm"))

@@ -1,0 +1,498 @@
+"""The config contract: typed model, defaults, env precedence and key-path-named errors."""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.config import Config, parse_config
+from bridge.errors import ConfigError, ConfigProblem
+
+ENV_SOCKET = "SPIFFE_ENDPOINT_SOCKET"
+FILE_SOCKET = "unix:///run/spire/agent-sockets/api.sock"
+OTHER_SOCKET = "unix:///var/run/other-agent/api.sock"
+
+# The valid base every malformed case breaks in exactly one place (two targets, so that
+# `targets[1]` paths exist and duplicate names can point at the second one).
+BASE: dict[str, Any] = {
+    "workload_api": {"socket": FILE_SOCKET, "timeout": "10s"},
+    "outputs": {"directory": "/run/spiffe-bridge"},
+    "grpc": {"socket": "unix:///run/spiffe-bridge/bridge.sock"},
+    "http": {"address": "127.0.0.1:9464"},
+    "refresh": {"concurrency": 8},
+    "targets": [
+        {
+            "name": "etl-s3",
+            "spiffe_id": "spiffe://example.org/ns/etl/sa/loader",
+            "audience": "sts.amazonaws.com",
+            "aws": {
+                "role_arn": "arn:aws:iam::111122223333:role/etl-loader",
+                "region": "us-east-1",
+                "duration": "1h",
+            },
+        },
+        {
+            "name": "audit",
+            "aws": {"role_arn": "arn:aws:iam::444455556666:role/audit", "region": "eu-west-1"},
+        },
+    ],
+}
+
+DROP = object()  # an edit value that removes the key instead of setting it
+
+Key = tuple[str | int, ...]
+Edit = tuple[Key, object]
+
+
+def render(edits: tuple[Edit, ...] = ()) -> str:
+    """The base config with `edits` applied, as YAML text."""
+    doc = copy.deepcopy(BASE)
+    for key, value in edits:
+        parent: Any = doc
+        for part in key[:-1]:
+            parent = parent[part]
+        if value is DROP:
+            del parent[key[-1]]
+        else:
+            parent[key[-1]] = value
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+@dataclass(frozen=True)
+class Bad:
+    """A malformed config, the exact key path its error must name, and what it must say."""
+
+    id: str
+    path: str
+    says: str  # a regex (case-insensitive) the problem's message must match
+    edits: tuple[Edit, ...] = ()
+    text: str | None = None
+
+    def render(self) -> str:
+        return self.text if self.text is not None else render(self.edits)
+
+
+def bad(id_: str, path: str, says: str, *edits: Edit) -> Bad:
+    return Bad(id_, path, says, edits=edits)
+
+
+def raw(id_: str, path: str, says: str, text: str) -> Bad:
+    return Bad(id_, path, says, text=text)
+
+
+T0, T1 = ("targets", 0), ("targets", 1)
+ARN0, ARN1 = (*T0, "aws", "role_arn"), (*T1, "aws", "role_arn")
+NOT_ROLE_ARN = "not an IAM role ARN"
+NOT_SOCKET = r"unix:///absolute/path"
+NOT_SPIFFE = "not a SPIFFE ID"
+NOT_NAME = "not a valid target name"
+GCP_TARGET = {
+    "name": "bq-writer",
+    "gcp": {
+        "workload_identity_provider": "//iam.googleapis.com/projects/123456/locations/global/"
+        "workloadIdentityPools/spire/providers/spire",
+        "service_account": "writer@proj.iam.gserviceaccount.com",
+    },
+}
+
+MALFORMED: list[Bad] = [
+    # unknown keys
+    bad("unknown-top-level-key", "bogus", "unknown key", (("bogus",), 1)),
+    bad("unknown-nested-key", "targets[0].aws.extra", "unknown key", ((*T0, "aws", "extra"), 1)),
+    bad("unknown-workload-api-key", "workload_api.sockets", "unknown key",
+        (("workload_api", "sockets"), FILE_SOCKET)),
+    bad("unknown-target-key", "targets[1].role_arn", "unknown key",
+        ((*T1, "role_arn"), "arn:aws:iam::444455556666:role/audit")),
+    # role ARNs
+    bad("arn-user", "targets[1].aws.role_arn", NOT_ROLE_ARN,
+        (ARN1, "arn:aws:iam::444455556666:user/bob")),
+    bad("arn-assumed-role", "targets[1].aws.role_arn", NOT_ROLE_ARN,
+        (ARN1, "arn:aws:sts::444455556666:assumed-role/audit/session")),
+    bad("arn-11-digit-account", "targets[1].aws.role_arn", NOT_ROLE_ARN,
+        (ARN1, "arn:aws:iam::44445555666:role/audit")),
+    bad("arn-wrong-partition", "targets[1].aws.role_arn", NOT_ROLE_ARN,
+        (ARN1, "arn:aws-xx:iam::444455556666:role/audit")),
+    bad("arn-trailing-newline", "targets[1].aws.role_arn", NOT_ROLE_ARN,
+        (ARN1, "arn:aws:iam::444455556666:role/audit\n")),
+    bad("arn-inner-space", "targets[1].aws.role_arn", NOT_ROLE_ARN,
+        (ARN1, "arn:aws:iam::444455556666:role/audit loader")),
+    bad("arn-leading-space", "targets[1].aws.role_arn", NOT_ROLE_ARN,
+        (ARN1, " arn:aws:iam::444455556666:role/audit")),
+    bad("arn-unicode-role-name", "targets[1].aws.role_arn", NOT_ROLE_ARN,
+        (ARN1, "arn:aws:iam::444455556666:role/audït")),
+    bad("arn-unicode-digit-account", "targets[1].aws.role_arn", NOT_ROLE_ARN,
+        (ARN1, "arn:aws:iam::٤٤٤٤٥٥٥٥٦٦٦٦:role/audit")),
+    bad("arn-missing", "targets[0].aws.role_arn", "is required", (ARN0, DROP)),
+    bad("arn-not-a-string", "targets[0].aws.role_arn", "expected a string", (ARN0, 111122223333)),
+    # durations
+    bad("duration-bad-unit", "targets[0].aws.duration", "expected a duration",
+        ((*T0, "aws", "duration"), "10x")),
+    bad("duration-days", "targets[0].aws.duration", "expected a duration",
+        ((*T0, "aws", "duration"), "1d")),
+    bad("duration-bool", "targets[0].aws.duration", "expected a duration",
+        ((*T0, "aws", "duration"), True)),
+    bad("timeout-zero", "workload_api.timeout", "at least", (("workload_api", "timeout"), 0)),
+    bad("timeout-negative", "workload_api.timeout", "at least", (("workload_api", "timeout"), -5)),
+    bad("timeout-bool", "workload_api.timeout", "expected a duration",
+        (("workload_api", "timeout"), True)),
+    bad("timeout-absurdly-large", "workload_api.timeout", "at most|too large",
+        (("workload_api", "timeout"), 10**400)),
+    bad("aws-duration-below-15m", "targets[0].aws.duration", "at least 15m",
+        ((*T0, "aws", "duration"), "14m")),
+    bad("aws-duration-above-12h", "targets[0].aws.duration", "at most 12h",
+        ((*T0, "aws", "duration"), "13h")),
+    # target names
+    bad("duplicate-target-name", "targets[1].name", "duplicate", ((*T1, "name"), "etl-s3")),
+    bad("name-uppercase", "targets[1].name", NOT_NAME, ((*T1, "name"), "Audit")),
+    bad("name-underscore", "targets[1].name", NOT_NAME, ((*T1, "name"), "audit_logs")),
+    bad("name-leading-dash", "targets[1].name", NOT_NAME, ((*T1, "name"), "-audit")),
+    bad("name-64-chars", "targets[1].name", NOT_NAME, ((*T1, "name"), "a" * 64)),
+    bad("name-trailing-newline", "targets[1].name", NOT_NAME, ((*T1, "name"), "audit\n")),
+    bad("name-missing", "targets[1].name", "is required", ((*T1, "name"), DROP)),
+    # Workload API and gRPC sockets
+    bad("socket-no-scheme", "workload_api.socket", NOT_SOCKET,
+        (("workload_api", "socket"), "/tmp/a.sock")),
+    bad("socket-unix-relative", "workload_api.socket", NOT_SOCKET,
+        (("workload_api", "socket"), "unix:relative")),
+    bad("socket-unix-host", "workload_api.socket", "no host",
+        (("workload_api", "socket"), "unix://host/path")),
+    bad("socket-query", "workload_api.socket", "query",
+        (("workload_api", "socket"), "unix:///tmp/a.sock?x=1")),
+    bad("socket-tcp", "workload_api.socket", "not supported",
+        (("workload_api", "socket"), "tcp://127.0.0.1:8000")),
+    bad("socket-http", "workload_api.socket", NOT_SOCKET,
+        (("workload_api", "socket"), "http://127.0.0.1:8000/api.sock")),
+    bad("socket-broken-ipv6-host", "workload_api.socket", NOT_SOCKET,
+        (("workload_api", "socket"), "unix://[oops/api.sock")),
+    bad("grpc-socket-relative", "grpc.socket", NOT_SOCKET,
+        (("grpc", "socket"), "unix:bridge.sock")),
+    # SPIFFE IDs and audiences
+    bad("spiffe-id-wrong-scheme", "targets[0].spiffe_id", NOT_SPIFFE,
+        ((*T0, "spiffe_id"), "https://example.org/ns/etl")),
+    bad("spiffe-id-uppercase-trust-domain", "targets[0].spiffe_id", NOT_SPIFFE,
+        ((*T0, "spiffe_id"), "spiffe://Example.org/ns/etl")),
+    bad("spiffe-id-trailing-slash", "targets[0].spiffe_id", NOT_SPIFFE,
+        ((*T0, "spiffe_id"), "spiffe://example.org/ns/etl/")),
+    bad("spiffe-id-dot-segment", "targets[0].spiffe_id", NOT_SPIFFE,
+        ((*T0, "spiffe_id"), "spiffe://example.org/ns/../etl")),
+    bad("spiffe-id-trailing-newline", "targets[0].spiffe_id", NOT_SPIFFE,
+        ((*T0, "spiffe_id"), "spiffe://example.org/ns/etl\n")),
+    bad("audience-empty", "targets[0].audience", "non-empty", ((*T0, "audience"), "")),
+    bad("audience-whitespace", "targets[0].audience", "whitespace",
+        ((*T0, "audience"), " sts.amazonaws.com")),
+    # outputs
+    bad("directory-relative", "outputs.directory", "absolute",
+        (("outputs", "directory"), "run/spiffe-bridge")),
+    bad("directory-dotdot", "outputs.directory", r"'\.\.'",
+        (("outputs", "directory"), "/run/../etc/spiffe-bridge")),
+    bad("directory-missing", "outputs.directory", "is required", (("outputs", "directory"), DROP)),
+    bad("allow-non-tmpfs-string", "outputs.allow_non_tmpfs", "true or false",
+        (("outputs", "allow_non_tmpfs"), "yes")),
+    # targets as a whole
+    bad("targets-missing", "targets", "is required", (("targets",), DROP)),
+    bad("targets-empty", "targets", "is required", (("targets",), [])),
+    bad("targets-not-a-list", "targets", "expected a list", (("targets",), "etl-s3")),
+    bad("target-is-a-string", "targets[1]", "expected a mapping", (T1, "audit")),
+    bad("target-gcp-unsupported", "targets[1].gcp", "not supported", (T1, GCP_TARGET)),
+    bad("target-without-cloud", "targets[1].aws", "is required", ((*T1, "aws"), DROP)),
+    # AWS settings
+    bad("sts-endpoint-plain-http-remote", "targets[0].aws.sts_endpoint", "https://",
+        ((*T0, "aws", "sts_endpoint"), "http://sts.us-east-1.amazonaws.com")),
+    bad("sts-endpoint-userinfo-loopback", "targets[0].aws.sts_endpoint", "https://",
+        ((*T0, "aws", "sts_endpoint"), "http://127.0.0.1@evil.example.com/")),
+    bad("sts-endpoint-broken-ipv6", "targets[0].aws.sts_endpoint", "https://",
+        ((*T0, "aws", "sts_endpoint"), "https://[::1")),
+    bad("region-uppercase", "targets[0].aws.region", "not an AWS region",
+        ((*T0, "aws", "region"), "US-EAST-1")),
+    bad("region-no-number", "targets[0].aws.region", "not an AWS region",
+        ((*T0, "aws", "region"), "us-east")),
+    bad("region-trailing-newline", "targets[0].aws.region", "not an AWS region",
+        ((*T0, "aws", "region"), "us-east-1\n")),
+    bad("region-missing-without-endpoint", "targets[0].aws.region", "is required",
+        ((*T0, "aws", "region"), DROP)),
+    bad("session-name-slash", "targets[0].aws.session_name", "'/'",
+        ((*T0, "aws", "session_name"), "etl/loader")),
+    bad("session-name-colon", "targets[0].aws.session_name", "':'",
+        ((*T0, "aws", "session_name"), "spiffe:etl")),
+    bad("session-name-65-chars", "targets[0].aws.session_name", "2-64",
+        ((*T0, "aws", "session_name"), "s" * 65)),
+    bad("session-name-trailing-newline", "targets[0].aws.session_name", "2-64",
+        ((*T0, "aws", "session_name"), "etl-loader\n")),
+    # http and refresh
+    bad("http-address-no-port", "http.address", "HOST:PORT", (("http", "address"), "localhost")),
+    bad("http-address-hostname", "http.address", "IP address or localhost",
+        (("http", "address"), "metrics.example.com:9464")),
+    bad("http-address-port-out-of-range", "http.address", "HOST:PORT",
+        (("http", "address"), "127.0.0.1:70000")),
+    bad("http-address-unicode-digit-port", "http.address", "HOST:PORT",
+        (("http", "address"), "127.0.0.1:²")),
+    bad("http-address-integer", "http.address", "expected a string", (("http", "address"), 9464)),
+    bad("concurrency-zero", "refresh.concurrency", r"1\.\.1024", (("refresh", "concurrency"), 0)),
+    bad("concurrency-string", "refresh.concurrency", "expected an integer",
+        (("refresh", "concurrency"), "0600")),
+    bad("workload-api-not-a-mapping", "workload_api", "expected a mapping",
+        (("workload_api",), FILE_SOCKET)),
+    # whole documents
+    raw("invalid-yaml-mapping", "", r"not valid YAML.*\bline 3\b",
+        "outputs:\n  directory: /run/x\ntargets: : oops\n"),
+    raw("invalid-yaml-tab", "", r"not valid YAML.*\bline 2\b", "outputs:\n\tdirectory: /run/x\n"),
+    raw("empty-file", "", "empty", ""),
+    raw("comments-only", "", "empty", "# nothing here\n\n"),
+    raw("top-level-list", "", "expected a mapping, got list", "- name: etl-s3\n- name: audit\n"),
+    raw("top-level-scalar", "", "expected a mapping, got str", "just a string\n"),
+]
+
+
+def _problems(text: str, env: dict[str, str] | None = None) -> tuple[ConfigProblem, ...]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env={} if env is None else env)
+    assert info.value.problems, "a ConfigError must carry at least one problem"
+    return info.value.problems
+
+
+def _at(problems: tuple[ConfigProblem, ...], path: str) -> list[ConfigProblem]:
+    return [p for p in problems if p.path == path]
+
+
+def test_the_base_config_is_valid() -> None:
+    """The base that every malformed case breaks is itself accepted."""
+    config = parse_config(render(), env={})
+    assert [t.name for t in config.targets] == ["etl-s3", "audit"]
+
+
+FULL = f"""
+workload_api:
+  socket: {FILE_SOCKET}
+  timeout: 90s
+outputs:
+  directory: /run/spiffe-bridge
+  allow_non_tmpfs: true
+grpc:
+  socket: unix:///run/spiffe-bridge/custom.sock
+http:
+  address: 127.0.0.1:9500
+refresh:
+  concurrency: 8
+targets:
+  - name: etl-s3
+    spiffe_id: spiffe://example.org/ns/etl/sa/loader
+    audience: sts.amazonaws.com
+    jwt_file: true
+    aws:
+      role_arn: arn:aws:iam::111122223333:role/etl-loader
+      region: us-east-1
+      duration: 15m
+      session_name: etl-loader
+      sts_endpoint: https://sts.us-east-1.amazonaws.com
+  - name: audit
+    audience: audit.example.org
+    aws:
+      role_arn: arn:aws-us-gov:iam::444455556666:role/path/audit
+      region: us-gov-west-1
+      duration: 1h30m
+"""
+
+
+def test_a_full_config_round_trips_into_the_typed_model() -> None:
+    """Every field of a complete file lands in the typed model with its unit converted."""
+    config = parse_config(FULL, env={ENV_SOCKET: OTHER_SOCKET})
+    assert isinstance(config, Config)
+    assert config.workload_api.socket == FILE_SOCKET
+    assert config.workload_api.timeout == 90.0
+    assert config.outputs.directory == Path("/run/spiffe-bridge")
+    assert config.outputs.allow_non_tmpfs is True
+    assert config.grpc_socket == "unix:///run/spiffe-bridge/custom.sock"
+    assert config.http_address == "127.0.0.1:9500"
+    assert config.refresh.concurrency == 8
+    assert len(config.targets) == 2
+    etl, audit = config.targets
+    assert etl.name == "etl-s3"
+    assert etl.spiffe_id == "spiffe://example.org/ns/etl/sa/loader"
+    assert etl.audience == "sts.amazonaws.com"
+    assert etl.jwt_file is True
+    assert etl.aws.role_arn == "arn:aws:iam::111122223333:role/etl-loader"
+    assert etl.aws.region == "us-east-1"
+    assert etl.aws.duration == 15 * 60.0
+    assert etl.aws.session_name == "etl-loader"
+    assert etl.aws.sts_endpoint == "https://sts.us-east-1.amazonaws.com"
+    assert audit.name == "audit"
+    assert audit.spiffe_id is None
+    assert audit.audience == "audit.example.org"
+    assert audit.jwt_file is False
+    assert audit.aws.role_arn == "arn:aws-us-gov:iam::444455556666:role/path/audit"
+    assert audit.aws.region == "us-gov-west-1"
+    assert audit.aws.duration == 90 * 60.0
+    assert audit.aws.session_name is None
+    assert audit.aws.sts_endpoint is None
+    assert config.target("audit") is audit
+    assert config.target("missing") is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "seconds"),
+    [
+        (("workload_api", "timeout"), "90s", 90.0),
+        (("workload_api", "timeout"), "5m", 300.0),
+        (("workload_api", "timeout"), "1m30s", 90.0),
+        (("workload_api", "timeout"), 45, 45.0),
+        ((*T0, "aws", "duration"), "15m", 900.0),
+        ((*T0, "aws", "duration"), "1h", 3600.0),
+        ((*T0, "aws", "duration"), "1h30m", 5400.0),
+        ((*T0, "aws", "duration"), "12h", 43200.0),
+        ((*T0, "aws", "duration"), 7200, 7200.0),
+    ],
+    ids=["timeout-90s", "timeout-5m", "timeout-1m30s", "timeout-int", "aws-15m", "aws-1h",
+         "aws-1h30m", "aws-12h", "aws-int"],
+)
+def test_durations_accept_units_and_integer_seconds(key: Key, value: object,
+                                                    seconds: float) -> None:
+    """`90s`, `15m`, `1h`, `1h30m` and bare integers are all read as seconds."""
+    config = parse_config(render(((key, value),)), env={})
+    got = (config.workload_api.timeout if key[0] == "workload_api"
+           else config.targets[0].aws.duration)
+    assert got == seconds
+
+
+MINIMAL = """
+workload_api:
+  socket: unix:///run/spire/agent.sock
+outputs:
+  directory: /run/spiffe-bridge
+targets:
+  - name: etl-s3
+    aws:
+      role_arn: arn:aws:iam::111122223333:role/etl-loader
+      region: us-east-1
+"""
+
+
+def test_defaults_fill_everything_the_file_leaves_out() -> None:
+    """A minimal file gets the documented defaults (10s, 1h, sts.amazonaws.com, 32)."""
+    config = parse_config(MINIMAL, env={})
+    assert config.workload_api.timeout == 10.0
+    assert config.outputs.allow_non_tmpfs is False
+    assert config.refresh.concurrency == 32
+    (target,) = config.targets
+    assert target.audience == "sts.amazonaws.com"
+    assert target.aws.duration == 3600.0
+    assert target.spiffe_id is None
+    assert target.aws.session_name is None
+    assert target.aws.sts_endpoint is None
+    assert target.jwt_file is False
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://127.0.0.1:1234",
+        "http://localhost:8080/",
+        "http://[::1]:9000",
+        "https://sts.us-east-1.amazonaws.com",
+        "https://sts-fips.us-gov-west-1.amazonaws.com",
+    ],
+    ids=["http-ipv4-loopback", "http-localhost", "http-ipv6-loopback", "https-regional",
+         "https-fips"],
+)
+def test_sts_endpoint_accepts_https_and_loopback_http(endpoint: str) -> None:
+    """https:// anywhere and plain http:// only on loopback (the dev stack, moto)."""
+    config = parse_config(render((((*T0, "aws", "sts_endpoint"), endpoint),)), env={})
+    assert config.targets[0].aws.sts_endpoint == endpoint
+
+
+def test_region_is_optional_when_an_sts_endpoint_is_given() -> None:
+    """An explicit endpoint makes the region optional (it is only used to pick one)."""
+    edits: tuple[Edit, ...] = (((*T0, "aws", "region"), DROP),
+                               ((*T0, "aws", "sts_endpoint"), "http://127.0.0.1:1234"))
+    config = parse_config(render(edits), env={})
+    assert config.targets[0].aws.sts_endpoint == "http://127.0.0.1:1234"
+
+
+def test_env_socket_is_used_when_the_file_sets_none() -> None:
+    """With no `workload_api.socket` in the file, SPIFFE_ENDPOINT_SOCKET supplies it."""
+    text = render(((("workload_api", "socket"), DROP),))
+    config = parse_config(text, env={ENV_SOCKET: OTHER_SOCKET})
+    assert config.workload_api.socket == OTHER_SOCKET
+
+
+def test_file_socket_wins_over_the_env() -> None:
+    """A socket set in the file is used even when SPIFFE_ENDPOINT_SOCKET is set."""
+    config = parse_config(render(), env={ENV_SOCKET: OTHER_SOCKET})
+    assert config.workload_api.socket == FILE_SOCKET
+
+
+def test_a_bad_file_socket_is_not_rescued_by_a_good_env() -> None:
+    """The env is a default, not a fallback for a broken file value."""
+    text = render(((("workload_api", "socket"), "/tmp/a.sock"),))
+    problems = _problems(text, env={ENV_SOCKET: OTHER_SOCKET})
+    assert _at(problems, "workload_api.socket")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["/tmp/a.sock", "unix:relative", "unix://host/path", "unix:///tmp/a.sock?x=1",
+     "tcp://127.0.0.1:8000"],
+    ids=["no-scheme", "unix-relative", "unix-host", "query", "tcp"],
+)
+def test_a_bad_env_socket_is_reported_under_workload_api_socket(value: str) -> None:
+    """A malformed SPIFFE_ENDPOINT_SOCKET is named by key path and says where it came from."""
+    text = render(((("workload_api", "socket"), DROP),))
+    (problem,) = _at(_problems(text, env={ENV_SOCKET: value}), "workload_api.socket")
+    assert ENV_SOCKET in problem.message
+
+
+def test_no_socket_anywhere_is_required() -> None:
+    """Neither the file nor the env naming a socket is an error that mentions both."""
+    text = render(((("workload_api", "socket"), DROP),))
+    (problem,) = _at(_problems(text, env={}), "workload_api.socket")
+    assert "required" in problem.message
+    assert ENV_SOCKET in problem.message
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=[c.id for c in MALFORMED])
+def test_malformed_config_names_the_exact_key_path(case: Bad) -> None:
+    """Each malformed file raises ConfigError with a problem at the exact key path."""
+    problems = _problems(case.render())
+    at_path = _at(problems, case.path)
+    assert at_path, f"no problem at {case.path!r}; got {[str(p) for p in problems]}"
+    assert any(re.search(case.says, p.message, re.IGNORECASE) for p in at_path), (
+        f"{case.path}: expected a message matching {case.says!r}, got "
+        f"{[p.message for p in at_path]}")
+
+
+def test_duplicate_names_point_at_the_later_target_and_cite_the_first() -> None:
+    """The duplicate is reported on the repeat, naming where the name was first used."""
+    third = copy.deepcopy(BASE["targets"][1])
+    third["name"] = "etl-s3"
+    problems = _problems(render(((("targets",), [*BASE["targets"], third]),)))
+    assert not _at(problems, "targets[0].name")
+    (problem,) = _at(problems, "targets[2].name")
+    assert "targets[0]" in problem.message
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    """A file with several independent mistakes lists all of them at once."""
+    edits: tuple[Edit, ...] = (
+        (("bogus",), True),
+        (("workload_api", "timeout"), "10x"),
+        (("outputs", "directory"), "relative/dir"),
+        (ARN0, "arn:aws:iam::111122223333:user/bob"),
+        ((*T1, "name"), "etl-s3"),
+        ((*T1, "aws", "region"), "Mars-1"),
+        (("refresh", "concurrency"), 0),
+    )
+    problems = _problems(render(edits))
+    expected = {"bogus", "workload_api.timeout", "outputs.directory", "targets[0].aws.role_arn",
+                "targets[1].name", "targets[1].aws.region", "refresh.concurrency"}
+    assert expected <= {p.path for p in problems}
+
+
+def test_problems_render_as_path_colon_message() -> None:
+    """A problem prints as `path: message`, the form `check` shows operators."""
+    (problem,) = _at(_problems(render(((ARN1, "nope"),))), "targets[1].aws.role_arn")
+    assert str(problem).startswith("targets[1].aws.role_arn: ")
