@@ -88,12 +88,15 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(redactor: Redactor, *, level: str = "INFO", fmt: str = "text",
                   stream: TextIO | None = None) -> logging.Handler:
-    """Install one redacting handler on the root logger; return it (for removal in tests)."""
+    """Install the redacting handler on the root logger, replacing one installed before."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_spiffe_bridge", False)]:
+        root.removeHandler(old)
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler._spiffe_bridge = True  # type: ignore[attr-defined]
     handler.addFilter(RedactingFilter(redactor))
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level.upper())
     pin_third_party_loggers()

@@ -1,0 +1,38 @@
+# spiffe-bridge developer entry points. `make test` is what CI runs.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test lint typecheck unit proto dev clean
+
+$(BIN)/spiffe-bridge: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/spiffe-bridge
+
+## test: lint, type-check and run every test (unit + integration)
+test: install lint typecheck
+	$(BIN)/pytest -q
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check bridge tests
+
+typecheck: install
+	$(BIN)/mypy
+
+## dev: run the bridge on the embedded development stack
+dev: install
+	$(BIN)/spiffe-bridge dev
+
+## proto: regenerate the Python code for proto/ (grpcio-tools)
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=bridge/_proto --pyi_out=bridge/_proto proto/spiffe/workload.proto
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
