@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from bridge.cli import main
 from bridge.devstack import DevStack
 from bridge.devstack.stack import DEMO_ROLE_ARN
-from tests.integration.conftest import WriteConfig
+from tests.conftest import WriteConfig
 
 pytestmark = pytest.mark.integration
 

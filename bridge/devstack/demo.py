@@ -1,0 +1,109 @@
+"""`spiffe-bridge dev`: the dev stack plus the real daemon on a demo config. DEVELOPMENT ONLY.
+
+Starts the emulators on loopback, writes a config that points the bridge at them, runs
+the same daemon `run` runs, and prints what a user needs to try the credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from bridge import daemon as d
+from bridge.config import load_config
+from bridge.devstack.stack import DEMO_ROLE_ARN, DevStack
+from bridge.logs import Redactor
+from bridge.outputs.atomic import is_memory_backed
+
+
+def _free_port(preferred: int) -> int:
+    """The preferred port if it is free on loopback, else any free one."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free loopback port")
+
+
+def write_demo_config(stack: DevStack, workdir: Path) -> Path:
+    """A config with one AWS target (plus its JWT file) against the stack's emulators."""
+    shm = Path("/dev/shm")
+    on_tmpfs = shm.is_dir() and is_memory_backed(shm)
+    outputs = Path(tempfile.mkdtemp(prefix="spiffe-bridge-dev-", dir=shm)) / "creds" \
+        if on_tmpfs else workdir / "creds"
+    doc = {
+        "workload_api": {"socket": stack.workload_socket_uri, "timeout": "5s"},
+        "outputs": {"directory": str(outputs), "allow_non_tmpfs": not on_tmpfs},
+        "http": {"address": f"127.0.0.1:{_free_port(9464)}"},
+        "targets": [{
+            "name": "demo",
+            "jwt_file": True,
+            "aws": {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1", "duration": "1h",
+                    "sts_endpoint": stack.aws_sts_url},
+        }],
+    }
+    path = workdir / "bridge.yaml"
+    path.write_text("# spiffe-bridge dev: demo config (development only)\n"
+                    + yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def usage(config_path: Path, stack: DevStack) -> str:
+    config = load_config(config_path)
+    out = config.outputs.directory
+    return f"""
+spiffe-bridge dev is running (development stack: emulators on loopback, not real clouds)
+
+  Workload API (SPIFFE agent): {stack.workload_socket_uri}
+  OIDC issuer:                 {stack.issuer}
+  AWS STS emulator:            {stack.aws_sts_url}
+  Bridge config:               {config_path}
+  Credentials:                 {out}/aws/credentials  (profile "demo")
+                               {out}/aws/demo.json    (credential_process JSON)
+                               {out}/jwt/demo.jwt     (the JWT-SVID itself)
+  Metrics / health:            http://{config.http_address}/metrics  /healthz  /readyz
+
+Try it in another shell:
+  export AWS_SHARED_CREDENTIALS_FILE={out}/aws/credentials AWS_PROFILE=demo
+  python -c "import boto3; print(boto3.Session().get_credentials().get_frozen_credentials())"
+  spiffe-bridge credential-process --target demo --config {config_path}
+  spiffe-bridge status --config {config_path}
+  curl -s http://{config.http_address}/readyz
+
+Press Ctrl-C to stop.
+"""
+
+
+def run_demo(workdir: Path | None, *, redactor: Redactor) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit code."""
+    base = workdir or Path(tempfile.mkdtemp(prefix="sbdev-", dir="/tmp"))
+    base.mkdir(parents=True, exist_ok=True)
+    with DevStack(base / "stack") as stack:
+        config_path = write_demo_config(stack, base)
+        config = load_config(config_path)
+        print(usage(config_path, stack), flush=True)
+        asyncio.run(_serve(config_path, redactor))
+        del config
+    print("spiffe-bridge dev stopped", file=sys.stderr)
+    return 0
+
+
+async def _serve(config_path: Path, redactor: Redactor) -> None:
+    config = load_config(config_path)
+    d.use_worker_threads(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await d.serve(d.build(config, redactor=redactor), stop)

@@ -1,0 +1,123 @@
+"""The daemon as a real process: `dev` and `run` start, deliver, serve health, stop on signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from bridge.devstack import DevStack
+from tests.conftest import WriteConfig
+
+pytestmark = pytest.mark.integration
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, out, err
+
+
+def test_dev_runs_the_demo_until_ctrl_c(short_dir: Path) -> None:
+    """`spiffe-bridge dev` prints where the credentials are; they load in boto3; SIGINT exits 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "dev", "--workdir",
+                             str(short_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        config_path = short_dir / "bridge.yaml"
+        _wait_for(config_path.exists)
+        config = yaml.safe_load(config_path.read_text())
+        creds = Path(config["outputs"]["directory"]) / "aws" / "credentials"
+        _wait_for(creds.exists)
+        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(creds)
+        try:
+            session = boto3.session.Session(profile_name="demo")
+            frozen = session.get_credentials().get_frozen_credentials()  # type: ignore[union-attr]
+        finally:
+            del os.environ["AWS_SHARED_CREDENTIALS_FILE"]
+        assert frozen.access_key.startswith("ASIA")
+        address = config["http"]["address"]
+        with urllib.request.urlopen(f"http://{address}/readyz", timeout=5) as r:
+            body = json.loads(r.read())
+        assert body["ready"] is True
+        assert body["targets"]["demo"]["state"] == "fresh"
+    finally:
+        code, out, err = _stop(proc, signal.SIGINT)
+    assert code == 0, err
+    assert "AWS_SHARED_CREDENTIALS_FILE" in out
+    assert "Traceback" not in err
+
+
+def test_run_serves_metrics_and_stops_cleanly_on_sigterm(stack: DevStack,
+                                                          write_config: WriteConfig,
+                                                          outdir: Path) -> None:
+    """`run`: credentials written, /metrics and /healthz answer, SIGTERM exits 0, no temp left."""
+    config_path = write_config()
+    doc = yaml.safe_load(config_path.read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    doc["http"]["address"] = f"127.0.0.1:{port}"
+    config_path.write_text(yaml.safe_dump(doc))
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "--config",
+                             str(config_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        _wait_for((outdir / "aws" / "demo.json").exists)
+
+        def metrics_up() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    return b'spiffe_bridge_credential_state{state="fresh",target="demo"} 1.0' in (
+                        r.read())
+            except OSError:
+                return False
+
+        _wait_for(metrics_up)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            assert json.loads(r.read())["live"] is True
+    finally:
+        code, _, err = _stop(proc)
+    assert code == 0, err
+    leftovers = [p for p in outdir.rglob("*") if ".tmp." in p.name]
+    assert leftovers == []
+    assert "spiffe-bridge stopped" in err
+
+
+def test_run_with_an_unusable_directory_exits_1_with_a_clear_message(
+        write_config: WriteConfig, short_dir: Path) -> None:
+    """A non-tmpfs output directory is refused at start: exit 1, one line, no traceback."""
+    config_path = write_config()
+    doc = yaml.safe_load(config_path.read_text())
+    doc["outputs"]["directory"] = str(Path("/var/tmp") / short_dir.name)
+    config_path.write_text(yaml.safe_dump(doc))
+    proc = subprocess.run([sys.executable, "-m", "bridge", "run", "--config",
+                           str(config_path)], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert proc.returncode == 1
+    assert "tmpfs" in proc.stderr
+    assert "Traceback" not in proc.stderr
