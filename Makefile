@@ -32,7 +32,7 @@ dev: install
 
 ## proto: regenerate the Python code for proto/ (grpcio-tools)
 proto: install
-	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=bridge/_proto --pyi_out=bridge/_proto proto/spiffe/workload.proto
+	$(BIN)/python -m grpc_tools.protoc -Ibridge/_proto=proto --python_out=. --pyi_out=. proto/spiffe/workload.proto
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -125,7 +125,10 @@ class CredentialDirectory:
                 data = render_process_json(cred) if cred else None
                 self._sync(fd, f"aws/{name}.json", f"{name}.json", data, output="aws_process",
                            failures=failures)
-            if self._aws_targets:
+            # Not created before there is something to put in it, so "the file exists"
+            # means "a profile is ready"; once it exists it is kept in step (expired
+            # profiles are dropped from it).
+            if self._aws_targets and (valid or _exists(fd, "credentials")):
                 self._sync(fd, "aws/credentials", "credentials", render_credentials_ini(valid),
                            output="aws_credentials", failures=failures)
         return failures

@@ -237,6 +237,17 @@ def test_a_read_only_directory_keeps_the_previous_file(small_tmpfs: Path) -> Non
     assert (out / "aws" / "a.json").read_bytes() == before
 
 
+def test_credentials_file_appears_only_with_a_valid_profile(outdir: Path) -> None:
+    """Before the first credential there is no aws/credentials, so its existence means ready."""
+    now = time.time()
+    d = _directory(outdir, aws=("a",))
+    d.prepare()
+    assert d.apply({"a": TargetStatus(name="a")}, now) == []
+    assert not (outdir / "aws" / "credentials").exists()
+    assert d.apply({"a": fresh_status("a", now=now)}, now) == []
+    assert (outdir / "aws" / "credentials").exists()
+
+
 def test_unchanged_credentials_are_not_rewritten(outdir: Path) -> None:
     """A second apply with the same snapshot leaves the files' inodes alone."""
     now = time.time()

@@ -1,0 +1,762 @@
+"""An AWS STS emulator for AssumeRoleWithWebIdentity. DEVELOPMENT ONLY.
+
+moto accepts any token, so it cannot exercise the bridge's failure handling. This
+emulator speaks STS's real query protocol (form-urlencoded `POST /`, `Version=2011-06-15`,
+namespaced XML replies, `<ErrorResponse>` with AWS's codes and HTTP statuses) and
+validates web identity tokens the way AWS documents it:
+
+1. parameters: RoleArn, RoleSessionName `[\\w+=,.@-]{2,64}`, token 4..20000 chars,
+   DurationSeconds 900..43200, Policy 1..2048 chars of JSON    -> ValidationError 400
+2. the token is a JWS with alg RS/ES 256/384/512               -> InvalidIdentityToken 400
+3. `iss` is a registered OIDC provider                        -> InvalidIdentityToken 400
+4. the issuer's keys, found through its discovery document     -> IDPCommunicationError 400
+5. the signature, with the key named by `kid`                  -> InvalidIdentityToken 400
+6. `aud` holds one of the provider's client IDs                -> InvalidIdentityToken 400
+7. integer `exp`, not in the past                              -> ExpiredTokenException 400
+8. the role exists and trusts this provider, `aud` and `sub`   -> AccessDenied 403
+9. DurationSeconds within the role's MaxSessionDuration        -> ValidationError 400
+
+The JWKS is fetched over real HTTP (no proxies, short timeout), cached per issuer
+and refetched once when a token names an unknown `kid`. Received requests are
+recorded for assertions (`requests`); tokens and secrets are kept in memory only,
+hidden from repr and never logged. `faults` (keyed by Action) injects failures
+such as (503, "ServiceUnavailable") or (400, "Throttling") and latency.
+
+Actions are dispatched through a table, so a SigV4-checked `AssumeRole` (role
+chaining from the sessions recorded in `issued`) can be added without reshaping
+the rest; it is not implemented yet and answers InvalidAction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import secrets
+import string
+import threading
+import time
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jwt
+
+from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer, http_date
+from bridge.devstack.faults import FaultSwitches, HttpFailure
+
+_log = logging.getLogger(__name__)
+
+STS_NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
+STS_VERSION = "2011-06-15"
+ASSUME_ROLE_WITH_WEB_IDENTITY = "AssumeRoleWithWebIdentity"
+
+MIN_DURATION = 900
+MAX_DURATION = 43200
+DEFAULT_DURATION = 3600
+DEFAULT_MAX_SESSION_DURATION = 3600
+
+_ALLOWED_ALGS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
+_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
+_ROLE_ARN = re.compile(
+    r"arn:aws[a-z-]*:iam::(?P<account>\d{12}):role/(?:[\w+=,.@-]+/)*(?P<name>[\w+=,.@-]{1,64})",
+    re.ASCII,
+)
+_UPPER_ALNUM = string.ascii_uppercase + string.digits
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
+_DISCOVERY_PATH = "/.well-known/openid-configuration"
+_MAX_IDP_DOCUMENT = 1 << 20
+
+NOT_AUTHORIZED = "Not authorized to perform sts:AssumeRoleWithWebIdentity"
+IDP_UNREACHABLE = (
+    "Couldn't retrieve verification key from your identity provider,  please reference "
+    "AssumeRoleWithWebIdentity documentation for requirements"
+)
+
+# Default HTTP status and message per error code, used by fault switches given only a code.
+_KNOWN_ERRORS: Mapping[str, tuple[int, str]] = {
+    "AccessDenied": (403, NOT_AUTHORIZED),
+    "ExpiredTokenException": (400, "Token expired"),
+    "IDPCommunicationError": (400, IDP_UNREACHABLE),
+    "IDPRejectedClaim": (403, "The identity provider rejected the claim"),
+    "InternalFailure": (500, "An internal error occurred"),
+    "InvalidAction": (400, "Could not find operation for version 2011-06-15"),
+    "InvalidIdentityToken": (400, "The web identity token is not valid"),
+    "MalformedPolicyDocument": (400, "The policy is not in the valid JSON format"),
+    "RegionDisabledException": (403, "STS is not activated in this region"),
+    "ServiceUnavailable": (503, "Service is unavailable, please try again later"),
+    "Throttling": (400, "Rate exceeded"),
+    "ValidationError": (400, "1 validation error detected"),
+}
+
+JsonFetcher = Callable[[str, float], Any]
+"""Fetches and parses a JSON document: (url, timeout seconds) -> value.
+
+Raises OSError or ValueError when the document cannot be had."""
+
+
+def fetch_json(url: str, timeout: float) -> Any:
+    """GET a JSON document over http(s), ignoring proxy environment variables.
+
+    Raises:
+        OSError: connection failure, timeout or non-2xx status.
+        ValueError: not an http(s) URL, or the body is not JSON.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with opener.open(request, timeout=timeout) as response:
+        return json.loads(response.read(_MAX_IDP_DOCUMENT))
+
+
+def _random(alphabet: str, length: int) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _normalize_provider_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    return url if "://" in url else f"https://{url}"
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """IAM StringLike: `*` any run of characters, `?` one character, the rest literal."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class OidcProvider:
+    """An IAM OIDC identity provider: issuer URL and accepted client IDs (audiences)."""
+
+    url: str
+    client_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedRole:
+    """An IAM role whose trust policy allows one OIDC provider, with optional conditions.
+
+    `aud` is matched exactly (StringEquals); `sub` exactly, or as a StringLike glob
+    when it contains `*` or `?`. None means no condition on that key.
+    """
+
+    arn: str
+    provider_url: str
+    aud: str | None
+    sub: str | None
+    max_session_duration: int
+    role_id: str
+
+    @property
+    def name(self) -> str:
+        """The role name (last path segment of the ARN)."""
+        match = _ROLE_ARN.fullmatch(self.arn)
+        assert match is not None  # checked by add_role
+        return match.group("name")
+
+    @property
+    def account(self) -> str:
+        """The 12-digit account ID."""
+        match = _ROLE_ARN.fullmatch(self.arn)
+        assert match is not None  # checked by add_role
+        return match.group("account")
+
+    def trusts(self, aud: Iterable[str], sub: str) -> bool:
+        """Whether the trust-policy conditions hold for these claims."""
+        if self.aud is not None and self.aud not in set(aud):
+            return False
+        if self.sub is None:
+            return True
+        if "*" in self.sub or "?" in self.sub:
+            return _glob(self.sub).fullmatch(sub) is not None
+        return sub == self.sub
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as received. `params` holds the token: never print it."""
+
+    method: str
+    path: str
+    action: str
+    params: Mapping[str, str] = field(repr=False)
+    headers: Mapping[str, str] = field(repr=False)
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCredentials:
+    """Temporary credentials the emulator handed out (secrets hidden from repr)."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+    expiration: datetime
+    role_arn: str
+    assumed_role_arn: str
+    session_name: str
+    subject: str
+
+
+class StsError(Exception):
+    """An STS error reply: HTTP status, AWS error code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @classmethod
+    def of(cls, code: str, message: str | None = None) -> StsError:
+        """An error with the code's usual status (400 if unknown) and message."""
+        status, default = _KNOWN_ERRORS.get(code, (400, code))
+        return cls(status, code, message or default)
+
+
+@dataclass(frozen=True, slots=True)
+class _ParsedToken:
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+
+
+ActionHandler = Callable[[Mapping[str, str], HttpRequest], ET.Element]
+
+
+class AwsStsEmulator:
+    """STS on `http://127.0.0.1:<port>`: providers, roles, validation, recording. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        clock: Callable[[], float] = time.time,
+        fetch: JsonFetcher = fetch_json,
+        idp_timeout: float = 2.0,
+        jwks_cache_seconds: float = 60.0,
+    ) -> None:
+        """Prepare the emulator; nothing listens until `start()`.
+
+        `clock` drives `exp` checks, credential expiry and the `Date` header, so a test
+        can play clock skew; `fetch` is how discovery documents and JWKS are read.
+        """
+        self._clock = clock
+        self._fetch = fetch
+        self._idp_timeout = idp_timeout
+        self._jwks_cache_seconds = jwks_cache_seconds
+        self._lock = threading.Lock()
+        self._providers: dict[str, OidcProvider] = {}
+        self._roles: dict[str, TrustedRole] = {}
+        self._requests: list[RecordedRequest] = []
+        self._issued: list[IssuedCredentials] = []
+        self._jwks_cache: dict[str, tuple[float, tuple[Mapping[str, Any], ...]]] = {}
+        self._actions: dict[str, ActionHandler] = {
+            ASSUME_ROLE_WITH_WEB_IDENTITY: self._assume_role_with_web_identity,
+        }
+        self.faults: FaultSwitches[HttpFailure] = FaultSwitches()
+        self._http = LoopbackHttpServer(self.handle, port=port, name="devstack-aws-sts")
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The endpoint URL for boto3's `endpoint_url`.
+
+        Raises:
+            RuntimeError: never started and no port given.
+        """
+        return self._http.url
+
+    @property
+    def running(self) -> bool:
+        """Whether the emulator is accepting connections."""
+        return self._http.running
+
+    def start(self) -> None:
+        """Listen on 127.0.0.1 (the same port again after a restart).
+
+        Raises:
+            RuntimeError: already running.
+        """
+        self._http.start()
+
+    def stop(self) -> None:
+        """Stop listening (idempotent)."""
+        self.faults.interrupt()
+        self._http.stop()
+
+    def __enter__(self) -> AwsStsEmulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- account configuration ---------------------------------------------------------
+
+    def register_oidc_provider(self, url: str, client_ids: Iterable[str]) -> OidcProvider:
+        """Register (or replace) an IAM OIDC provider for issuer `url`.
+
+        Raises:
+            ValueError: no client IDs.
+        """
+        ids = tuple(client_ids)
+        if isinstance(client_ids, str) or not ids:
+            raise ValueError("client_ids must be a non-empty list of strings")
+        provider = OidcProvider(_normalize_provider_url(url), ids)
+        with self._lock:
+            self._providers[provider.url] = provider
+            self._jwks_cache.pop(provider.url, None)
+        return provider
+
+    def add_role(
+        self,
+        role_arn: str,
+        *,
+        provider_url: str,
+        aud: str | None,
+        sub: str | None,
+        max_session_duration: int = DEFAULT_MAX_SESSION_DURATION,
+    ) -> TrustedRole:
+        """Create (or replace) a role trusting `provider_url` with aud/sub conditions.
+
+        Raises:
+            ValueError: malformed role ARN, or max_session_duration outside 3600..43200.
+        """
+        if _ROLE_ARN.fullmatch(role_arn) is None:
+            raise ValueError(f"not an IAM role ARN: {role_arn!r}")
+        if not DEFAULT_MAX_SESSION_DURATION <= max_session_duration <= MAX_DURATION:
+            raise ValueError(
+                f"max_session_duration must be within 3600..43200, got {max_session_duration}"
+            )
+        role = TrustedRole(
+            arn=role_arn,
+            provider_url=_normalize_provider_url(provider_url),
+            aud=aud,
+            sub=sub,
+            max_session_duration=max_session_duration,
+            role_id="AROA" + _random(_UPPER_ALNUM, 17),
+        )
+        with self._lock:
+            self._roles[role_arn] = role
+        return role
+
+    @property
+    def providers(self) -> Mapping[str, OidcProvider]:
+        """Registered OIDC providers by normalized URL (a snapshot)."""
+        with self._lock:
+            return dict(self._providers)
+
+    @property
+    def roles(self) -> Mapping[str, TrustedRole]:
+        """Roles by ARN (a snapshot)."""
+        with self._lock:
+            return dict(self._roles)
+
+    def clear_jwks_cache(self) -> None:
+        """Forget every cached JWKS (the next token refetches its issuer's keys)."""
+        with self._lock:
+            self._jwks_cache.clear()
+
+    # -- observations --------------------------------------------------------------------
+
+    @property
+    def requests(self) -> tuple[RecordedRequest, ...]:
+        """Every request received so far, oldest first."""
+        with self._lock:
+            return tuple(self._requests)
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests."""
+        with self._lock:
+            self._requests.clear()
+
+    @property
+    def issued(self) -> tuple[IssuedCredentials, ...]:
+        """Every set of credentials handed out, oldest first."""
+        with self._lock:
+            return tuple(self._issued)
+
+    # -- the wire --------------------------------------------------------------------------
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        """Answer one HTTP request (public so tests can call it without a socket)."""
+        request_id = str(uuid.uuid4())
+        params = self._params(request)
+        action = params.get("Action", "")
+        with self._lock:
+            self._requests.append(
+                RecordedRequest(
+                    method=request.method,
+                    path=request.path,
+                    action=action,
+                    params=params,
+                    headers=dict(request.headers),
+                    received_at=self._clock(),
+                )
+            )
+        try:
+            result = self._dispatch(action, params, request)
+        except StsError as err:
+            _log.debug("sts %s -> %s", action or "-", err.code)
+            return self._reply(err.status, _error_document(err, request_id), request_id)
+        _log.debug("sts %s -> ok", action)
+        return self._reply(200, _response_document(action, result, request_id), request_id)
+
+    def _dispatch(self, action: str, params: Mapping[str, str], request: HttpRequest) -> ET.Element:
+        """Fault switches, then routing; raises StsError for every error reply."""
+        failure = self.faults.before(action)
+        if failure is not None:
+            default_status, default_message = _KNOWN_ERRORS.get(failure.code, (0, ""))
+            raise StsError(
+                failure.status or default_status or 400,
+                failure.code,
+                failure.message or default_message or failure.code,
+            )
+        if request.path != "/" or request.method not in ("GET", "POST"):
+            raise StsError(404, "NotFound", "Not Found")
+        if not action:
+            raise StsError(400, "MissingAction", "Missing Action")
+        handler = self._actions.get(action)
+        if handler is None or params.get("Version") != STS_VERSION:
+            raise StsError.of(
+                "InvalidAction",
+                f"Could not find operation {action} for version {params.get('Version', '')}",
+            )
+        return handler(params, request)
+
+    @staticmethod
+    def _params(request: HttpRequest) -> dict[str, str]:
+        pairs = parse_qsl(request.query, keep_blank_values=True)
+        if request.method == "POST":
+            pairs += parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
+        params: dict[str, str] = {}
+        for key, value in pairs:
+            params.setdefault(key, value)
+        return params
+
+    def _reply(self, status: int, document: ET.Element, request_id: str) -> HttpResponse:
+        body = ET.tostring(document, encoding="utf-8", xml_declaration=False)
+        headers = {
+            "Content-Type": "text/xml",
+            "x-amzn-RequestId": request_id,
+            "Date": http_date(self._clock()),
+        }
+        return HttpResponse(status, body, headers)
+
+    # -- AssumeRoleWithWebIdentity -----------------------------------------------------------
+
+    def _assume_role_with_web_identity(
+        self, params: Mapping[str, str], request: HttpRequest
+    ) -> ET.Element:
+        role_arn, session_name, token, duration, policy = _validate_parameters(params)
+        parsed = _parse_token(token)
+        issuer = parsed.claims.get("iss")
+        provider = self._provider_for(issuer)
+        self._verify_signature(token, parsed, provider)
+        audience = _audiences(parsed.claims.get("aud"))
+        matched_aud = next((a for a in audience if a in provider.client_ids), None)
+        if matched_aud is None:
+            raise StsError.of("InvalidIdentityToken", "Incorrect token audience")
+        self._check_times(parsed.claims)
+        sub = parsed.claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise StsError.of("InvalidIdentityToken", "The web identity token has no sub claim")
+        with self._lock:
+            role = self._roles.get(role_arn)
+        if role is None or role.provider_url != provider.url or not role.trusts(audience, sub):
+            raise StsError.of("AccessDenied", NOT_AUTHORIZED)
+        if duration > role.max_session_duration:
+            raise StsError.of(
+                "ValidationError",
+                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+            )
+        credentials = self._issue(role, session_name, sub, duration)
+        return _web_identity_result(
+            credentials,
+            role,
+            subject=sub,
+            audience=matched_aud,
+            provider=str(issuer),
+            packed_policy_size=None if policy is None else min(100, len(policy) * 100 // 2048),
+        )
+
+    def _provider_for(self, issuer: object) -> OidcProvider:
+        if not isinstance(issuer, str) or not issuer:
+            raise StsError.of("InvalidIdentityToken", "The web identity token has no iss claim")
+        with self._lock:
+            provider = self._providers.get(_normalize_provider_url(issuer))
+        if provider is None:
+            raise StsError.of(
+                "InvalidIdentityToken",
+                f"No OpenIDConnect provider found in your account for {issuer[:256]}",
+            )
+        return provider
+
+    def _verify_signature(self, token: str, parsed: _ParsedToken, provider: OidcProvider) -> None:
+        alg = str(parsed.header["alg"])
+        kid = parsed.header.get("kid")
+        keys = self._jwks(provider.url, refresh=False)
+        candidates = [k for k in keys if kid is None or k.get("kid") == kid]
+        if not candidates and kid is not None:
+            keys = self._jwks(provider.url, refresh=True)  # the issuer may have rotated
+            candidates = [k for k in keys if k.get("kid") == kid]
+        if not candidates:
+            raise StsError.of(
+                "InvalidIdentityToken", "No key in the identity provider's JWKS matches the token"
+            )
+        for candidate in candidates:
+            try:
+                key = jwt.PyJWK(dict(candidate), algorithm=alg)
+                jwt.decode(
+                    token,
+                    key.key,
+                    algorithms=[alg],
+                    options={
+                        "verify_signature": True,
+                        "verify_exp": False,
+                        "verify_nbf": False,
+                        "verify_iat": False,
+                        "verify_aud": False,
+                        "verify_iss": False,
+                    },
+                )
+                return
+            except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+                continue
+        raise StsError.of("InvalidIdentityToken", "The web identity token signature is invalid")
+
+    def _jwks(self, issuer: str, *, refresh: bool) -> tuple[Mapping[str, Any], ...]:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._jwks_cache.get(issuer)
+        if cached is not None and not refresh and now - cached[0] < self._jwks_cache_seconds:
+            return cached[1]
+        try:
+            discovery = self._fetch(issuer + _DISCOVERY_PATH, self._idp_timeout)
+            document = self._fetch(str(discovery["jwks_uri"]), self._idp_timeout)
+            keys = tuple(k for k in document["keys"] if isinstance(k, Mapping))
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            _log.debug("sts: cannot read keys of %s: %s", issuer, type(err).__name__)
+            raise StsError.of("IDPCommunicationError", IDP_UNREACHABLE) from err
+        with self._lock:
+            self._jwks_cache[issuer] = (now, keys)
+        return keys
+
+    def _check_times(self, claims: Mapping[str, Any]) -> None:
+        exp = claims.get("exp")
+        # AWS rejects non-integer timestamps (SPIRE changed its output for this reason).
+        if isinstance(exp, bool) or not isinstance(exp, int):
+            raise StsError.of("InvalidIdentityToken", "The web identity token has no valid exp")
+        now = int(self._clock())
+        if exp <= now:
+            raise StsError.of(
+                "ExpiredTokenException",
+                f"Token expired: current date/time {now} must be before the expiration "
+                f"date/time {exp}",
+            )
+        nbf = claims.get("nbf")
+        if isinstance(nbf, int) and not isinstance(nbf, bool) and nbf > now:
+            raise StsError.of("InvalidIdentityToken", "The web identity token is not yet valid")
+
+    def _issue(
+        self, role: TrustedRole, session_name: str, subject: str, duration: int
+    ) -> IssuedCredentials:
+        expires = int(self._clock()) + duration
+        credentials = IssuedCredentials(
+            access_key_id="ASIA" + _random(_UPPER_ALNUM, 16),
+            secret_access_key=_random(_SECRET_ALPHABET, 40),
+            session_token=base64.b64encode(secrets.token_bytes(300)).decode(),
+            expiration=datetime.fromtimestamp(expires, UTC),
+            role_arn=role.arn,
+            assumed_role_arn=(
+                f"arn:aws:sts::{role.account}:assumed-role/{role.name}/{session_name}"
+            ),
+            session_name=session_name,
+            subject=subject,
+        )
+        with self._lock:
+            self._issued.append(credentials)
+        return credentials
+
+
+# -- parameter and token parsing ----------------------------------------------------------
+
+
+def _validate_parameters(params: Mapping[str, str]) -> tuple[str, str, str, int, str | None]:
+    """Model constraints, reported together as AWS does."""
+    problems: list[str] = []
+
+    def required(name: str, member: str, low: int, high: int) -> str:
+        value = params.get(name)
+        if value is None:
+            problems.append(
+                f"Value null at '{member}' failed to satisfy constraint: Member must not be null"
+            )
+            return ""
+        if len(value) < low:
+            problems.append(
+                f"Value at '{member}' failed to satisfy constraint: "
+                f"Member must have length greater than or equal to {low}"
+            )
+        elif len(value) > high:
+            problems.append(
+                f"Value at '{member}' failed to satisfy constraint: "
+                f"Member must have length less than or equal to {high}"
+            )
+        return value
+
+    role_arn = required("RoleArn", "roleArn", 20, 2048)
+    session_name = required("RoleSessionName", "roleSessionName", 2, 64)
+    if session_name and _SESSION_NAME.fullmatch(session_name) is None:
+        problems.append(
+            f"Value '{session_name[:64]}' at 'roleSessionName' failed to satisfy constraint: "
+            r"Member must satisfy regular expression pattern: [\w+=,.@-]*"
+        )
+    token = required("WebIdentityToken", "webIdentityToken", 4, 20000)
+    duration = DEFAULT_DURATION
+    raw_duration = params.get("DurationSeconds")
+    if raw_duration is not None:
+        try:
+            duration = int(raw_duration)
+        except ValueError:
+            problems.append(
+                "Value at 'durationSeconds' failed to satisfy constraint: Member must be an integer"
+            )
+        else:
+            if duration < MIN_DURATION:
+                problems.append(
+                    f"Value '{duration}' at 'durationSeconds' failed to satisfy "
+                    f"constraint: Member must have value greater than or equal to "
+                    f"{MIN_DURATION}"
+                )
+            elif duration > MAX_DURATION:
+                problems.append(
+                    f"Value '{duration}' at 'durationSeconds' failed to satisfy "
+                    f"constraint: Member must have value less than or equal to "
+                    f"{MAX_DURATION}"
+                )
+    policy = params.get("Policy")
+    if policy is not None and not 1 <= len(policy) <= 2048:
+        problems.append(
+            "Value at 'policy' failed to satisfy constraint: "
+            "Member must have length between 1 and 2048"
+        )
+    if problems:
+        count = len(problems)
+        noun = "error" if count == 1 else "errors"
+        raise StsError.of(
+            "ValidationError", f"{count} validation {noun} detected: " + "; ".join(problems)
+        )
+    if role_arn and _ROLE_ARN.fullmatch(role_arn) is None:
+        raise StsError.of("ValidationError", "Request ARN is invalid")
+    if policy is not None:
+        try:
+            json.loads(policy)
+        except ValueError as err:
+            raise StsError.of("MalformedPolicyDocument") from err
+    return role_arn, session_name, token, duration, policy
+
+
+def _b64_json(segment: str) -> Any:
+    padded = segment + "=" * (-len(segment) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+
+
+def _parse_token(token: str) -> _ParsedToken:
+    """JWS compact form with an allowed alg; claims unverified."""
+    parts = token.split(".")
+    header: Any = None
+    claims: Any = None
+    if len(parts) == 3:
+        try:
+            header, claims = _b64_json(parts[0]), _b64_json(parts[1])
+        except (ValueError, UnicodeError, binascii.Error) as err:
+            raise StsError.of(
+                "InvalidIdentityToken", "The web identity token is not a valid JWT"
+            ) from err
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise StsError.of("InvalidIdentityToken", "The web identity token is not a valid JWT")
+    alg = header.get("alg")
+    if alg not in _ALLOWED_ALGS:
+        raise StsError.of(
+            "InvalidIdentityToken",
+            f"Unsupported token signing algorithm: {str(alg)[:16]}",
+        )
+    return _ParsedToken(header=header, claims=claims)
+
+
+def _audiences(aud: object) -> tuple[str, ...]:
+    if isinstance(aud, str):
+        return (aud,)
+    if isinstance(aud, list):
+        return tuple(a for a in aud if isinstance(a, str))
+    return ()
+
+
+# -- XML documents ---------------------------------------------------------------------------
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
+    element = ET.SubElement(parent, tag)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _web_identity_result(
+    credentials: IssuedCredentials,
+    role: TrustedRole,
+    *,
+    subject: str,
+    audience: str,
+    provider: str,
+    packed_policy_size: int | None,
+) -> ET.Element:
+    result = ET.Element("AssumeRoleWithWebIdentityResult")
+    creds = _sub(result, "Credentials")
+    _sub(creds, "AccessKeyId", credentials.access_key_id)
+    _sub(creds, "SecretAccessKey", credentials.secret_access_key)
+    _sub(creds, "SessionToken", credentials.session_token)
+    _sub(creds, "Expiration", credentials.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    _sub(result, "SubjectFromWebIdentityToken", subject)
+    user = _sub(result, "AssumedRoleUser")
+    _sub(user, "AssumedRoleId", f"{role.role_id}:{credentials.session_name}")
+    _sub(user, "Arn", credentials.assumed_role_arn)
+    if packed_policy_size is not None:
+        _sub(result, "PackedPolicySize", str(packed_policy_size))
+    _sub(result, "Audience", audience)
+    _sub(result, "Provider", provider)
+    return result
+
+
+def _response_document(action: str, result: ET.Element, request_id: str) -> ET.Element:
+    root = ET.Element(f"{action}Response", {"xmlns": STS_NAMESPACE})
+    root.append(result)
+    metadata = _sub(root, "ResponseMetadata")
+    _sub(metadata, "RequestId", request_id)
+    return root
+
+
+def _error_document(err: StsError, request_id: str) -> ET.Element:
+    root = ET.Element("ErrorResponse", {"xmlns": STS_NAMESPACE})
+    error = _sub(root, "Error")
+    _sub(error, "Type", "Sender" if err.status < 500 else "Receiver")
+    _sub(error, "Code", err.code)
+    _sub(error, "Message", err.message)
+    _sub(root, "RequestId", request_id)
+    return root
