@@ -24,6 +24,7 @@ from bridge.errors import SourceError
 from bridge.model import JwtSvid
 
 log = logging.getLogger(__name__)
+BUNDLE_WAIT = 2.0  # seconds a first fetch waits for the first bundle message
 
 # SPIFFE Workload Endpoint §6: these mean "not yet / try again"; anything else is a bug.
 _RETRYABLE = {
@@ -61,6 +62,7 @@ class WorkloadApiSource:
         self._client: Any = None
         self._stream: Any = None
         self._bundles: JwtBundleSet | None = None
+        self._first_bundles = threading.Event()
 
     def fetch(self, audience: str, spiffe_id: str | None) -> JwtSvid:
         client = self._connect()
@@ -111,20 +113,25 @@ class WorkloadApiSource:
 
     def _connect(self) -> Any:
         with self._lock:
-            if self._client is not None:
-                return self._client
-            try:
-                self._client = WorkloadApiClient(self._socket, default_timeout=self._timeout)
-            except ArgumentError as exc:
-                self._on_up(False)
-                raise SourceError(f"cannot reach the agent at {self._socket}: {_safe(exc)}",
-                                  retryable=True, reason="unavailable") from None
-            self._stream = self._client.stream_jwt_bundles(self._on_bundles, self._on_error)
-            return self._client
+            client = self._client
+            if client is None:
+                try:
+                    client = WorkloadApiClient(self._socket, default_timeout=self._timeout)
+                except ArgumentError as exc:
+                    self._on_up(False)
+                    raise SourceError(f"cannot reach the agent at {self._socket}: {_safe(exc)}",
+                                      retryable=True, reason="unavailable") from None
+                self._client = client
+                self._stream = client.stream_jwt_bundles(self._on_bundles, self._on_error)
+        # Arm the local signature check before the first SVID is used: the agent sends
+        # the bundles at once; if it does not within the wait, STS still checks them.
+        self._first_bundles.wait(min(self._timeout, BUNDLE_WAIT))
+        return client
 
     def _on_bundles(self, bundles: JwtBundleSet) -> None:
         with self._lock:
             self._bundles = bundles
+        self._first_bundles.set()
         self._on_up(True)
         log.debug("JWT bundles updated")
 
