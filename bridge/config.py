@@ -8,6 +8,7 @@ the file sets no socket) — the precedence the SPIFFE spec asks of Workload API
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Mapping
@@ -21,6 +22,10 @@ from bridge.config_reader import Problems, Section
 from bridge.errors import ConfigError, ConfigProblem
 
 DEFAULT_AWS_AUDIENCE = "sts.amazonaws.com"
+DEFAULT_GCP_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+DEFAULT_GCP_STS = "https://sts.googleapis.com/v1/token"
+DEFAULT_GCP_IAM = "https://iamcredentials.googleapis.com"
+MAX_CHAIN = 5
 DEFAULT_GRPC_SOCKET = "unix:///run/spiffe-bridge/bridge.sock"
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:9464"
 # fullmatch + ASCII: `$` would accept a trailing newline, `\w`/`\d` would accept Unicode.
@@ -31,28 +36,67 @@ _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}", re.ASCII)
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 _SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._-]+)*", re.ASCII)
 _PORT = re.compile(r"\d{1,5}", re.ASCII)
+_PROVIDER = re.compile(r"//iam\.googleapis\.com/projects/\d{1,20}/locations/global/"
+                       r"workloadIdentityPools/[a-z0-9-]{4,32}/providers/[a-z0-9-]{4,32}",
+                       re.ASCII)
+_SERVICE_ACCOUNT = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}@[a-z0-9-]+(\.[a-z0-9-]+)*"
+                              r"\.gserviceaccount\.com", re.ASCII)
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
 class AwsTarget:
-    """AssumeRoleWithWebIdentity into `role_arn`."""
+    """An AWS hop: AssumeRoleWithWebIdentity from a JWT (first hop, or after GCP with a
+    Google ID token minted for `audience`), or AssumeRole with the previous AWS session."""
 
     role_arn: str
     region: str
     duration: float = 3600.0
     session_name: str | None = None
     sts_endpoint: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    audience: str = DEFAULT_AWS_AUDIENCE
+
+
+@dataclass(frozen=True, slots=True)
+class GcpTarget:
+    """A GCP hop: STS token exchange into a workload identity pool, then (optionally)
+    generateAccessToken on `service_account` through `delegates`."""
+
+    workload_identity_provider: str
+    service_account: str | None = None
+    delegates: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = (DEFAULT_GCP_SCOPE,)
+    lifetime: float = 3600.0
+    sts_endpoint: str = DEFAULT_GCP_STS
+    iam_credentials_endpoint: str = DEFAULT_GCP_IAM
+    external_account_file: bool = False
+
+
+Hop = AwsTarget | GcpTarget
 
 
 @dataclass(frozen=True, slots=True)
 class TargetConfig:
-    """One cloud identity the bridge keeps fresh."""
+    """One cloud identity the bridge keeps fresh: a first hop fed by the JWT-SVID, then
+    `chain` hops, each fed by the previous hop's credential."""
 
     name: str
     audience: str
-    aws: AwsTarget
+    aws: AwsTarget | None = None
     spiffe_id: str | None = None
     jwt_file: bool = False
+    gcp: GcpTarget | None = None
+    chain: tuple[Hop, ...] = ()
+
+    @property
+    def hops(self) -> tuple[Hop, ...]:
+        first: Hop | None = self.aws if self.aws is not None else self.gcp
+        return ((first,) if first is not None else ()) + self.chain
+
+    @property
+    def final(self) -> Hop:
+        return self.hops[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,33 +216,127 @@ def _read_target(s: Section) -> TargetConfig | None:
     spiffe_id = s.get("spiffe_id", str, "", check=_check_spiffe_id) or None
     jwt_file = s.get("jwt_file", bool, False)
     aws: AwsTarget | None = None
-    if s.has("gcp"):
-        s.raw("gcp")
-        s.error("gcp", "GCP targets are not supported by this version yet")
+    gcp: GcpTarget | None = None
+    chain: list[Hop | None] = []
+    if s.has("aws") and s.has("gcp"):
+        s.error("gcp", "a target starts with one cloud: use `aws` or `gcp`, and `chain` "
+                "for further hops")
     if s.has("aws"):
-        aws = _read_aws(s.section("aws"))
-    elif not s.has("gcp"):
-        s.error("aws", "is required: a target needs a cloud section (aws)")
-    audience = s.get("audience", str, DEFAULT_AWS_AUDIENCE, check=_check_audience)
+        section = s.section("aws")
+        aws = _read_aws(section, first=True)
+        chain += [_read_aws(c, shorthand=True) for c in section.items("chain")]
+        section.finish()
+    elif s.has("gcp"):
+        section = s.section("gcp")
+        gcp = _read_gcp(section)
+        section.finish()
+    else:
+        s.error("aws", "is required: a target needs a cloud section (aws or gcp)")
+    chain += [_read_chain_hop(c) for c in s.items("chain")]
+    default_audience = gcp.workload_identity_provider if gcp else DEFAULT_AWS_AUDIENCE
+    audience = s.get("audience", str, default_audience, check=_check_audience)
+    first: Hop | None = aws or gcp
+    if first is not None and None not in chain:
+        _check_chain(s, [first, *(h for h in chain if h is not None)], jwt_file=jwt_file)
     s.finish()
-    if not name or aws is None:
+    if not name or first is None or None in chain:
         return None
-    return TargetConfig(name=name, audience=audience, aws=aws, spiffe_id=spiffe_id,
-                        jwt_file=jwt_file)
+    return TargetConfig(name=name, audience=audience, aws=aws, gcp=gcp, spiffe_id=spiffe_id,
+                        jwt_file=jwt_file, chain=tuple(h for h in chain if h is not None))
 
 
-def _read_aws(a: Section) -> AwsTarget | None:
+def _read_chain_hop(c: Section) -> Hop | None:
+    """One `chain:` element: a mapping with exactly one of `aws` or `gcp`."""
+    hop: Hop | None = None
+    if c.has("aws") == c.has("gcp"):
+        c.problems.add(c.path, "each chain hop needs exactly one of `aws` or `gcp`")
+        c.raw("aws")
+        c.raw("gcp")
+    elif c.has("aws"):
+        section = c.section("aws")
+        hop = _read_aws(section)
+        section.finish()
+    else:
+        section = c.section("gcp")
+        hop = _read_gcp(section)
+        section.finish()
+    c.finish()
+    return hop
+
+
+def _check_chain(s: Section, hops: list[Hop], *, jwt_file: bool) -> None:
+    """Cross-hop rules: what may follow what, and the limits chaining imposes."""
+    if len(hops) > MAX_CHAIN:
+        s.error("chain", f"at most {MAX_CHAIN} hops in all, got {len(hops)}")
+    for i, (prev, hop) in enumerate(itertools.pairwise(hops), start=1):
+        where = f"hop {i + 1} of the chain"
+        if isinstance(prev, GcpTarget) and isinstance(hop, GcpTarget):
+            s.error("chain", f"{where}: GCP after GCP is a delegation; list the service "
+                    "accounts in `delegates` of the GCP hop instead")
+        if isinstance(prev, GcpTarget) and isinstance(hop, AwsTarget) and not (
+                prev.service_account):
+            s.error("chain", f"{where}: an AWS hop after GCP needs a Google ID token, so "
+                    "the GCP hop before it must set `service_account`")
+        if isinstance(prev, AwsTarget) and isinstance(hop, AwsTarget) and hop.duration > 3600:
+            s.error("chain", f"{where}: role chaining limits sessions to 1h (AWS refuses "
+                    "more for roles assumed with role-session credentials)")
+    for i, hop in enumerate(hops):
+        if isinstance(hop, GcpTarget) and hop.external_account_file and (
+                i != 0 or not jwt_file):
+            s.error("gcp.external_account_file", "needs `jwt_file: true` and the GCP hop "
+                    "first: the SDK then exchanges the JWT-SVID file itself")
+
+
+def _read_aws(a: Section, *, first: bool = False, shorthand: bool = False) -> AwsTarget | None:
+    """An AWS hop. `first`: from the JWT-SVID. `shorthand`: an element of DESIGN's
+    `aws.chain` (AssumeRole: role, external id, session name, duration). Chain hops
+    without region/endpoint use the previous AWS hop's at build time."""
     role_arn = a.get("role_arn", str, "", required=True, check=_check_role_arn)
-    endpoint = a.get("sts_endpoint", str, "", check=_check_endpoint) or None
-    region = a.get("region", str, "", required=not a.has("sts_endpoint"), check=_check_region)
+    endpoint = None if shorthand else (
+        a.get("sts_endpoint", str, "", check=_check_endpoint) or None)
+    region = "" if shorthand else a.get(
+        "region", str, "", required=first and not a.has("sts_endpoint"), check=_check_region)
     # 15m..12h is what STS accepts; the role's own maximum is checked by STS itself.
     duration = a.duration("duration", 3600.0, minimum=900, maximum=43200)
     session_name = a.get("session_name", str, "", check=_check_session_name) or None
-    a.finish()
-    if not role_arn or not (region or endpoint):
+    external_id = None if first else (
+        a.get("external_id", str, "", check=_check_external_id) or None)
+    audience = DEFAULT_AWS_AUDIENCE if first or shorthand else a.get(
+        "audience", str, DEFAULT_AWS_AUDIENCE, check=_check_audience)
+    if not role_arn or (first and not (region or endpoint)):
         return None
-    return AwsTarget(role_arn=role_arn, region=region or "us-east-1", duration=duration,
-                     session_name=session_name, sts_endpoint=endpoint)
+    return AwsTarget(role_arn=role_arn, region=region, duration=duration,
+                     session_name=session_name, sts_endpoint=endpoint,
+                     external_id=external_id, audience=audience)
+
+
+def _read_gcp(g: Section) -> GcpTarget | None:
+    provider = g.get("workload_identity_provider", str, "", required=True,
+                     check=_check_provider)
+    service_account = g.get("service_account", str, "", check=_check_service_account) or None
+    delegates = g.strings("delegates")
+    for i, d in enumerate(delegates):
+        if message := _check_service_account(d):
+            g.problems.add(f"{g.key('delegates')}[{i}]", message)
+    if delegates and not service_account:
+        g.error("delegates", "delegates need a `service_account` to impersonate at the end")
+    scopes = g.strings("scopes") if g.has("scopes") else [DEFAULT_GCP_SCOPE]
+    if not scopes:
+        g.error("scopes", "list at least one OAuth scope")
+    for i, scope in enumerate(scopes):
+        if not scope.startswith("https://"):
+            g.problems.add(f"{g.key('scopes')}[{i}]", f"{_clip(scope)} is not an OAuth "
+                           "scope URL (https://www.googleapis.com/auth/...)")
+    lifetime = g.duration("lifetime", 3600.0, minimum=600, maximum=43200)
+    sts = g.get("sts_endpoint", str, DEFAULT_GCP_STS, check=_check_endpoint)
+    iam = g.get("iam_credentials_endpoint", str, DEFAULT_GCP_IAM, check=_check_endpoint)
+    external_file = g.get("external_account_file", bool, False)
+    if not provider:
+        return None
+    return GcpTarget(workload_identity_provider=provider, service_account=service_account,
+                     delegates=tuple(delegates), scopes=tuple(scopes), lifetime=lifetime,
+                     sts_endpoint=sts, iam_credentials_endpoint=iam.rstrip("/"),
+                     external_account_file=external_file)
 
 
 def _check_unique_names(root: Section, named: list[tuple[str, object]]) -> None:
@@ -238,6 +376,24 @@ def _check_role_arn(v: str) -> str | None:
         return None
     return (f"{_clip(v)} is not an IAM role ARN "
             "(arn:aws:iam::<12-digit account>:role/<name>)")
+
+
+def _check_provider(v: str) -> str | None:
+    if _PROVIDER.fullmatch(v):
+        return None
+    return (f"{_clip(v)} is not a workload identity provider: use //iam.googleapis.com/"
+            "projects/<project NUMBER>/locations/global/workloadIdentityPools/<pool>/"
+            "providers/<provider>")
+
+
+def _check_service_account(v: str) -> str | None:
+    if _SERVICE_ACCOUNT.fullmatch(v):
+        return None
+    return f"{_clip(v)} is not a service account email (name@project.iam.gserviceaccount.com)"
+
+
+def _check_external_id(v: str) -> str | None:
+    return None if _EXTERNAL_ID.fullmatch(v) else "must be 2-1224 characters of [\\w+=,.@:/-]"
 
 
 def _check_region(v: str) -> str | None:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge.clock import Clock, SystemClock
 from bridge.config import Config
-from bridge.exchangers.aws_sts import AwsWebIdentityHop
+from bridge.exchangers.chain import build_hops
 from bridge.health import HealthServer
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
@@ -25,7 +25,6 @@ from bridge.model import TargetStatus
 from bridge.outputs.files import CredentialDirectory
 from bridge.outputs.writer import OutputWriter
 from bridge.pipeline import TargetPipeline
-from bridge.policy import AWS_MIN_REMAINING, Policy
 from bridge.scheduler import Scheduler
 from bridge.sources import SvidSource
 from bridge.sources.workload_api import WorkloadApiSource
@@ -64,16 +63,15 @@ def build(config: Config, *, clock: Clock | None = None,
     store = CredentialStore(names)
     pipelines = [
         TargetPipeline(t, source=source,
-                       hop=AwsWebIdentityHop(t.aws, timeout=config.workload_api.timeout),
+                       hops=build_hops(t, timeout=config.workload_api.timeout),
                        monotonic=clock.monotonic, now=clock.time)
         for t in config.targets
     ]
     scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
-                          redactor=redactor, policy=Policy(min_remaining=AWS_MIN_REMAINING),
-                          concurrency=config.refresh.concurrency)
+                          redactor=redactor, concurrency=config.refresh.concurrency)
     directory = CredentialDirectory(
         config.outputs.directory, allow_non_tmpfs=config.outputs.allow_non_tmpfs,
-        jwt_targets=[t.name for t in config.targets if t.jwt_file], aws_targets=names)
+        targets=config.targets)
     writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics)
     store.subscribe(writer.notify)
     health = None

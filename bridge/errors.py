@@ -59,26 +59,37 @@ class SourceError(BridgeError):
 class ExchangeError(BridgeError):
     """A token service (AWS STS, GCP STS/IAM) refused or failed an exchange.
 
-    `hop` names the hop in the chain, `code` the service's own error code, and
-    `fresh_svid` asks the caller to fetch a new JWT-SVID before retrying.
+    `hop` names the hop kind, `code` the service's own error code, `position` where in a
+    chain it happened ("hop 2/3"), and `fresh_svid` asks the caller to fetch a new
+    JWT-SVID before retrying.
     """
 
     prefix = "exchange"
 
     def __init__(
         self,
-        detail: str,
+        message: str,
         *,
         hop: str,
         code: str,
         retryable: bool,
         reason: str,
         fresh_svid: bool = False,
+        position: str = "",
     ) -> None:
-        super().__init__(f"{hop}: {code}: {detail}", retryable=retryable, reason=reason)
+        where = f"{position} {hop}" if position else hop
+        super().__init__(f"{where}: {code}: {message}", retryable=retryable, reason=reason)
+        self.message = message
         self.hop = hop
         self.code = code
         self.fresh_svid = fresh_svid
+        self.position = position
+
+    def at(self, position: int, total: int) -> ExchangeError:
+        """The same error, labelled with where it happened in a chain."""
+        return ExchangeError(self.message, hop=self.hop, code=self.code,
+                             retryable=self.retryable, reason=self.reason,
+                             fresh_svid=self.fresh_svid, position=f"hop {position}/{total}")
 
 
 class OutputError(BridgeError):

@@ -39,14 +39,52 @@ class AwsCredentials:
 
 
 @dataclass(frozen=True, slots=True)
+class GcpToken:
+    """A Google OAuth access token (federated, or a service account's).
+
+    `federated_token` is kept when impersonation happened, because the next hop of a
+    GCP->AWS chain mints the Google ID token with the federated principal's rights.
+    """
+
+    access_token: str = field(repr=False)
+    expires_at: float
+    principal: str  # service account email, or the workload identity provider
+    federated_token: str | None = field(default=None, repr=False)
+    token_type: str = "Bearer"
+
+
+@dataclass(frozen=True, slots=True)
+class GoogleIdToken:
+    """A Google-signed OIDC ID token for a service account (GCP -> AWS chains)."""
+
+    token: str = field(repr=False)
+    subject: str
+    expires_at: float
+
+
+Material = JwtSvid | AwsCredentials | GcpToken | GoogleIdToken
+
+
+@dataclass(frozen=True, slots=True)
 class Credential:
-    """What a target delivers: the final hop's material plus its bounding expiry."""
+    """What a target delivers: the final hop's material; `expires_at` is the earliest
+    expiry among the chain's hops, so nothing outlives a link it was derived from."""
 
     target: str
-    aws: AwsCredentials
     issued_at: float
     expires_at: float
     svid_expires_at: float
+    aws: AwsCredentials | None = None
+    gcp: GcpToken | None = None
+
+    def secrets(self) -> tuple[str, ...]:
+        values: list[str] = []
+        if self.aws is not None:
+            values += [self.aws.access_key_id, self.aws.secret_access_key,
+                       self.aws.session_token]
+        if self.gcp is not None:
+            values.append(self.gcp.access_token)
+        return tuple(values)
 
 
 class State(enum.StrEnum):

@@ -1,26 +1,28 @@
-"""One target's refresh: JWT-SVID -> hop(s) -> Credential, with per-stage timings.
+"""One target's refresh: JWT-SVID -> hop -> hop ... -> Credential, with stage timings.
 
-A fresh JWT-SVID is fetched for every exchange (the agent caches; we must not). When
-STS says the token itself was the problem (invalid, expired, claim rejected) the
-exchange is tried once more at once with a newly fetched SVID, as the STS docs advise.
+A fresh JWT-SVID is fetched for every exchange (the agent caches; we must not). When a
+token service says the token itself was the problem (invalid, expired, claim rejected)
+the whole chain is tried once more at once with a newly fetched SVID. The credential's
+expiry is the earliest expiry among the hops' outputs: nothing outlives a link it was
+derived from.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bridge.config import TargetConfig
 from bridge.errors import ExchangeError
-from bridge.exchangers import WebIdentityHop
-from bridge.model import Credential, JwtSvid
+from bridge.exchangers import Hop
+from bridge.model import AwsCredentials, Credential, GcpToken, JwtSvid, Material
 from bridge.sources import SvidSource
 
 
 @dataclass
 class Timings:
-    """Seconds spent per stage in one refresh (`svid`, `exchange`)."""
+    """Seconds spent per stage in one refresh (`svid`, `exchange`, ...)."""
 
     stages: dict[str, float] = field(default_factory=dict)
 
@@ -29,11 +31,11 @@ class Timings:
 
 
 class TargetPipeline:
-    def __init__(self, target: TargetConfig, *, source: SvidSource, hop: WebIdentityHop,
+    def __init__(self, target: TargetConfig, *, source: SvidSource, hops: Sequence[Hop],
                  monotonic: Callable[[], float], now: Callable[[], float]) -> None:
         self.target = target
         self._source = source
-        self._hop = hop
+        self._hops = list(hops)
         self._monotonic = monotonic
         self._now = now
 
@@ -57,11 +59,24 @@ class TargetPipeline:
     async def _attempt(self, timings: Timings) -> tuple[Credential, JwtSvid]:
         svid = await self.fetch_svid(timings)
         issued_at = self._now()
-        start = self._monotonic()
-        try:
-            aws = await asyncio.to_thread(self._hop.exchange, svid)
-        finally:
-            timings.add("exchange", self._monotonic() - start)
-        credential = Credential(target=self.target.name, aws=aws, issued_at=issued_at,
-                                expires_at=aws.expires_at, svid_expires_at=svid.expires_at)
+        material: Material = svid
+        expiries: list[float] = []
+        for position, hop in enumerate(self._hops, start=1):
+            start = self._monotonic()
+            try:
+                material = await asyncio.to_thread(hop.exchange, material)
+            except ExchangeError as exc:
+                if len(self._hops) > 1:
+                    raise exc.at(position, len(self._hops)) from None
+                raise
+            finally:
+                timings.add("exchange", self._monotonic() - start)
+            expiries.append(material.expires_at)
+        final = material
+        credential = Credential(
+            target=self.target.name, issued_at=issued_at,
+            expires_at=min(expiries) if expiries else svid.expires_at,
+            svid_expires_at=svid.expires_at,
+            aws=final if isinstance(final, AwsCredentials) else None,
+            gcp=final if isinstance(final, GcpToken) else None)
         return credential, svid

@@ -15,12 +15,13 @@ import random
 from collections.abc import Sequence
 
 from bridge.clock import Clock
+from bridge.config import AwsTarget, TargetConfig
 from bridge.errors import BridgeError, ExchangeError, SourceError
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
 from bridge.model import JwtSvid, TargetStatus
 from bridge.pipeline import TargetPipeline, Timings
-from bridge.policy import JWT_MIN_REMAINING, Policy
+from bridge.policy import AWS_MIN_REMAINING, GCP_MIN_REMAINING, JWT_MIN_REMAINING, Policy
 from bridge.store import CredentialStore
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ class Scheduler:
         clock: Clock,
         metrics: Metrics,
         redactor: Redactor,
-        policy: Policy,
         concurrency: int,
+        policy: Policy | None = None,
         rng: random.Random | None = None,
         deadline: float = 120.0,
     ) -> None:
@@ -46,7 +47,8 @@ class Scheduler:
         self._clock = clock
         self._metrics = metrics
         self._redactor = redactor
-        self._policy = policy
+        # The hand-out window is the final cloud's SDK refresh window.
+        self._policies = {p.target.name: policy or _policy_for(p.target) for p in pipelines}
         self._jwt_policy = Policy(min_remaining=JWT_MIN_REMAINING)
         self._semaphore = asyncio.Semaphore(concurrency)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -86,8 +88,7 @@ class Scheduler:
                 timings.add("total", self._clock.monotonic() - start)
                 for stage, seconds in timings.stages.items():
                     self._metrics.refresh_duration.labels(name, stage).observe(seconds)
-        a = credential.aws
-        self._redactor.add(svid.token, a.access_key_id, a.secret_access_key, a.session_token)
+        self._redactor.add(svid.token, *credential.secrets())
         now = self._clock.time()
         status = self._store.succeeded(name, credential, now)
         m = self._metrics
@@ -132,11 +133,12 @@ class Scheduler:
     def _next_delay(self, status: TargetStatus) -> float:
         now = self._clock.time()
         c = status.credential
+        policy = self._policies[status.name]
         if status.consecutive_failures == 0 and c is not None:
-            return self._policy.next_refresh(issued_at=c.issued_at, expires_at=c.expires_at,
+            return policy.next_refresh(issued_at=c.issued_at, expires_at=c.expires_at,
                                              now=now, jitter=self._rng.uniform(-1.0, 1.0))
-        replace_by = c.expires_at - self._policy.min_remaining if c else None
-        return self._policy.retry_delay(
+        replace_by = c.expires_at - policy.min_remaining if c else None
+        return policy.retry_delay(
             failures=max(1, status.consecutive_failures), permanent=status.last_error_permanent,
             jitter=self._rng.random(), now=now, replace_by=replace_by)
 
@@ -200,6 +202,12 @@ class Scheduler:
         while True:
             self.last_tick = self._clock.monotonic()
             await asyncio.sleep(HEARTBEAT)
+
+
+def _policy_for(target: TargetConfig) -> Policy:
+    final = target.final
+    return Policy(min_remaining=AWS_MIN_REMAINING if isinstance(final, AwsTarget)
+                  else GCP_MIN_REMAINING)
 
 
 def _classify(exc: BaseException) -> tuple[str, str, bool]:

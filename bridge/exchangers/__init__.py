@@ -1,17 +1,25 @@
-"""Hops that turn one credential into the next (JWT-SVID -> AWS role, ...).
+"""Hops that turn one credential into the next (JWT-SVID -> AWS role -> GCP SA, ...).
 
-Each hop is blocking (the SDKs are) and runs in a worker thread; it raises
-ExchangeError classified as retryable or permanent at its own edge.
+Each hop is blocking (the SDKs are) and runs in a worker thread. It takes the previous
+hop's material and raises ExchangeError, classified retryable or permanent, at its own
+edge. The config loader guarantees each hop receives a material it accepts.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from bridge.model import AwsCredentials, JwtSvid
+from bridge.errors import ExchangeError
+from bridge.model import Material
 
 
-class WebIdentityHop(Protocol):
-    name: str
+class Hop(Protocol):
+    name: str  # bounded: a metric label (aws_web_identity, aws_assume_role, gcp_sts, ...)
 
-    def exchange(self, svid: JwtSvid) -> AwsCredentials: ...
+    def exchange(self, material: Material) -> Material: ...
+
+
+def wrong_input(hop: str, material: object) -> ExchangeError:
+    """A chain wired in an order the config loader should have refused."""
+    return ExchangeError(f"cannot take {type(material).__name__} as input", hop=hop,
+                         code="BadChain", retryable=False, reason="config")

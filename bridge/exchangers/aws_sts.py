@@ -18,8 +18,9 @@ from botocore.config import Config as BotoConfig
 
 from bridge.config import AwsTarget
 from bridge.errors import ExchangeError
+from bridge.exchangers import wrong_input
 from bridge.exchangers.session_name import session_name
-from bridge.model import AwsCredentials, JwtSvid
+from bridge.model import AwsCredentials, GoogleIdToken, JwtSvid, Material
 
 log = logging.getLogger(__name__)
 
@@ -44,58 +45,94 @@ _CODES: dict[str, tuple[bool, str, bool]] = {
 }
 
 
+def _sts_client(target: AwsTarget, *, timeout: float, signed_with: AwsCredentials | None) -> Any:
+    """A boto3 STS client with our deadlines and botocore's retries off."""
+    config = BotoConfig(retries={"total_max_attempts": 1, "mode": "standard"},
+                        connect_timeout=timeout, read_timeout=timeout,
+                        user_agent_extra="spiffe-bridge",
+                        signature_version=None if signed_with else botocore.UNSIGNED)
+    session = boto3.session.Session(
+        aws_access_key_id=signed_with.access_key_id if signed_with else None,
+        aws_secret_access_key=signed_with.secret_access_key if signed_with else None,
+        aws_session_token=signed_with.session_token if signed_with else None)
+    return session.client("sts", region_name=target.region or "us-east-1",
+                          endpoint_url=target.sts_endpoint, config=config)
+
+
+def _call(hop: str, call: Any, **params: Any) -> AwsCredentials:
+    """Run one STS call; translate botocore's errors into classified ExchangeErrors."""
+    try:
+        out = call(**params)
+    except botocore.exceptions.ClientError as exc:
+        raise _classify_client_error(exc, hop) from None
+    except (botocore.exceptions.EndpointConnectionError,
+            botocore.exceptions.ConnectionClosedError,
+            botocore.exceptions.ReadTimeoutError,
+            botocore.exceptions.ConnectTimeoutError) as exc:
+        raise ExchangeError(f"cannot reach STS: {type(exc).__name__}", hop=hop,
+                            code="ConnectionError", retryable=True,
+                            reason="unreachable") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise ExchangeError(f"STS call failed: {type(exc).__name__}", hop=hop,
+                            code="ClientFailure", retryable=True,
+                            reason="unavailable") from None
+    c = out["Credentials"]
+    return AwsCredentials(
+        access_key_id=c["AccessKeyId"], secret_access_key=c["SecretAccessKey"],
+        session_token=c["SessionToken"],
+        expires_at=c["Expiration"].astimezone(UTC).timestamp(),
+        assumed_role_arn=out.get("AssumedRoleUser", {}).get("Arn", ""))
+
+
 class AwsWebIdentityHop:
-    """JWT-SVID -> temporary credentials for one IAM role."""
+    """JWT-SVID (or a Google ID token) -> temporary credentials for one IAM role.
+
+    The call is unsigned: STS authenticates the token itself.
+    """
 
     name = "aws_web_identity"
 
     def __init__(self, target: AwsTarget, *, timeout: float) -> None:
         self._target = target
-        self._client: Any = boto3.session.Session().client(
-            "sts",
-            region_name=target.region,
-            endpoint_url=target.sts_endpoint,
-            config=BotoConfig(
-                signature_version=botocore.UNSIGNED,
-                retries={"total_max_attempts": 1, "mode": "standard"},
-                connect_timeout=timeout,
-                read_timeout=timeout,
-                user_agent_extra="spiffe-bridge",
-            ),
-        )
+        self._client = _sts_client(target, timeout=timeout, signed_with=None)
 
-    def exchange(self, svid: JwtSvid) -> AwsCredentials:
-        name = self._target.session_name or session_name(svid.spiffe_id)
-        try:
-            out = self._client.assume_role_with_web_identity(
-                RoleArn=self._target.role_arn,
-                RoleSessionName=name,
-                WebIdentityToken=svid.token,
-                DurationSeconds=int(self._target.duration),
-            )
-        except botocore.exceptions.ClientError as exc:
-            raise _classify_client_error(exc, self.name) from None
-        except (botocore.exceptions.EndpointConnectionError,
-                botocore.exceptions.ConnectionClosedError,
-                botocore.exceptions.ReadTimeoutError,
-                botocore.exceptions.ConnectTimeoutError) as exc:
-            raise ExchangeError(f"cannot reach STS: {type(exc).__name__}", hop=self.name,
-                                code="ConnectionError", retryable=True,
-                                reason="unreachable") from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise ExchangeError(f"STS call failed: {type(exc).__name__}", hop=self.name,
-                                code="ClientFailure", retryable=True,
-                                reason="unavailable") from None
-        c = out["Credentials"]
-        expiration = c["Expiration"].astimezone(UTC).timestamp()
-        role = out.get("AssumedRoleUser", {}).get("Arn", "")
-        return AwsCredentials(
-            access_key_id=c["AccessKeyId"],
-            secret_access_key=c["SecretAccessKey"],
-            session_token=c["SessionToken"],
-            expires_at=expiration,
-            assumed_role_arn=role,
-        )
+    def exchange(self, material: Material) -> AwsCredentials:
+        if isinstance(material, JwtSvid):
+            token, subject = material.token, material.spiffe_id
+        elif isinstance(material, GoogleIdToken):
+            token, subject = material.token, material.subject
+        else:
+            raise wrong_input(self.name, material)
+        return _call(self.name, self._client.assume_role_with_web_identity,
+                     RoleArn=self._target.role_arn,
+                     RoleSessionName=self._target.session_name or session_name(subject),
+                     WebIdentityToken=token, DurationSeconds=int(self._target.duration))
+
+
+class AwsAssumeRoleHop:
+    """AWS session -> another role's session (AWS->AWS chains, e.g. into a tenant account).
+
+    Signed with the previous hop's credentials; AWS caps chained sessions at 1 h.
+    """
+
+    name = "aws_assume_role"
+
+    def __init__(self, target: AwsTarget, *, timeout: float) -> None:
+        self._target = target
+        self._timeout = timeout
+
+    def exchange(self, material: Material) -> AwsCredentials:
+        if not isinstance(material, AwsCredentials):
+            raise wrong_input(self.name, material)
+        client = _sts_client(self._target, timeout=self._timeout, signed_with=material)
+        params: dict[str, Any] = {
+            "RoleArn": self._target.role_arn,
+            "RoleSessionName": self._target.session_name or session_name(
+                material.assumed_role_arn or "spiffe-bridge"),
+            "DurationSeconds": int(self._target.duration)}
+        if self._target.external_id:
+            params["ExternalId"] = self._target.external_id
+        return _call(self.name, client.assume_role, **params)
 
 
 def _classify_client_error(exc: botocore.exceptions.ClientError, hop: str) -> ExchangeError:

@@ -15,7 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.config import AwsTarget, GcpTarget, TargetConfig
 from bridge.errors import OutputError
+from bridge.exchangers.gcp import JWT_TOKEN_TYPE
 from bridge.model import Credential, TargetStatus, utc_iso
 from bridge.outputs import atomic
 
@@ -24,13 +26,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class OutputFailure:
-    output: str  # bounded label: aws_credentials | aws_process | jwt
+    output: str  # bounded label: aws_credentials | aws_process | gcp_token | gcp_json | jwt
     error: OutputError
 
 
 def render_process_json(cred: Credential) -> bytes:
     """AWS `credential_process` output (Version 1, with Expiration so SDKs refresh)."""
     a = cred.aws
+    assert a is not None
     doc = {"Version": 1, "AccessKeyId": a.access_key_id, "SecretAccessKey": a.secret_access_key,
            "SessionToken": a.session_token, "Expiration": utc_iso(cred.expires_at)}
     return json.dumps(doc, indent=2).encode()
@@ -40,6 +43,8 @@ def render_credentials_ini(creds: Iterable[Credential]) -> bytes:
     """The shared-credentials file: one `[profile]` per AWS target, named after it."""
     lines = ["# Written by spiffe-bridge; rewritten on every refresh. Do not edit."]
     for c in sorted(creds, key=lambda c: c.target):
+        if c.aws is None:
+            continue
         lines += ["", f"[{c.target}]", f"# expires {utc_iso(c.expires_at)}",
                   f"aws_access_key_id = {c.aws.access_key_id}",
                   f"aws_secret_access_key = {c.aws.secret_access_key}",
@@ -47,17 +52,49 @@ def render_credentials_ini(creds: Iterable[Credential]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def render_gcp_json(cred: Credential) -> bytes:
+    """`gcp/<target>.json`: token, type and RFC 3339 expiry (google-auth's own parse format)."""
+    g = cred.gcp
+    assert g is not None
+    doc = {"token": g.access_token, "token_type": g.token_type,
+           "expiry": utc_iso(cred.expires_at), "principal": g.principal}
+    return json.dumps(doc, indent=2).encode()
+
+
+def render_external_account(gcp: GcpTarget, jwt_path: Path) -> bytes:
+    """An `external_account` config: Google SDKs exchange the JWT-SVID file themselves."""
+    doc: dict[str, object] = {
+        "type": "external_account",
+        "audience": gcp.workload_identity_provider,
+        "subject_token_type": JWT_TOKEN_TYPE,
+        "token_url": gcp.sts_endpoint,
+        "credential_source": {"file": str(jwt_path), "format": {"type": "text"}},
+    }
+    if gcp.service_account:
+        doc["service_account_impersonation_url"] = (
+            f"{gcp.iam_credentials_endpoint}/v1/projects/-/serviceAccounts/"
+            f"{gcp.service_account}:generateAccessToken")
+        doc["service_account_impersonation"] = {"token_lifetime_seconds": int(gcp.lifetime)}
+    else:
+        doc["scopes"] = list(gcp.scopes)
+    return json.dumps(doc, indent=2).encode()
+
+
 class CredentialDirectory:
     """Owns the output directory: prepares it once, then mirrors the store into it."""
 
     name = "files"
 
-    def __init__(self, directory: Path, *, allow_non_tmpfs: bool, jwt_targets: Iterable[str],
-                 aws_targets: Iterable[str]) -> None:
+    def __init__(self, directory: Path, *, allow_non_tmpfs: bool,
+                 targets: Iterable[TargetConfig]) -> None:
         self.directory = directory
         self._allow_non_tmpfs = allow_non_tmpfs
-        self._jwt_targets = frozenset(jwt_targets)
-        self._aws_targets = frozenset(aws_targets)
+        targets = list(targets)
+        self._jwt_targets = frozenset(t.name for t in targets if t.jwt_file)
+        self._aws_targets = frozenset(t.name for t in targets if isinstance(t.final, AwsTarget))
+        self._gcp_targets = frozenset(t.name for t in targets if isinstance(t.final, GcpTarget))
+        self._external = {t.name: t.gcp for t in targets
+                          if t.gcp is not None and t.gcp.external_account_file}
         self._written: dict[str, str] = {}
 
     def prepare(self) -> int:
@@ -85,7 +122,7 @@ class CredentialDirectory:
         with atomic.open_dir(d) as root:
             os.fchmod(root, atomic.DIR_MODE)
             removed += atomic.sweep_temp_files(root)
-            for sub in ("aws", "jwt"):
+            for sub in ("aws", "gcp", "jwt"):
                 atomic.ensure_dir(root, sub)
                 with self._subdir(root, sub) as fd:
                     removed += atomic.sweep_temp_files(fd)
@@ -102,6 +139,7 @@ class CredentialDirectory:
             with atomic.open_dir(self.directory) as root:
                 os.fchmod(root, atomic.DIR_MODE)
                 failures += self._apply_aws(root, statuses, now)
+                failures += self._apply_gcp(root, statuses, now)
                 failures += self._apply_jwt(root, statuses, now)
         except OutputError as exc:
             failures.append(OutputFailure("directory", exc))
@@ -131,6 +169,30 @@ class CredentialDirectory:
             if self._aws_targets and (valid or _exists(fd, "credentials")):
                 self._sync(fd, "aws/credentials", "credentials", render_credentials_ini(valid),
                            output="aws_credentials", failures=failures)
+        return failures
+
+    def _apply_gcp(self, root: int, statuses: Mapping[str, TargetStatus],
+                   now: float) -> list[OutputFailure]:
+        failures: list[OutputFailure] = []
+        if not self._gcp_targets:
+            return failures
+        atomic.ensure_dir(root, "gcp")
+        with self._subdir(root, "gcp") as fd:
+            for name in sorted(self._gcp_targets):
+                status = statuses.get(name)
+                cred = status.valid_credential(now) if status else None
+                token = cred.gcp.access_token.encode() if cred and cred.gcp else None
+                self._sync(fd, f"gcp/{name}.token", f"{name}.token", token,
+                           output="gcp_token", failures=failures)
+                self._sync(fd, f"gcp/{name}.json", f"{name}.json",
+                           render_gcp_json(cred) if token and cred else None,
+                           output="gcp_json", failures=failures)
+            for name, gcp in sorted(self._external.items()):
+                jwt_path = self.directory / "jwt" / f"{name}.jwt"
+                self._sync(fd, f"gcp/{name}.external_account.json",
+                           f"{name}.external_account.json",
+                           render_external_account(gcp, jwt_path),
+                           output="gcp_external_account", failures=failures)
         return failures
 
     def _apply_jwt(self, root: int, statuses: Mapping[str, TargetStatus],

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.config import AwsTarget, TargetConfig
 from bridge.errors import OutputError
 from bridge.model import State, TargetStatus
 from bridge.outputs import atomic
@@ -30,8 +31,10 @@ def outdir() -> Iterator[Path]:
 
 def _directory(path: Path, *, jwt: tuple[str, ...] = (), aws: tuple[str, ...] = ("a", "b"),
                allow_non_tmpfs: bool = False) -> CredentialDirectory:
-    return CredentialDirectory(path, allow_non_tmpfs=allow_non_tmpfs, jwt_targets=jwt,
-                               aws_targets=aws)
+    role = AwsTarget(role_arn="arn:aws:iam::111122223333:role/r", region="us-east-1")
+    targets = [TargetConfig(name=n, audience="sts.amazonaws.com", aws=role, jwt_file=n in jwt)
+               for n in sorted(set(aws) | set(jwt))]
+    return CredentialDirectory(path, allow_non_tmpfs=allow_non_tmpfs, targets=targets)
 
 
 def _mode(p: Path) -> int:

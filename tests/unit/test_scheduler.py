@@ -14,7 +14,7 @@ from bridge.config import AwsTarget, TargetConfig
 from bridge.errors import ExchangeError, SourceError
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
-from bridge.model import AwsCredentials, JwtSvid, State
+from bridge.model import AwsCredentials, JwtSvid, Material, State
 from bridge.pipeline import TargetPipeline
 from bridge.policy import AWS_MIN_REMAINING, Policy
 from bridge.scheduler import Scheduler
@@ -57,7 +57,8 @@ class ScriptedHop:
         self.fail_always: ExchangeError | None = None
         self.gate: Callable[[], None] | None = None
 
-    def exchange(self, svid: JwtSvid) -> AwsCredentials:
+    def exchange(self, svid: Material) -> AwsCredentials:
+        assert isinstance(svid, JwtSvid)
         self.calls += 1
         self.tokens.append(svid.token)
         if self.gate:
@@ -94,7 +95,7 @@ class Rig:
         self.store = CredentialStore(names)
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        self.pipelines = [TargetPipeline(_target(n), source=self.source, hop=self.hop,
+        self.pipelines = [TargetPipeline(_target(n), source=self.source, hops=[self.hop],
                                          monotonic=self.clock.monotonic, now=self.clock.time)
                           for n in names]
         self.scheduler = Scheduler(self.pipelines, store=self.store, clock=self.clock,
