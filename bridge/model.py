@@ -50,7 +50,7 @@ class GcpToken:
     expires_at: float
     principal: str  # service account email, or the workload identity provider
     federated_token: str | None = field(default=None, repr=False)
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
 
 
 @dataclass(frozen=True, slots=True)

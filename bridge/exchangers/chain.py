@@ -22,7 +22,8 @@ def build_hops(target: TargetConfig, *, timeout: float) -> list[Hop]:
     hops: list[Hop] = []
     prev: HopConfig | None = None
     last_aws: AwsTarget | None = None
-    for cfg in target.hops:
+    for configured in target.hops:
+        cfg = configured
         if isinstance(cfg, AwsTarget):
             if last_aws is not None and not cfg.region and not cfg.sts_endpoint:
                 cfg = replace(cfg, region=last_aws.region, sts_endpoint=last_aws.sts_endpoint)

@@ -29,8 +29,9 @@ from bridge.errors import ExchangeError
 from bridge.exchangers import wrong_input
 from bridge.model import AwsCredentials, GcpToken, GoogleIdToken, JwtSvid, Material
 
-JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
-AWS_TOKEN_TYPE = "urn:ietf:params:aws:token-type:aws4_request"
+# RFC 8693 token type names, not secrets.
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
+AWS_TOKEN_TYPE = "urn:ietf:params:aws:token-type:aws4_request"  # noqa: S105
 IAM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 # RFC 6749 codes from Google STS -> (retryable, reason, fetch a fresh SVID first)
@@ -120,8 +121,9 @@ class GcpFederationHop:
             impersonated.refresh(request)
         except exceptions.GoogleAuthError as exc:
             raise _classify_iam_refresh(exc, hop="gcp_iam") from None
-        return GcpToken(access_token=str(impersonated.token), expires_at=_epoch(impersonated.expiry),
-                        principal=sa, federated_token=federated_token)
+        return GcpToken(access_token=str(impersonated.token),
+                        expires_at=_epoch(impersonated.expiry), principal=sa,
+                        federated_token=federated_token)
 
     def _federated_credentials(self, material: Material, scopes: list[str]) -> Any:
         t = self._target
