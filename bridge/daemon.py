@@ -22,7 +22,7 @@ from bridge.health import HealthServer
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
 from bridge.model import TargetStatus
-from bridge.outputs.files import CredentialDirectory
+from bridge.outputs.files import CredentialDirectory, recover
 from bridge.outputs.writer import OutputWriter
 from bridge.pipeline import TargetPipeline
 from bridge.scheduler import Scheduler
@@ -91,10 +91,24 @@ def use_worker_threads(config: Config) -> None:
         concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="io"))
 
 
-async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
-    """Run until `stop` is set. Raises OutputError when the directory is unusable."""
+def _prepare(daemon: Daemon) -> None:
+    """Check the directory, then take back what a previous run left that is still valid."""
     os.umask(0o077)
     daemon.directory.prepare()
+    now = daemon.clock.time()
+    for name, credential in recover(daemon.config.outputs.directory, daemon.config.targets,
+                                    now).items():
+        daemon.redactor.add(*credential.secrets())
+        status = daemon.store.recovered(name, credential)
+        daemon.metrics.set_state(name, status.state)
+        daemon.metrics.expiry.labels(name).set(credential.expires_at)
+        log.info("recovered a valid credential for %s from the previous run (%.0fs left)",
+                 name, credential.expires_at - now)
+
+
+async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
+    """Run until `stop` is set. Raises OutputError when the directory is unusable."""
+    _prepare(daemon)
     if daemon.health is not None:
         daemon.health.start()
         log.info("metrics and health on http://%s", daemon.health.address)
@@ -116,8 +130,7 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
 
 async def run_once(daemon: Daemon) -> list[TargetStatus]:
     """Refresh every target once and write every output (`once`, init containers)."""
-    os.umask(0o077)
-    daemon.directory.prepare()
+    _prepare(daemon)
     try:
         statuses = await daemon.scheduler.refresh_all_once()
         failures = await daemon.writer.flush()

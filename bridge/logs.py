@@ -104,5 +104,10 @@ def setup_logging(redactor: Redactor, *, level: str = "INFO", fmt: str = "text",
 
 
 def pin_third_party_loggers() -> None:
+    """SDK loggers at WARNING, and propagating: google-auth turns propagation of the
+    `google` logger off on first use unless it was configured, which would drop its
+    warnings from our (redacting) handler."""
     for name in _THIRD_PARTY:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = True

@@ -15,6 +15,8 @@ from bridge import __version__
 from bridge.model import State
 
 _P = "spiffe_bridge_"
+OUTPUT_KINDS = ("aws_credentials", "aws_process", "gcp_token", "gcp_json",
+                "gcp_external_account", "jwt", "directory")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -56,6 +58,8 @@ class Metrics:
         self.permanent_failure = Gauge(
             _P + "permanent_failure", "1 while a target's last failure was permanent "
             "(needs a config or IAM fix, not a retry).", ["target"], registry=registry)
+        for output in OUTPUT_KINDS:  # so increase() sees the first failure, too
+            self.output_write_failures.labels(output)
         Info(_P + "build", "Build information.", registry=registry).info(
             {"version": __version__})
         ProcessCollector(registry=registry)

@@ -50,6 +50,10 @@ class CredentialStore:
                            credential=s.valid_credential(now))
         return self._update(name, change)
 
+    def recovered(self, name: str, credential: Credential) -> TargetStatus:
+        """Seed a credential a previous run wrote: served as stale until refreshed."""
+        return self._update(name, lambda s: replace(s, state=State.STALE, credential=credential))
+
     def svid_updated(self, name: str, svid: JwtSvid) -> TargetStatus:
         return self._update(name, lambda s: replace(s, svid=svid))
 

@@ -1,4 +1,4 @@
-"""An AWS STS emulator for AssumeRoleWithWebIdentity. DEVELOPMENT ONLY.
+"""An AWS STS emulator: web identity, role chaining, caller identity. DEVELOPMENT ONLY.
 
 moto accepts any token, so it cannot exercise the bridge's failure handling. This
 emulator speaks STS's real query protocol (form-urlencoded `POST /`, `Version=2011-06-15`,
@@ -16,21 +16,39 @@ validates web identity tokens the way AWS documents it:
 8. the role exists and trusts this provider, `aud` and `sub`   -> AccessDenied 403
 9. DurationSeconds within the role's MaxSessionDuration        -> ValidationError 400
 
+`AssumeRole` (role chaining) and `GetCallerIdentity` are SigV4-signed with credentials
+this emulator issued. The signature is recomputed from the request as received (the
+headers named in SignedHeaders, taken verbatim, including `Host`), so a request signed
+for another host, e.g. `sts.us-east-1.amazonaws.com`, verifies when it is replayed here
+with its original `Host` header: that is how the GCP emulator checks google-auth's
+`aws4_request` subject tokens. Authentication is checked in this order:
+
+1. an `Authorization: AWS4-HMAC-SHA256 ...` header   -> MissingAuthenticationToken 403 /
+                                                        IncompleteSignature 400
+2. the access key was issued here, and `x-amz-security-token` is its session token
+                                                     -> InvalidClientTokenId 403
+3. the session has not expired                       -> ExpiredToken 400
+4. scope service `sts`, `x-amz-date` within 15 min of the emulator's clock, and the
+   recomputed signature                              -> SignatureDoesNotMatch 403
+
+AssumeRole then needs a role whose `trusted_principals` match the caller (its role
+ARN, its assumed-role ARN, or `arn:aws:iam::<account>:root`; `*`/`?` globs allowed) and,
+when the role sets one, the same ExternalId (else AccessDenied 403). Every caller is
+a role session, so DurationSeconds > 3600 is the role-chaining ValidationError.
+
 The JWKS is fetched over real HTTP (no proxies, short timeout), cached per issuer
 and refetched once when a token names an unknown `kid`. Received requests are
 recorded for assertions (`requests`); tokens and secrets are kept in memory only,
 hidden from repr and never logged. `faults` (keyed by Action) injects failures
 such as (503, "ServiceUnavailable") or (400, "Throttling") and latency.
-
-Actions are dispatched through a table, so a SigV4-checked `AssumeRole` (role
-chaining from the sessions recorded in `issued`) can be added without reshaping
-the rest; it is not implemented yet and answers InvalidAction.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -46,7 +64,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote, unquote
 
 import jwt
 
@@ -58,14 +76,24 @@ _log = logging.getLogger(__name__)
 STS_NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
 STS_VERSION = "2011-06-15"
 ASSUME_ROLE_WITH_WEB_IDENTITY = "AssumeRoleWithWebIdentity"
+ASSUME_ROLE = "AssumeRole"
+GET_CALLER_IDENTITY = "GetCallerIdentity"
 
 MIN_DURATION = 900
 MAX_DURATION = 43200
 DEFAULT_DURATION = 3600
 DEFAULT_MAX_SESSION_DURATION = 3600
+CHAINED_MAX_DURATION = 3600  # AWS caps sessions assumed with role-session credentials
+SIGNATURE_WINDOW = 15 * 60  # how far x-amz-date may be from the emulator's clock
 
 _ALLOWED_ALGS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
+_AUTHORIZATION = re.compile(
+    r"AWS4-HMAC-SHA256\s+Credential=(?P<key>[^/\s,]+)/(?P<scope>\d{8}/[^/\s,]+/[^/\s,]+/aws4_request)"
+    r"\s*,\s*SignedHeaders=(?P<signed>[a-z0-9;_.-]+)\s*,\s*Signature=(?P<signature>[0-9a-f]{64})",
+    re.ASCII,
+)
 _ROLE_ARN = re.compile(
     r"arn:aws[a-z-]*:iam::(?P<account>\d{12}):role/(?:[\w+=,.@-]+/)*(?P<name>[\w+=,.@-]{1,64})",
     re.ASCII,
@@ -76,6 +104,15 @@ _DISCOVERY_PATH = "/.well-known/openid-configuration"
 _MAX_IDP_DOCUMENT = 1 << 20
 
 NOT_AUTHORIZED = "Not authorized to perform sts:AssumeRoleWithWebIdentity"
+CHAINED_DURATION_EXCEEDED = (
+    "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by "
+    "role chaining."
+)
+SIGNATURE_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. Consult the service "
+    "documentation for details."
+)
 IDP_UNREACHABLE = (
     "Couldn't retrieve verification key from your identity provider,  please reference "
     "AssumeRoleWithWebIdentity documentation for requirements"
@@ -84,15 +121,23 @@ IDP_UNREACHABLE = (
 # Default HTTP status and message per error code, used by fault switches given only a code.
 _KNOWN_ERRORS: Mapping[str, tuple[int, str]] = {
     "AccessDenied": (403, NOT_AUTHORIZED),
+    "ExpiredToken": (400, "The security token included in the request is expired"),
     "ExpiredTokenException": (400, "Token expired"),
     "IDPCommunicationError": (400, IDP_UNREACHABLE),
     "IDPRejectedClaim": (403, "The identity provider rejected the claim"),
+    "IncompleteSignature": (
+        400,
+        "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters",
+    ),
     "InternalFailure": (500, "An internal error occurred"),
     "InvalidAction": (400, "Could not find operation for version 2011-06-15"),
+    "InvalidClientTokenId": (403, "The security token included in the request is invalid."),
     "InvalidIdentityToken": (400, "The web identity token is not valid"),
     "MalformedPolicyDocument": (400, "The policy is not in the valid JSON format"),
+    "MissingAuthenticationToken": (403, "Request is missing Authentication Token"),
     "RegionDisabledException": (403, "STS is not activated in this region"),
     "ServiceUnavailable": (503, "Service is unavailable, please try again later"),
+    "SignatureDoesNotMatch": (403, SIGNATURE_MISMATCH),
     "Throttling": (400, "Rate exceeded"),
     "ValidationError": (400, "1 validation error detected"),
 }
@@ -127,7 +172,7 @@ def _normalize_provider_url(url: str) -> str:
     return url if "://" in url else f"https://{url}"
 
 
-def _glob(pattern: str) -> re.Pattern[str]:
+def string_like(pattern: str) -> re.Pattern[str]:
     """IAM StringLike: `*` any run of characters, `?` one character, the rest literal."""
     parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     return re.compile("".join(parts), re.DOTALL)
@@ -143,18 +188,23 @@ class OidcProvider:
 
 @dataclass(frozen=True, slots=True)
 class TrustedRole:
-    """An IAM role whose trust policy allows one OIDC provider, with optional conditions.
+    """An IAM role: whom its trust policy allows, with optional conditions.
 
-    `aud` is matched exactly (StringEquals); `sub` exactly, or as a StringLike glob
-    when it contains `*` or `?`. None means no condition on that key.
+    Web identity: `provider_url` (None: no OIDC provider is trusted); `aud` is matched
+    exactly (StringEquals); `sub` exactly, or as a StringLike glob when it contains `*`
+    or `?`. None means no condition on that key. Role chaining: `trusted_principals`
+    (role, assumed-role or account-root ARNs, globs allowed) and an optional
+    `sts:ExternalId` condition.
     """
 
     arn: str
-    provider_url: str
+    provider_url: str | None
     aud: str | None
     sub: str | None
     max_session_duration: int
     role_id: str
+    trusted_principals: tuple[str, ...] = ()
+    external_id: str | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -177,8 +227,21 @@ class TrustedRole:
         if self.sub is None:
             return True
         if "*" in self.sub or "?" in self.sub:
-            return _glob(self.sub).fullmatch(sub) is not None
+            return string_like(self.sub).fullmatch(sub) is not None
         return sub == self.sub
+
+    def trusts_session(self, caller: IssuedCredentials) -> bool:
+        """Whether an AWS principal in the trust policy covers this role session.
+
+        A role ARN trusts every session of that role (as in IAM); `:root` the account.
+        """
+        names = (caller.role_arn, caller.assumed_role_arn)
+        for pattern in self.trusted_principals:
+            if pattern == f"arn:aws:iam::{caller.account}:root":
+                return True
+            if any(string_like(pattern).fullmatch(name) for name in names):
+                return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +258,11 @@ class RecordedRequest:
 
 @dataclass(frozen=True, slots=True)
 class IssuedCredentials:
-    """Temporary credentials the emulator handed out (secrets hidden from repr)."""
+    """Temporary credentials the emulator handed out (secrets hidden from repr).
+
+    `subject` is the web identity token's `sub`, or for AssumeRole the caller's
+    assumed-role ARN; `assumed_role_id` is GetCallerIdentity's UserId.
+    """
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
@@ -205,6 +272,13 @@ class IssuedCredentials:
     assumed_role_arn: str
     session_name: str
     subject: str
+    assumed_role_id: str = ""
+
+    @property
+    def account(self) -> str:
+        """The 12-digit account of the role."""
+        match = _ROLE_ARN.fullmatch(self.role_arn)
+        return match.group("account") if match else ""
 
 
 class StsError(Exception):
@@ -258,9 +332,12 @@ class AwsStsEmulator:
         self._roles: dict[str, TrustedRole] = {}
         self._requests: list[RecordedRequest] = []
         self._issued: list[IssuedCredentials] = []
+        self._sessions: dict[str, IssuedCredentials] = {}
         self._jwks_cache: dict[str, tuple[float, tuple[Mapping[str, Any], ...]]] = {}
         self._actions: dict[str, ActionHandler] = {
             ASSUME_ROLE_WITH_WEB_IDENTITY: self._assume_role_with_web_identity,
+            ASSUME_ROLE: self._assume_role,
+            GET_CALLER_IDENTITY: self._get_caller_identity,
         }
         self.faults: FaultSwitches[HttpFailure] = FaultSwitches()
         self._http = LoopbackHttpServer(self.handle, port=port, name="devstack-aws-sts")
@@ -327,15 +404,22 @@ class AwsStsEmulator:
         self,
         role_arn: str,
         *,
-        provider_url: str,
-        aud: str | None,
-        sub: str | None,
+        provider_url: str | None = None,
+        aud: str | None = None,
+        sub: str | None = None,
         max_session_duration: int = DEFAULT_MAX_SESSION_DURATION,
+        trusted_principals: Iterable[str] = (),
+        external_id: str | None = None,
     ) -> TrustedRole:
-        """Create (or replace) a role trusting `provider_url` with aud/sub conditions.
+        """Create (or replace) a role trusting an OIDC provider and/or AWS principals.
+
+        `provider_url` with `aud`/`sub` conditions is for AssumeRoleWithWebIdentity;
+        `trusted_principals` (role, assumed-role or `arn:aws:iam::<acct>:root` ARNs,
+        `*`/`?` globs allowed) and `external_id` are for AssumeRole.
 
         Raises:
-            ValueError: malformed role ARN, or max_session_duration outside 3600..43200.
+            ValueError: malformed role ARN, max_session_duration outside 3600..43200,
+                nobody trusted, a principal that is not an ARN, or a malformed external ID.
         """
         if _ROLE_ARN.fullmatch(role_arn) is None:
             raise ValueError(f"not an IAM role ARN: {role_arn!r}")
@@ -343,13 +427,26 @@ class AwsStsEmulator:
             raise ValueError(
                 f"max_session_duration must be within 3600..43200, got {max_session_duration}"
             )
+        principals = (
+            (trusted_principals,)
+            if isinstance(trusted_principals, str)
+            else tuple(trusted_principals)
+        )
+        if provider_url is None and not principals:
+            raise ValueError("a role must trust an OIDC provider or AWS principals")
+        if any(not p.startswith("arn:aws") for p in principals):
+            raise ValueError(f"trusted principals must be ARNs: {principals!r}")
+        if external_id is not None and _EXTERNAL_ID.fullmatch(external_id) is None:
+            raise ValueError("external_id must be 2..1224 characters of [\\w+=,.@:/-]")
         role = TrustedRole(
             arn=role_arn,
-            provider_url=_normalize_provider_url(provider_url),
+            provider_url=None if provider_url is None else _normalize_provider_url(provider_url),
             aud=aud,
             sub=sub,
             max_session_duration=max_session_duration,
             role_id="AROA" + _random(_UPPER_ALNUM, 17),
+            trusted_principals=principals,
+            external_id=external_id,
         )
         with self._lock:
             self._roles[role_arn] = role
@@ -463,7 +560,9 @@ class AwsStsEmulator:
     def _assume_role_with_web_identity(
         self, params: Mapping[str, str], request: HttpRequest
     ) -> ET.Element:
-        role_arn, session_name, token, duration, policy = _validate_parameters(params)
+        role_arn, session_name, token, duration, policy, _ = _validate_parameters(
+            params, web_identity=True
+        )
         parsed = _parse_token(token)
         issuer = parsed.claims.get("iss")
         provider = self._provider_for(issuer)
@@ -588,17 +687,183 @@ class AwsStsEmulator:
             ),
             session_name=session_name,
             subject=subject,
+            assumed_role_id=f"{role.role_id}:{session_name}",
         )
         with self._lock:
             self._issued.append(credentials)
+            self._sessions[credentials.access_key_id] = credentials
         return credentials
+
+    # -- SigV4-signed actions: AssumeRole, GetCallerIdentity -------------------------------
+
+    def _assume_role(self, params: Mapping[str, str], request: HttpRequest) -> ET.Element:
+        caller = self._authenticate(request)
+        role_arn, session_name, _, duration, policy, external_id = _validate_parameters(
+            params, web_identity=False
+        )
+        with self._lock:
+            role = self._roles.get(role_arn)
+        if (
+            role is None
+            or not role.trusts_session(caller)
+            or (role.external_id is not None and external_id != role.external_id)
+        ):
+            raise StsError.of(
+                "AccessDenied",
+                f"User: {caller.assumed_role_arn} is not authorized to perform: "
+                f"sts:AssumeRole on resource: {role_arn}",
+            )
+        # Every caller here holds role-session credentials, so this is role chaining.
+        if duration > CHAINED_MAX_DURATION:
+            raise StsError.of("ValidationError", CHAINED_DURATION_EXCEEDED)
+        if duration > role.max_session_duration:
+            raise StsError.of(
+                "ValidationError",
+                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+            )
+        credentials = self._issue(role, session_name, caller.assumed_role_arn, duration)
+        return _assume_role_result(
+            credentials,
+            packed_policy_size=None if policy is None else min(100, len(policy) * 100 // 2048),
+        )
+
+    def _get_caller_identity(self, params: Mapping[str, str], request: HttpRequest) -> ET.Element:
+        caller = self._authenticate(request)
+        result = ET.Element("GetCallerIdentityResult")
+        _sub(result, "Arn", caller.assumed_role_arn)
+        _sub(result, "UserId", caller.assumed_role_id)
+        _sub(result, "Account", caller.account)
+        return result
+
+    def _authenticate(self, request: HttpRequest) -> IssuedCredentials:
+        """The session whose credentials signed this request (SigV4, header form).
+
+        Raises:
+            StsError: in the order given in the module docstring.
+        """
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        authorization = headers.get("authorization", "")
+        if not authorization:
+            raise StsError.of("MissingAuthenticationToken")
+        match = _AUTHORIZATION.fullmatch(authorization.strip())
+        if match is None:
+            raise StsError.of("IncompleteSignature")
+        signed_headers = match.group("signed").split(";")
+        if "host" not in signed_headers:
+            raise StsError.of("IncompleteSignature", "'Host' must be a signed header")
+        with self._lock:
+            session = self._sessions.get(match.group("key"))
+        presented_token = headers.get("x-amz-security-token", "")
+        if session is None or not hmac.compare_digest(
+            presented_token.encode(), session.session_token.encode()
+        ):
+            raise StsError.of("InvalidClientTokenId")
+        now = self._clock()
+        if session.expiration.timestamp() <= now:
+            raise StsError.of("ExpiredToken")
+        scope = match.group("scope")
+        date_stamp, _region, service, _ = scope.split("/")
+        if service != "sts":
+            raise StsError.of(
+                "SignatureDoesNotMatch", "Credential should be scoped to correct service: 'sts'."
+            )
+        amz_date = headers.get("x-amz-date", "")
+        try:
+            signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            raise StsError.of("IncompleteSignature", "Missing or malformed x-amz-date") from None
+        if not amz_date.startswith(date_stamp):
+            raise StsError.of("SignatureDoesNotMatch", "Date in Credential scope does not match")
+        _check_signature_time(signed_at.timestamp(), now, amz_date)
+        expected = sigv4_signature(
+            session.secret_access_key,
+            method=request.method,
+            path=request.path,
+            query=request.query,
+            headers=headers,
+            body=request.body,
+            signed_headers=signed_headers,
+            amz_date=amz_date,
+            scope=scope,
+        )
+        if not hmac.compare_digest(expected, match.group("signature")):
+            raise StsError.of("SignatureDoesNotMatch")
+        return session
+
+
+def _check_signature_time(signed_at: float, now: float, amz_date: str) -> None:
+    def stamp(epoch: float) -> str:
+        return datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%dT%H%M%SZ")
+
+    if signed_at < now - SIGNATURE_WINDOW:
+        raise StsError.of(
+            "SignatureDoesNotMatch",
+            f"Signature expired: {amz_date} is now earlier than "
+            f"{stamp(now - SIGNATURE_WINDOW)} ({stamp(now)} - 15 min.)",
+        )
+    if signed_at > now + SIGNATURE_WINDOW:
+        raise StsError.of(
+            "SignatureDoesNotMatch",
+            f"Signature not yet current: {amz_date} is still later than "
+            f"{stamp(now + SIGNATURE_WINDOW)} ({stamp(now)} + 15 min.)",
+        )
+
+
+def sigv4_signature(
+    secret_access_key: str,
+    *,
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    signed_headers: Iterable[str],
+    amz_date: str,
+    scope: str,
+) -> str:
+    """The hex SigV4 signature of a request as received (AWS's canonical-request rules).
+
+    `headers` must have lower-case names; `scope` is `date/region/service/aws4_request`.
+    Values are trimmed and inner whitespace collapsed; the payload hash is
+    `x-amz-content-sha256` when sent, else SHA-256 of the body.
+    """
+    names = list(signed_headers)
+    canonical_uri = quote(unquote(path or "/"), safe="/-_.~")
+    pairs = sorted(
+        (quote(k, safe="-_.~"), quote(v, safe="-_.~"))
+        for k, v in parse_qsl(query, keep_blank_values=True)
+    )
+    canonical_query = "&".join(f"{k}={v}" for k, v in pairs)
+    canonical_headers = "".join(f"{n}:{' '.join(headers.get(n, '').split())}\n" for n in names)
+    payload_hash = headers.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
+    canonical_request = "\n".join(
+        [method, canonical_uri, canonical_query, canonical_headers, ";".join(names), payload_hash]
+    )
+    string_to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            amz_date,
+            scope,
+            hashlib.sha256(canonical_request.encode()).hexdigest(),
+        ]
+    )
+    key = ("AWS4" + secret_access_key).encode()
+    for part in scope.split("/"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
 
 
 # -- parameter and token parsing ----------------------------------------------------------
 
 
-def _validate_parameters(params: Mapping[str, str]) -> tuple[str, str, str, int, str | None]:
-    """Model constraints, reported together as AWS does."""
+def _validate_parameters(
+    params: Mapping[str, str], *, web_identity: bool
+) -> tuple[str, str, str, int, str | None, str | None]:
+    """Model constraints, reported together as AWS does.
+
+    Returns RoleArn, RoleSessionName, WebIdentityToken ("" for AssumeRole),
+    DurationSeconds, Policy and ExternalId (always None for web identity).
+    """
     problems: list[str] = []
 
     def required(name: str, member: str, low: int, high: int) -> str:
@@ -627,7 +892,13 @@ def _validate_parameters(params: Mapping[str, str]) -> tuple[str, str, str, int,
             f"Value '{session_name[:64]}' at 'roleSessionName' failed to satisfy constraint: "
             r"Member must satisfy regular expression pattern: [\w+=,.@-]*"
         )
-    token = required("WebIdentityToken", "webIdentityToken", 4, 20000)
+    token = required("WebIdentityToken", "webIdentityToken", 4, 20000) if web_identity else ""
+    external_id = None if web_identity else params.get("ExternalId")
+    if external_id is not None and _EXTERNAL_ID.fullmatch(external_id) is None:
+        problems.append(
+            "Value at 'externalId' failed to satisfy constraint: Member must have length "
+            r"between 2 and 1224 and satisfy regular expression pattern: [\w+=,.@:\/-]*"
+        )
     duration = DEFAULT_DURATION
     raw_duration = params.get("DurationSeconds")
     if raw_duration is not None:
@@ -669,7 +940,7 @@ def _validate_parameters(params: Mapping[str, str]) -> tuple[str, str, str, int,
             json.loads(policy)
         except ValueError as err:
             raise StsError.of("MalformedPolicyDocument") from err
-    return role_arn, session_name, token, duration, policy
+    return role_arn, session_name, token, duration, policy, external_id
 
 
 def _b64_json(segment: str) -> Any:
@@ -741,6 +1012,23 @@ def _web_identity_result(
         _sub(result, "PackedPolicySize", str(packed_policy_size))
     _sub(result, "Audience", audience)
     _sub(result, "Provider", provider)
+    return result
+
+
+def _assume_role_result(
+    credentials: IssuedCredentials, *, packed_policy_size: int | None
+) -> ET.Element:
+    result = ET.Element("AssumeRoleResult")
+    creds = _sub(result, "Credentials")
+    _sub(creds, "AccessKeyId", credentials.access_key_id)
+    _sub(creds, "SecretAccessKey", credentials.secret_access_key)
+    _sub(creds, "SessionToken", credentials.session_token)
+    _sub(creds, "Expiration", credentials.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    user = _sub(result, "AssumedRoleUser")
+    _sub(user, "AssumedRoleId", credentials.assumed_role_id)
+    _sub(user, "Arn", credentials.assumed_role_arn)
+    if packed_policy_size is not None:
+        _sub(result, "PackedPolicySize", str(packed_policy_size))
     return result
 
 

@@ -1,14 +1,38 @@
-"""The embedded local stack: agent, issuer and AWS STS wired together. DEVELOPMENT ONLY.
+"""The embedded local stack: agent, issuer, AWS STS and Google wired together. DEVELOPMENT ONLY.
 
 `DevStack` is what `spiffe-bridge dev` and the integration tests start: one signing
 authority shared by a fake Workload API (unix socket inside `workdir`), an OIDC
-discovery endpoint that is also the tokens' issuer, and an AWS STS emulator that
-trusts that issuer. Everything listens on loopback or in `workdir`; nothing here is
-used by the daemon's `run`.
+discovery endpoint that is also the tokens' issuer, an AWS STS emulator and a Google
+STS + IAM Credentials emulator that both trust that issuer. Everything listens on
+loopback or in `workdir`; nothing here is used by the daemon's `run`.
 
-Pre-registered in the STS emulator: the issuer as an OIDC provider with client ID
-`sts.amazonaws.com`, and role `arn:aws:iam::111122223333:role/demo` trusting
-`aud = sts.amazonaws.com` and `sub = spiffe://<trust domain>/*`, for up to 12 hours.
+Pre-registered in the AWS STS emulator (`aws`, `aws_sts_url`):
+
+- OIDC provider = the SPIFFE issuer, client ID `sts.amazonaws.com`; role
+  `arn:aws:iam::111122223333:role/demo` (DEMO_ROLE_ARN) trusting
+  `aud = sts.amazonaws.com`, `sub = spiffe://<trust domain>/*`, for up to 12 hours;
+- OIDC provider = the Google ID-token issuer (`google_issuer`, `<gcp url>/google`),
+  client ID `sts.amazonaws.com`; role `arn:aws:iam::111122223333:role/from-gcp`
+  (FROM_GCP_ROLE_ARN) trusting `aud = sts.amazonaws.com` and `sub` = the demo service
+  account's unique ID 112233445566778899001 (DEMO_SERVICE_ACCOUNT_ID): GCP->AWS;
+- role `arn:aws:iam::444455556666:role/tenant` (TENANT_ROLE_ARN), AssumeRole only,
+  trusting sessions of the `demo` and `from-gcp` roles, up to 1 hour: AWS->AWS chains.
+
+Pre-registered in the Google emulator (`gcp`, `gcp_sts_url`, `gcp_iam_url`):
+
+- OIDC provider GCP_PROVIDER =
+  `//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/spire/providers/spire`,
+  issuer = the SPIFFE issuer, allowed audience = that resource name, condition
+  `sub` matches `spiffe://<trust domain>/*`;
+- AWS provider GCP_AWS_PROVIDER =
+  `//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/from-aws/providers/aws-demo`
+  for account 111122223333, verified against `aws_sts_url`, condition `arn` matches
+  `arn:aws:sts::111122223333:assumed-role/*`: AWS->GCP;
+- service account `demo@dev-project.iam.gserviceaccount.com` (DEMO_SERVICE_ACCOUNT),
+  unique ID 112233445566778899001, max lifetime 1 hour, with workloadIdentityUser for
+  every identity of both pools (`principalSet://.../workloadIdentityPools/{spire,from-aws}/*`).
+
+SVIDs for GCP must carry `aud = GCP_PROVIDER`; for AWS `aud = sts.amazonaws.com`.
 """
 
 from __future__ import annotations
@@ -19,12 +43,27 @@ from types import TracebackType
 
 from bridge.devstack.authority import JwtAuthority
 from bridge.devstack.aws_sts import AwsStsEmulator
+from bridge.devstack.gcp import GcpEmulator, pool_principal_set
 from bridge.devstack.oidc import OidcDiscoveryServer
 from bridge.devstack.workload_api import DEFAULT_SVID_TTL, Identity, WorkloadApiServer
 
 AWS_AUDIENCE = "sts.amazonaws.com"
 DEMO_ROLE_ARN = "arn:aws:iam::111122223333:role/demo"
 DEMO_ROLE_MAX_SESSION = 12 * 3600
+FROM_GCP_ROLE_ARN = "arn:aws:iam::111122223333:role/from-gcp"
+TENANT_ROLE_ARN = "arn:aws:iam::444455556666:role/tenant"
+DEMO_AWS_ACCOUNT = "111122223333"
+GCP_PROVIDER = (
+    "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/spire/"
+    "providers/spire"
+)
+GCP_AWS_PROVIDER = (
+    "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/from-aws/"
+    "providers/aws-demo"
+)
+DEMO_SERVICE_ACCOUNT = "demo@dev-project.iam.gserviceaccount.com"
+DEMO_SERVICE_ACCOUNT_ID = "112233445566778899001"
+GOOGLE_ID_TOKEN_AUDIENCE = AWS_AUDIENCE
 SOCKET_NAME = "agent.sock"
 
 
@@ -57,6 +96,7 @@ class DevStack:
             svid_ttl=svid_ttl,
         )
         self.aws = AwsStsEmulator()
+        self.gcp = GcpEmulator()
         self._started = False
 
     @property
@@ -89,8 +129,23 @@ class DevStack:
         """The STS emulator's endpoint URL."""
         return self.aws.url
 
+    @property
+    def gcp_sts_url(self) -> str:
+        """Google STS token endpoint (`.../v1/token`), google-auth's `token_url`."""
+        return self.gcp.sts_url
+
+    @property
+    def gcp_iam_url(self) -> str:
+        """IAM Credentials base URL; append `/v1/projects/-/serviceAccounts/...`."""
+        return self.gcp.url
+
+    @property
+    def google_issuer(self) -> str:
+        """`iss` of the Google emulator's ID tokens (trusted by the AWS emulator)."""
+        return self.gcp.google_issuer
+
     def start(self) -> DevStack:
-        """Start every emulator and pre-register the demo AWS provider and role.
+        """Start every emulator and pre-register the demo providers, roles and accounts.
 
         On failure, whatever was started is stopped again before the error propagates.
         """
@@ -109,6 +164,8 @@ class DevStack:
                 sub=f"spiffe://{self.trust_domain}/*",
                 max_session_duration=DEMO_ROLE_MAX_SESSION,
             )
+            self.gcp.start()
+            self._register_cross_cloud_demo()
             self.workload.start()
         except BaseException:
             self._stop_all()
@@ -125,8 +182,40 @@ class DevStack:
         """Rotate the signing key; returns the new `kid` (old keys stay published)."""
         return self.authority.rotate().kid
 
+    def _register_cross_cloud_demo(self) -> None:
+        """The GCP side of the demo, and the AWS roles GCP->AWS and AWS->AWS chains use."""
+        self.gcp.add_oidc_provider(
+            GCP_PROVIDER,
+            issuer_uri=self.issuer,
+            allowed_audiences=[GCP_PROVIDER],
+            attribute_condition=f"spiffe://{self.trust_domain}/*",
+        )
+        self.gcp.add_aws_provider(
+            GCP_AWS_PROVIDER,
+            account_id=DEMO_AWS_ACCOUNT,
+            sts_url=self.aws.url,
+            attribute_condition=f"arn:aws:sts::{DEMO_AWS_ACCOUNT}:assumed-role/*",
+        )
+        self.gcp.add_service_account(
+            DEMO_SERVICE_ACCOUNT,
+            unique_id=DEMO_SERVICE_ACCOUNT_ID,
+            workload_identity_users=[
+                pool_principal_set(GCP_PROVIDER),
+                pool_principal_set(GCP_AWS_PROVIDER),
+            ],
+        )
+        self.aws.register_oidc_provider(self.google_issuer, [GOOGLE_ID_TOKEN_AUDIENCE])
+        self.aws.add_role(
+            FROM_GCP_ROLE_ARN,
+            provider_url=self.google_issuer,
+            aud=GOOGLE_ID_TOKEN_AUDIENCE,
+            sub=DEMO_SERVICE_ACCOUNT_ID,
+        )
+        self.aws.add_role(TENANT_ROLE_ARN, trusted_principals=[DEMO_ROLE_ARN, FROM_GCP_ROLE_ARN])
+
     def _stop_all(self) -> None:
         self.workload.stop()
+        self.gcp.stop()
         self.aws.stop()
         self.oidc.stop()
 

@@ -37,7 +37,6 @@ def build_hops(target: TargetConfig, *, timeout: float) -> list[Hop]:
         else:
             hops.append(GcpFederationHop(
                 cfg, timeout=timeout,
-                aws_region=(last_aws.region or "us-east-1") if last_aws else "us-east-1",
-                aws_sts_endpoint=last_aws.sts_endpoint if last_aws else None))
+                aws_region=(last_aws.region or "us-east-1") if last_aws else "us-east-1"))
         prev = cfg
     return hops

@@ -85,16 +85,13 @@ class GcpFederationHop:
 
     name = "gcp_federation"
 
-    def __init__(self, target: GcpTarget, *, timeout: float, aws_region: str = "us-east-1",
-                 aws_sts_endpoint: str | None = None) -> None:
+    def __init__(self, target: GcpTarget, *, timeout: float,
+                 aws_region: str = "us-east-1") -> None:
         self._target = target
+        # The aws4_request subject token is a GetCallerIdentity request signed for the
+        # regional AWS STS (google-auth insists on https://sts.<region>.amazonaws.com);
+        # Google replays it there to learn the caller's ARN.
         self._aws_region = aws_region
-        # Google verifies an aws4_request token by replaying the signed GetCallerIdentity
-        # against the URL inside it. google-auth signs for real AWS STS; when the chain's
-        # AWS hop uses another STS (a private endpoint, or the dev stack), sign for that.
-        self._verification_url = (
-            f"{aws_sts_endpoint.rstrip('/')}/?Action=GetCallerIdentity&Version=2011-06-15"
-            if aws_sts_endpoint else None)
         self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout), retries=False)
 
     def exchange(self, material: Material) -> GcpToken:
@@ -133,14 +130,11 @@ class GcpFederationHop:
                 token_url=t.sts_endpoint, subject_token_supplier=_Token(material.token),
                 scopes=scopes)
         if isinstance(material, AwsCredentials):
-            creds = aws.Credentials(
+            return aws.Credentials(
                 audience=t.workload_identity_provider, subject_token_type=AWS_TOKEN_TYPE,
                 token_url=t.sts_endpoint,
                 aws_security_credentials_supplier=_AwsSession(material, self._aws_region),
                 scopes=scopes)
-            if self._verification_url:
-                creds._cred_verification_url = self._verification_url
-            return creds
         raise wrong_input(self.name, material)
 
 
@@ -210,7 +204,9 @@ def _classify_sts(exc: Exception) -> ExchangeError:
     text = str(body.get("error_description", "")) if isinstance(body, dict) else _short(exc)
     if not code:
         m = re.search(r"Error code (\w+)", str(exc))
-        code = m.group(1) if m else "unknown"
+        code = m.group(1) if m else type(exc).__name__
+        if not m:
+            text = _short(exc)
     if code == "invalid_grant":
         lowered = text.lower()
         if "audience" in lowered:

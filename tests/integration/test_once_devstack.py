@@ -174,6 +174,40 @@ def test_sts_refusals_are_reported_clearly(stack: DevStack, write_config: WriteC
     del reason
 
 
+def test_a_restart_keeps_valid_credentials_while_refresh_fails(
+        stack: DevStack, write_config: WriteConfig, outdir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Still-valid credentials from the previous run survive a restart whose refresh fails."""
+    from bridge.devstack.faults import HttpFailure
+
+    config = write_config()
+    assert main(["once", "--config", str(config)]) == 0
+    before = (outdir / "aws" / "demo.json").read_bytes()
+    ini_before = (outdir / "aws" / "credentials").read_bytes()
+    stack.aws.faults.fail_next("AssumeRoleWithWebIdentity",
+                               HttpFailure(503, "ServiceUnavailable"), times=10)
+    assert main(["once", "--config", str(config)]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    assert (outdir / "aws" / "demo.json").read_bytes() == before
+    assert (outdir / "aws" / "credentials").read_bytes() == ini_before
+
+
+def test_expired_leftovers_are_not_recovered(stack: DevStack, write_config: WriteConfig,
+                                             outdir: Path) -> None:
+    """A credentials file whose Expiration passed is removed, never served again."""
+    from bridge.devstack.faults import HttpFailure
+
+    config = write_config()
+    assert main(["once", "--config", str(config)]) == 0
+    doc = json.loads((outdir / "aws" / "demo.json").read_text())
+    doc["Expiration"] = "2020-01-01T00:00:00Z"
+    (outdir / "aws" / "demo.json").write_text(json.dumps(doc))
+    stack.aws.faults.fail_next("AssumeRoleWithWebIdentity",
+                               HttpFailure(503, "ServiceUnavailable"), times=10)
+    assert main(["once", "--config", str(config)]) == 1
+    assert not (outdir / "aws" / "demo.json").exists()
+
+
 def test_no_secret_reaches_the_logs_at_debug(stack: DevStack, write_config: WriteConfig,
                                              caplog: pytest.LogCaptureFixture) -> None:
     """Every log record of a run at DEBUG is free of tokens and keys (raw, before redaction)."""

@@ -404,8 +404,8 @@ def test_requests_are_recorded(sts: AwsStsEmulator, authority: JwtAuthority) -> 
 
 
 def test_unknown_action_and_version(sts: AwsStsEmulator) -> None:
-    """Unsupported actions (AssumeRole for now) and versions are InvalidAction."""
-    status, root, _ = _call(sts, Action="AssumeRole")
+    """Unsupported actions (GetSessionToken) and versions are InvalidAction."""
+    status, root, _ = _call(sts, Action="GetSessionToken")
     assert (status, _error(root)[1]) == (400, "InvalidAction")
     status, root, _ = _call(sts, Version="2010-01-01")
     assert (status, _error(root)[1]) == (400, "InvalidAction")

@@ -1,0 +1,157 @@
+"""One live deployment for the observability tests: dev stack, the bridge as a process,
+and a real Prometheus scraping it with our rules loaded.
+
+The bridge serves three targets, each on its own STS emulator, so one run shows every
+series a dashboard panel or an alert reads:
+
+- `demo`: the first exchange answers 503, the retry succeeds: fresh, with failure series.
+- `down`: every exchange answers 503: never delivered, not ready, refresh alert pending;
+  a directory planted at `aws/down.json` makes removing that file fail, so output write
+  failures are counted too.
+- `skewed`: its STS clock runs 14 minutes behind, so a 15-minute session has one minute
+  left. The bridge refreshes it after 15 s; by then every exchange answers 503, so the
+  target goes stale while its credential is still valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.devstack import DevStack
+from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY, AwsStsEmulator
+from bridge.devstack.faults import HttpFailure
+from bridge.devstack.stack import AWS_AUDIENCE, DEMO_ROLE_ARN, DEMO_ROLE_MAX_SESSION
+from tests.integration.observability._support import (
+    ALERTS,
+    Prometheus,
+    free_port,
+    http_json,
+    require_tool,
+    wait_for,
+)
+
+SKEWED_LIFETIME = 60  # seconds left on a 15-minute session from the skewed STS
+UNAVAILABLE = HttpFailure(503, "ServiceUnavailable")
+FOREVER = 10_000  # queued failures: far more than the run can consume
+
+
+@dataclass
+class Deployment:
+    stack: DevStack
+    prometheus: Prometheus
+    bridge_address: str
+    bridge_log: Path
+    down_sts: AwsStsEmulator
+    skewed_sts: AwsStsEmulator
+    skewed_delivered_at: float
+
+    def readyz(self) -> tuple[int, dict[str, Any]]:
+        return http_json(f"http://{self.bridge_address}/readyz")
+
+    def log_tail(self) -> str:
+        return self.bridge_log.read_text(errors="replace")[-3000:]
+
+
+def _emulator(stack: DevStack, *, skew: float = 0.0) -> AwsStsEmulator:
+    """A second STS trusting the stack's issuer, optionally with its clock behind."""
+    sts = AwsStsEmulator(clock=lambda: time.time() - skew) if skew else AwsStsEmulator()
+    sts.start()
+    sts.register_oidc_provider(stack.issuer, [AWS_AUDIENCE])
+    sts.add_role(DEMO_ROLE_ARN, provider_url=stack.issuer, aud=AWS_AUDIENCE,
+                 sub=f"spiffe://{stack.trust_domain}/*",
+                 max_session_duration=DEMO_ROLE_MAX_SESSION)
+    return sts
+
+
+def _target(name: str, sts: AwsStsEmulator) -> dict[str, object]:
+    return {"name": name, "aws": {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1",
+                                  "duration": "15m", "sts_endpoint": sts.url}}
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="package")
+def deployment() -> Iterator[Deployment]:
+    """Stack, bridge process and Prometheus, started once and torn down in reverse order."""
+    binary = require_tool("prometheus")
+    with contextlib.ExitStack() as cleanup:
+        workdir = Path(tempfile.mkdtemp(prefix="sb-obs-", dir="/tmp"))
+        cleanup.callback(shutil.rmtree, workdir, True)
+        shm = Path(tempfile.mkdtemp(prefix="sb-obs-", dir="/dev/shm"))
+        cleanup.callback(shutil.rmtree, shm, True)
+
+        stack = DevStack(workdir / "stack").start()
+        cleanup.callback(stack.stop)
+        down_sts = _emulator(stack)
+        cleanup.callback(down_sts.stop)
+        skewed_sts = _emulator(stack, skew=15 * 60 - SKEWED_LIFETIME)
+        cleanup.callback(skewed_sts.stop)
+        stack.aws.faults.fail_next(ASSUME_ROLE_WITH_WEB_IDENTITY, UNAVAILABLE, times=1)
+        down_sts.faults.fail_next(ASSUME_ROLE_WITH_WEB_IDENTITY, UNAVAILABLE, times=FOREVER)
+
+        outdir = shm / "creds"
+        (outdir / "aws" / "down.json").mkdir(mode=0o700, parents=True)
+        outdir.chmod(0o700)
+        (outdir / "aws").chmod(0o700)
+        address = f"127.0.0.1:{free_port()}"
+        config = {
+            "workload_api": {"socket": stack.workload_socket_uri, "timeout": "5s"},
+            "outputs": {"directory": str(outdir)},
+            "http": {"address": address},
+            "targets": [_target("demo", stack.aws), _target("down", down_sts),
+                        _target("skewed", skewed_sts)],
+        }
+        config_path = workdir / "bridge.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+
+        log_path = workdir / "bridge.log"
+        with log_path.open("wb") as log:
+            bridge = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "run", "--config", str(config_path),
+                 "--log-format", "json"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        cleanup.callback(_stop_process, bridge)
+
+        (workdir / "prometheus").mkdir()
+        prometheus = Prometheus(workdir / "prometheus", [address], [ALERTS])
+        prometheus.start(binary)
+        cleanup.callback(prometheus.stop)
+
+        def skewed_fresh() -> bool:
+            if bridge.poll() is not None:
+                raise AssertionError(f"bridge exited {bridge.returncode}: "
+                                     f"{log_path.read_text()[-3000:]}")
+            try:
+                _, body = http_json(f"http://{address}/readyz", timeout=2)
+            except OSError:
+                return False
+            return bool(body["targets"]["skewed"]["state"] == "fresh")
+
+        wait_for(skewed_fresh, 30, "the skewed target's first delivery")
+        # From now on its STS fails, so its refresh (about 15 s from now) leaves it stale.
+        skewed_sts.faults.fail_next(ASSUME_ROLE_WITH_WEB_IDENTITY, UNAVAILABLE, times=FOREVER)
+        yield Deployment(stack=stack, prometheus=prometheus, bridge_address=address,
+                         bridge_log=log_path, down_sts=down_sts, skewed_sts=skewed_sts,
+                         skewed_delivered_at=time.monotonic())
