@@ -18,7 +18,13 @@ import yaml
 
 from bridge import daemon as d
 from bridge.config import load_config
-from bridge.devstack.stack import DEMO_ROLE_ARN, DevStack
+from bridge.devstack.stack import (
+    DEMO_ROLE_ARN,
+    DEMO_SERVICE_ACCOUNT,
+    GCP_AWS_PROVIDER,
+    GCP_PROVIDER,
+    DevStack,
+)
 from bridge.logs import Redactor
 from bridge.outputs.atomic import is_memory_backed
 
@@ -36,7 +42,8 @@ def _free_port(preferred: int) -> int:
 
 
 def write_demo_config(stack: DevStack, workdir: Path) -> Path:
-    """A config with one AWS target (plus its JWT file) against the stack's emulators."""
+    """A config against the stack's emulators: an AWS target (plus its JWT file), a GCP
+    target impersonating a service account, and an AWS->GCP chain."""
     shm = Path("/dev/shm")
     on_tmpfs = shm.is_dir() and is_memory_backed(shm)
     outputs = Path(tempfile.mkdtemp(prefix="spiffe-bridge-dev-", dir=shm)) / "creds" \
@@ -45,12 +52,23 @@ def write_demo_config(stack: DevStack, workdir: Path) -> Path:
         "workload_api": {"socket": stack.workload_socket_uri, "timeout": "5s"},
         "outputs": {"directory": str(outputs), "allow_non_tmpfs": not on_tmpfs},
         "http": {"address": f"127.0.0.1:{_free_port(9464)}"},
-        "targets": [{
-            "name": "demo",
-            "jwt_file": True,
-            "aws": {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1", "duration": "1h",
-                    "sts_endpoint": stack.aws_sts_url},
-        }],
+        "targets": [
+            {"name": "demo", "jwt_file": True,
+             "aws": {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1", "duration": "1h",
+                     "sts_endpoint": stack.aws_sts_url}},
+            {"name": "demo-gcp",
+             "gcp": {"workload_identity_provider": GCP_PROVIDER,
+                     "service_account": DEMO_SERVICE_ACCOUNT,
+                     "sts_endpoint": stack.gcp_sts_url,
+                     "iam_credentials_endpoint": stack.gcp_iam_url}},
+            {"name": "demo-aws-to-gcp",
+             "aws": {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1",
+                     "sts_endpoint": stack.aws_sts_url},
+             "chain": [{"gcp": {"workload_identity_provider": GCP_AWS_PROVIDER,
+                                "service_account": DEMO_SERVICE_ACCOUNT,
+                                "sts_endpoint": stack.gcp_sts_url,
+                                "iam_credentials_endpoint": stack.gcp_iam_url}}]},
+        ],
     }
     path = workdir / "bridge.yaml"
     path.write_text("# spiffe-bridge dev: demo config (development only)\n"
@@ -67,10 +85,13 @@ spiffe-bridge dev is running (development stack: emulators on loopback, not real
   Workload API (SPIFFE agent): {stack.workload_socket_uri}
   OIDC issuer:                 {stack.issuer}
   AWS STS emulator:            {stack.aws_sts_url}
+  GCP STS / IAM emulator:      {stack.gcp_sts_url}  {stack.gcp_iam_url}
   Bridge config:               {config_path}
   Credentials:                 {out}/aws/credentials  (profile "demo")
                                {out}/aws/demo.json    (credential_process JSON)
                                {out}/jwt/demo.jwt     (the JWT-SVID itself)
+                               {out}/gcp/demo-gcp.token  {out}/gcp/demo-gcp.json
+                               {out}/gcp/demo-aws-to-gcp.json  (AWS -> GCP chain)
   Metrics / health:            http://{config.http_address}/metrics  /healthz  /readyz
 
 Try it in another shell:

@@ -61,10 +61,20 @@ def test_dev_runs_the_demo_until_ctrl_c(short_dir: Path) -> None:
             del os.environ["AWS_SHARED_CREDENTIALS_FILE"]
         assert frozen.access_key.startswith("ASIA")
         address = config["http"]["address"]
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{address}/readyz", timeout=5) as r:
+                    return bool(json.loads(r.read())["ready"])
+            except OSError:
+                return False
+
+        _wait_for(ready)
         with urllib.request.urlopen(f"http://{address}/readyz", timeout=5) as r:
             body = json.loads(r.read())
-        assert body["ready"] is True
-        assert body["targets"]["demo"]["state"] == "fresh"
+        states = {name: t["state"] for name, t in body["targets"].items()}
+        assert states == {"demo": "fresh", "demo-gcp": "fresh", "demo-aws-to-gcp": "fresh"}
+        gcp_token = Path(config["outputs"]["directory"]) / "gcp" / "demo-gcp.token"
+        assert gcp_token.read_text().startswith("ya29.")
     finally:
         code, out, err = _stop(proc, signal.SIGINT)
     assert code == 0, err
