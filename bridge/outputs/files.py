@@ -76,8 +76,7 @@ def render_external_account(gcp: GcpTarget, jwt_path: Path) -> bytes:
             f"{gcp.iam_credentials_endpoint}/v1/projects/-/serviceAccounts/"
             f"{gcp.service_account}:generateAccessToken")
         doc["service_account_impersonation"] = {"token_lifetime_seconds": int(gcp.lifetime)}
-    else:
-        doc["scopes"] = list(gcp.scopes)
+    # No "scopes": google-auth ignores them here; the client library supplies its own.
     return json.dumps(doc, indent=2).encode()
 
 

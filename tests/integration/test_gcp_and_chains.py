@@ -220,3 +220,54 @@ def _epoch(value: object) -> float:
     if isinstance(value, datetime):
         return value.timestamp()
     return float(value)  # type: ignore[arg-type]
+
+
+def test_requests_carry_exactly_the_documented_fields(stack: DevStack, write_config: WriteConfig,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """STS gets the RFC 8693 form fields; IAM gets scope, lifetime and delegates (PROTOCOLS §6)."""
+    config = write_config(targets=[{"name": "bq", "gcp": _gcp(
+        stack, service_account=DEMO_SERVICE_ACCOUNT, lifetime="30m",
+        scopes=["https://www.googleapis.com/auth/bigquery"])}])
+    code, out = _once(config, capsys)
+    assert code == 0, out
+    token_request = next(r for r in stack.gcp.requests if r.operation == "token")
+    assert set(token_request.form) == {"grant_type", "audience", "scope",
+                                       "requested_token_type", "subject_token",
+                                       "subject_token_type"}
+    assert token_request.form["grant_type"] == (
+        "urn:ietf:params:oauth:grant-type:token-exchange")
+    assert token_request.form["requested_token_type"] == (
+        "urn:ietf:params:oauth:token-type:access_token")
+    iam = next(r for r in stack.gcp.requests if r.operation == "generateAccessToken")
+    assert set(iam.json_body) == {"scope", "lifetime", "delegates"}
+    assert iam.json_body["scope"] == ["https://www.googleapis.com/auth/bigquery"]
+    assert iam.json_body["lifetime"] == "1800s"
+    assert iam.headers.get("Authorization", iam.headers.get("authorization", "")).startswith(
+        "Bearer ")
+
+
+def test_external_account_file_refreshes_through_google_auth(
+        stack: DevStack, write_config: WriteConfig, outdir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """google-auth loads gcp/<t>.external_account.json and exchanges the JWT file itself."""
+    import urllib3
+    from google.auth import identity_pool
+    from google.auth.transport.urllib3 import Request
+
+    config = write_config(targets=[{"name": "sdk", "jwt_file": True, "audience": GCP_PROVIDER,
+                                    "gcp": _gcp(stack, service_account=DEMO_SERVICE_ACCOUNT,
+                                                external_account_file=True)}])
+    code, out = _once(config, capsys)
+    assert code == 0, out
+    doc = json.loads((outdir / "gcp" / "sdk.external_account.json").read_text())
+    # Client libraries supply their scopes, as google.auth.default(scopes=...) does.
+    creds = identity_pool.Credentials.from_info(doc).with_scopes(
+        ["https://www.googleapis.com/auth/cloud-platform"])
+    stack.gcp.clear_requests()
+    creds.refresh(Request(urllib3.PoolManager()))
+    assert creds.valid
+    owner = stack.gcp.whoami(creds.token)
+    assert owner is not None
+    assert owner.principal == f"serviceAccount:{DEMO_SERVICE_ACCOUNT}"
+    sent = next(r for r in stack.gcp.requests if r.operation == "token")
+    assert sent.form["subject_token"] == (outdir / "jwt" / "sdk.jwt").read_text()
