@@ -62,12 +62,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 import jwt
 
+from bridge.devstack._emulator import HttpEmulator
 from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer, http_date
 from bridge.devstack.faults import FaultSwitches, HttpFailure
 
@@ -306,7 +306,7 @@ class _ParsedToken:
 ActionHandler = Callable[[Mapping[str, str], HttpRequest], ET.Element]
 
 
-class AwsStsEmulator:
+class AwsStsEmulator(HttpEmulator):
     """STS on `http://127.0.0.1:<port>`: providers, roles, validation, recording. Thread-safe."""
 
     def __init__(
@@ -352,36 +352,6 @@ class AwsStsEmulator:
             RuntimeError: never started and no port given.
         """
         return self._http.url
-
-    @property
-    def running(self) -> bool:
-        """Whether the emulator is accepting connections."""
-        return self._http.running
-
-    def start(self) -> None:
-        """Listen on 127.0.0.1 (the same port again after a restart).
-
-        Raises:
-            RuntimeError: already running.
-        """
-        self._http.start()
-
-    def stop(self) -> None:
-        """Stop listening (idempotent)."""
-        self.faults.interrupt()
-        self._http.stop()
-
-    def __enter__(self) -> AwsStsEmulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- account configuration ---------------------------------------------------------
 

@@ -61,7 +61,6 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -69,6 +68,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from bridge.devstack._emulator import HttpEmulator
 from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer, http_date
 from bridge.devstack.aws_sts import JsonFetcher, fetch_json, string_like
 from bridge.devstack.faults import FaultSwitches, HttpFailure
@@ -392,7 +392,7 @@ def _json_response(status: int, document: Mapping[str, Any], now: float) -> Http
     )
 
 
-class GcpEmulator:
+class GcpEmulator(HttpEmulator):
     """Google STS + IAM Credentials on `http://127.0.0.1:<port>`. Thread-safe."""
 
     def __init__(
@@ -449,36 +449,6 @@ class GcpEmulator:
     def impersonation_url(self, service_account: str) -> str:
         """google-auth's `service_account_impersonation_url` for this account."""
         return f"{self.url}/v1/projects/-/serviceAccounts/{service_account}:generateAccessToken"
-
-    @property
-    def running(self) -> bool:
-        """Whether the emulator is accepting connections."""
-        return self._http.running
-
-    def start(self) -> None:
-        """Listen on 127.0.0.1 (the same port again after a restart).
-
-        Raises:
-            RuntimeError: already running.
-        """
-        self._http.start()
-
-    def stop(self) -> None:
-        """Stop listening (idempotent)."""
-        self.faults.interrupt()
-        self._http.stop()
-
-    def __enter__(self) -> GcpEmulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- project configuration ----------------------------------------------------------
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any
 
+from bridge.devstack._emulator import HttpEmulator
 from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer
 from bridge.devstack.faults import FaultSwitches, HttpFailure
 
@@ -39,7 +39,7 @@ def _text(status: int, message: str) -> HttpResponse:
     return HttpResponse(status, message.encode() + b"\n", {"Content-Type": "text/plain"})
 
 
-class OidcDiscoveryServer:
+class OidcDiscoveryServer(HttpEmulator):
     """Serves discovery and JWKS for one issuer on loopback. Thread-safe."""
 
     def __init__(self, jwks: JwksSource, *, port: int = 0, issuer: str | None = None) -> None:
@@ -68,11 +68,6 @@ class OidcDiscoveryServer:
         """Where the JWKS is served: `<issuer>/keys`."""
         return f"{self.issuer}{KEYS_PATH}"
 
-    @property
-    def running(self) -> bool:
-        """Whether the server is accepting connections."""
-        return self._http.running
-
     def discovery_document(self) -> dict[str, Any]:
         """The `/.well-known/openid-configuration` document, as SPIRE's provider writes it."""
         return {
@@ -99,28 +94,3 @@ class OidcDiscoveryServer:
         if not jwks.get("keys"):
             return _text(501, "no keys available")
         return _json(200, jwks, **{"Cache-Control": "no-cache, no-store, must-revalidate"})
-
-    def start(self) -> None:
-        """Listen on 127.0.0.1 (the same port again after a restart).
-
-        Raises:
-            RuntimeError: already running.
-        """
-        self._http.start()
-
-    def stop(self) -> None:
-        """Stop listening (idempotent); the issuer then looks unreachable."""
-        self.faults.interrupt()
-        self._http.stop()
-
-    def __enter__(self) -> OidcDiscoveryServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

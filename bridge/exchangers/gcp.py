@@ -32,7 +32,7 @@ from bridge.model import AwsCredentials, GcpToken, GoogleIdToken, JwtSvid, Mater
 # RFC 8693 token type names, not secrets.
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
 AWS_TOKEN_TYPE = "urn:ietf:params:aws:token-type:aws4_request"  # noqa: S105
-IAM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 
 # RFC 6749 codes from Google STS -> (retryable, reason, fetch a fresh SVID first)
 _STS_CODES: dict[str, tuple[bool, str, bool]] = {
@@ -97,19 +97,21 @@ class GcpFederationHop:
     def exchange(self, material: Material) -> GcpToken:
         t = self._target
         request = Request(self._http)
-        scopes = [IAM_SCOPE] if t.service_account else list(t.scopes)
-        federated = self._federated_credentials(material, scopes)
-        try:
-            federated.refresh(request)
-        except exceptions.GoogleAuthError as exc:
-            raise _classify_sts(exc) from None
-        federated_token, federated_expiry = str(federated.token), _epoch(federated.expiry)
         if not t.service_account:
-            return GcpToken(access_token=federated_token, expires_at=federated_expiry,
+            federated = self._federated_credentials(material, list(t.scopes))
+            try:
+                federated.refresh(request)
+            except exceptions.GoogleAuthError as exc:
+                raise _classify_sts(exc) from None
+            return GcpToken(access_token=str(federated.token),
+                            expires_at=_epoch(federated.expiry),
                             principal=t.workload_identity_provider)
         sa = t.service_account
+        # impersonated_credentials re-scopes (copies) its source to the IAM scope and
+        # refreshes that copy itself: let it, so each refresh is one STS exchange.
         impersonated = impersonated_credentials.Credentials(
-            source_credentials=federated, target_principal=sa, target_scopes=list(t.scopes),
+            source_credentials=self._federated_credentials(material, [IAM_SCOPE]),
+            target_principal=sa, target_scopes=list(t.scopes),
             delegates=[f"projects/-/serviceAccounts/{d}" for d in t.delegates],
             lifetime=int(t.lifetime),
             iam_endpoint_override=(f"{t.iam_credentials_endpoint}/v1/projects/-/"
@@ -118,9 +120,11 @@ class GcpFederationHop:
             impersonated.refresh(request)
         except exceptions.GoogleAuthError as exc:
             raise _classify_iam_refresh(exc, hop="gcp_iam") from None
+        # The federated token (kept for a following generateIdToken) is the refreshed copy's.
+        federated_token = getattr(impersonated, "_source_credentials", None)
         return GcpToken(access_token=str(impersonated.token),
                         expires_at=_epoch(impersonated.expiry), principal=sa,
-                        federated_token=federated_token)
+                        federated_token=str(federated_token.token) if federated_token else None)
 
     def _federated_credentials(self, material: Material, scopes: list[str]) -> Any:
         t = self._target

@@ -230,7 +230,9 @@ def test_requests_carry_exactly_the_documented_fields(stack: DevStack, write_con
         scopes=["https://www.googleapis.com/auth/bigquery"])}])
     code, out = _once(config, capsys)
     assert code == 0, out
-    token_request = next(r for r in stack.gcp.requests if r.operation == "token")
+    token_requests = [r for r in stack.gcp.requests if r.operation == "token"]
+    assert len(token_requests) == 1, "one STS exchange per refresh"
+    token_request = token_requests[0]
     assert set(token_request.form) == {"grant_type", "audience", "scope",
                                        "requested_token_type", "subject_token",
                                        "subject_token_type"}

@@ -1,0 +1,45 @@
+"""The lifecycle every loopback HTTP emulator shares. DEVELOPMENT ONLY.
+
+An emulator owns one `LoopbackHttpServer` (`_http`) and one set of fault switches
+(`faults`); starting, stopping (which also wakes any injected latency, so a test never
+waits on a stopped server) and the context-manager protocol are the same for all.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from bridge.devstack._http import LoopbackHttpServer
+from bridge.devstack.faults import FaultSwitches, HttpFailure
+
+
+class HttpEmulator:
+    _http: LoopbackHttpServer
+    faults: FaultSwitches[HttpFailure]
+
+    @property
+    def running(self) -> bool:
+        """Whether the emulator is accepting connections."""
+        return self._http.running
+
+    def start(self) -> None:
+        """Listen on 127.0.0.1 (the same port again after a restart).
+
+        Raises:
+            RuntimeError: already running.
+        """
+        self._http.start()
+
+    def stop(self) -> None:
+        """Stop listening (idempotent); callers then see the service as unreachable."""
+        self.faults.interrupt()
+        self._http.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
