@@ -65,11 +65,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
-import jwt
-
 from bridge.devstack._emulator import HttpEmulator
 from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer, http_date
 from bridge.devstack.faults import FaultSwitches, HttpFailure
+from bridge.devstack.jwks import IssuerKeys, IssuerUnreachableError, signature_valid
 
 _log = logging.getLogger(__name__)
 
@@ -324,16 +323,14 @@ class AwsStsEmulator(HttpEmulator):
         can play clock skew; `fetch` is how discovery documents and JWKS are read.
         """
         self._clock = clock
-        self._fetch = fetch
         self._idp_timeout = idp_timeout
-        self._jwks_cache_seconds = jwks_cache_seconds
         self._lock = threading.Lock()
         self._providers: dict[str, OidcProvider] = {}
         self._roles: dict[str, TrustedRole] = {}
         self._requests: list[RecordedRequest] = []
         self._issued: list[IssuedCredentials] = []
         self._sessions: dict[str, IssuedCredentials] = {}
-        self._jwks_cache: dict[str, tuple[float, tuple[Mapping[str, Any], ...]]] = {}
+        self._keys = IssuerKeys(fetch, timeout=idp_timeout, cache_seconds=jwks_cache_seconds)
         self._actions: dict[str, ActionHandler] = {
             ASSUME_ROLE_WITH_WEB_IDENTITY: self._assume_role_with_web_identity,
             ASSUME_ROLE: self._assume_role,
@@ -367,7 +364,7 @@ class AwsStsEmulator(HttpEmulator):
         provider = OidcProvider(_normalize_provider_url(url), ids)
         with self._lock:
             self._providers[provider.url] = provider
-            self._jwks_cache.pop(provider.url, None)
+            self._keys.forget(provider.url)
         return provider
 
     def add_role(
@@ -436,8 +433,7 @@ class AwsStsEmulator(HttpEmulator):
 
     def clear_jwks_cache(self) -> None:
         """Forget every cached JWKS (the next token refetches its issuer's keys)."""
-        with self._lock:
-            self._jwks_cache.clear()
+        self._keys.forget()
 
     # -- observations --------------------------------------------------------------------
 
@@ -579,52 +575,17 @@ class AwsStsEmulator(HttpEmulator):
     def _verify_signature(self, token: str, parsed: _ParsedToken, provider: OidcProvider) -> None:
         alg = str(parsed.header["alg"])
         kid = parsed.header.get("kid")
-        keys = self._jwks(provider.url, refresh=False)
-        candidates = [k for k in keys if kid is None or k.get("kid") == kid]
-        if not candidates and kid is not None:
-            keys = self._jwks(provider.url, refresh=True)  # the issuer may have rotated
-            candidates = [k for k in keys if k.get("kid") == kid]
+        try:
+            candidates = self._keys.candidates(provider.url, kid if kid is None else str(kid))
+        except IssuerUnreachableError as err:
+            _log.debug("sts: cannot read keys of %s: %s", provider.url, err)
+            raise StsError.of("IDPCommunicationError", IDP_UNREACHABLE) from err
         if not candidates:
             raise StsError.of(
                 "InvalidIdentityToken", "No key in the identity provider's JWKS matches the token"
             )
-        for candidate in candidates:
-            try:
-                key = jwt.PyJWK(dict(candidate), algorithm=alg)
-                jwt.decode(
-                    token,
-                    key.key,
-                    algorithms=[alg],
-                    options={
-                        "verify_signature": True,
-                        "verify_exp": False,
-                        "verify_nbf": False,
-                        "verify_iat": False,
-                        "verify_aud": False,
-                        "verify_iss": False,
-                    },
-                )
-                return
-            except (jwt.PyJWTError, ValueError, TypeError, KeyError):
-                continue
-        raise StsError.of("InvalidIdentityToken", "The web identity token signature is invalid")
-
-    def _jwks(self, issuer: str, *, refresh: bool) -> tuple[Mapping[str, Any], ...]:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._jwks_cache.get(issuer)
-        if cached is not None and not refresh and now - cached[0] < self._jwks_cache_seconds:
-            return cached[1]
-        try:
-            discovery = self._fetch(issuer + _DISCOVERY_PATH, self._idp_timeout)
-            document = self._fetch(str(discovery["jwks_uri"]), self._idp_timeout)
-            keys = tuple(k for k in document["keys"] if isinstance(k, Mapping))
-        except (OSError, ValueError, TypeError, KeyError) as err:
-            _log.debug("sts: cannot read keys of %s: %s", issuer, type(err).__name__)
-            raise StsError.of("IDPCommunicationError", IDP_UNREACHABLE) from err
-        with self._lock:
-            self._jwks_cache[issuer] = (now, keys)
-        return keys
+        if not signature_valid(token, alg, candidates):
+            raise StsError.of("InvalidIdentityToken", "The web identity token signature is invalid")
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:
         exp = claims.get("exp")

@@ -72,6 +72,7 @@ from bridge.devstack._emulator import HttpEmulator
 from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer, http_date
 from bridge.devstack.aws_sts import JsonFetcher, fetch_json, string_like
 from bridge.devstack.faults import FaultSwitches, HttpFailure
+from bridge.devstack.jwks import IssuerKeys, IssuerUnreachableError, signature_valid
 
 _log = logging.getLogger(__name__)
 
@@ -411,16 +412,14 @@ class GcpEmulator(HttpEmulator):
         documents and JWKS; `replay` sends signed GetCallerIdentity requests to AWS.
         """
         self._clock = clock
-        self._fetch = fetch
         self._replay = replay
         self._idp_timeout = idp_timeout
-        self._jwks_cache_seconds = jwks_cache_seconds
         self._lock = threading.Lock()
         self._providers: dict[str, WorkloadProvider] = {}
         self._accounts: dict[str, ServiceAccount] = {}
         self._tokens: dict[str, GoogleToken] = {}
         self._requests: list[GoogleRecordedRequest] = []
-        self._jwks_cache: dict[str, tuple[float, tuple[Mapping[str, Any], ...]]] = {}
+        self._keys = IssuerKeys(fetch, timeout=idp_timeout, cache_seconds=jwks_cache_seconds)
         self._signing_key: tuple[str, rsa.RSAPrivateKey] | None = None
         self.faults: FaultSwitches[HttpFailure] = FaultSwitches()
         self._http = LoopbackHttpServer(self.handle, port=port, name="devstack-gcp")
@@ -484,7 +483,7 @@ class GcpEmulator(HttpEmulator):
         )
         with self._lock:
             self._providers[audience] = provider
-            self._jwks_cache.pop(provider.issuer_uri, None)
+            self._keys.forget(provider.issuer_uri)
         return provider
 
     def add_aws_provider(
@@ -794,56 +793,23 @@ class GcpEmulator(HttpEmulator):
     def _check_oidc_signature(
         self, provider: OidcWorkloadProvider, token: str, alg: str, kid: str
     ) -> None:
-        if provider.jwks is not None:
-            keys = tuple(k for k in provider.jwks.get("keys", ()) if isinstance(k, Mapping))
+        if provider.jwks is not None:  # keys uploaded to the provider: no discovery
+            candidates: tuple[Mapping[str, Any], ...] = tuple(
+                k for k in provider.jwks.get("keys", ())
+                if isinstance(k, Mapping) and k.get("kid") == kid)
         else:
-            keys = self._issuer_keys(provider.issuer_uri, refresh=False)
-            if not any(k.get("kid") == kid for k in keys):
-                keys = self._issuer_keys(provider.issuer_uri, refresh=True)
-        candidates = [k for k in keys if k.get("kid") == kid]
+            try:
+                candidates = self._keys.candidates(provider.issuer_uri, kid)
+            except IssuerUnreachableError as err:
+                _log.debug("gcp sts: cannot read keys of %s: %s", provider.issuer_uri, err)
+                raise _StsError("invalid_grant", "Unable to fetch the JWKS of the issuer "
+                                f"{provider.issuer_uri[:256]}.") from err
         if not candidates:
             raise _StsError(
                 "invalid_grant", f"Invalid ID Token: no key with kid {kid[:64]} in the JWKS."
             )
-        for candidate in candidates:
-            try:
-                key = jwt.PyJWK(dict(candidate), algorithm=alg)
-                jwt.decode(
-                    token,
-                    key.key,
-                    algorithms=[alg],
-                    options={
-                        "verify_signature": True,
-                        "verify_exp": False,
-                        "verify_aud": False,
-                        "verify_iat": False,
-                        "verify_nbf": False,
-                        "verify_iss": False,
-                    },
-                )
-                return
-            except (jwt.PyJWTError, ValueError, TypeError, KeyError):
-                continue
-        raise _StsError("invalid_grant", "Invalid ID Token: the signature is invalid.")
-
-    def _issuer_keys(self, issuer: str, *, refresh: bool) -> tuple[Mapping[str, Any], ...]:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._jwks_cache.get(issuer)
-        if cached is not None and not refresh and now - cached[0] < self._jwks_cache_seconds:
-            return cached[1]
-        try:
-            discovery = self._fetch(issuer + "/.well-known/openid-configuration", self._idp_timeout)
-            document = self._fetch(str(discovery["jwks_uri"]), self._idp_timeout)
-            keys = tuple(k for k in document["keys"] if isinstance(k, Mapping))
-        except (OSError, ValueError, TypeError, KeyError) as err:
-            _log.debug("gcp sts: cannot read keys of %s: %s", issuer, type(err).__name__)
-            raise _StsError(
-                "invalid_grant", f"Unable to fetch the JWKS of the issuer {issuer[:256]}."
-            ) from err
-        with self._lock:
-            self._jwks_cache[issuer] = (now, keys)
-        return keys
+        if not signature_valid(token, alg, candidates):
+            raise _StsError("invalid_grant", "Invalid ID Token: the signature is invalid.")
 
     def _verify_aws(self, provider: AwsWorkloadProvider, token: str) -> Mapping[str, str]:
         """Replay the signed GetCallerIdentity to `provider.sts_url`; returns arn/account/userid."""
