@@ -136,6 +136,7 @@ async def _once(config: Config) -> list[TargetStatus]:
 
 
 def _cmd_credential_process(args: argparse.Namespace) -> int:
+    from bridge.model import parse_utc_iso
     from bridge.outputs.files import read_process_json
 
     if args.directory is None and args.config is None:
@@ -146,12 +147,12 @@ def _cmd_credential_process(args: argparse.Namespace) -> int:
     doc = read_process_json(directory, args.target)
     expiration = str(doc.get("Expiration", ""))
     try:
-        expires = datetime.strptime(expiration, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        expires = parse_utc_iso(expiration)
     except ValueError:
         print(f"spiffe-bridge: credentials for {args.target!r} have no valid Expiration",
               file=sys.stderr)
         return EXIT_FAILURE
-    if expires <= datetime.now(UTC):
+    if expires <= datetime.now(UTC).timestamp():
         print(f"spiffe-bridge: credentials for {args.target!r} expired at {expiration}",
               file=sys.stderr)
         return EXIT_FAILURE

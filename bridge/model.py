@@ -10,10 +10,17 @@ import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
 
 def utc_iso(epoch: float) -> str:
     """RFC 3339 / ISO 8601 in UTC with a Z suffix and whole seconds, as the SDKs parse it."""
-    return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(epoch), tz=UTC).strftime(ISO_FORMAT)
+
+
+def parse_utc_iso(text: object) -> float:
+    """The inverse of `utc_iso`; raises ValueError on anything else."""
+    return datetime.strptime(str(text), ISO_FORMAT).replace(tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,19 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.config import AwsTarget, GcpTarget, TargetConfig
 from bridge.errors import OutputError
 from bridge.exchangers.gcp import JWT_TOKEN_TYPE
-from bridge.model import AwsCredentials, Credential, GcpToken, TargetStatus, utc_iso
+from bridge.model import (
+    AwsCredentials,
+    Credential,
+    GcpToken,
+    TargetStatus,
+    parse_utc_iso,
+    utc_iso,
+)
 from bridge.outputs import atomic
 
 log = logging.getLogger(__name__)
@@ -272,8 +278,8 @@ def recover(directory: Path, targets: Iterable[TargetConfig], now: float
     for t in targets:
         try:
             if isinstance(t.final, AwsTarget):
-                doc = json.loads((directory / "aws" / f"{t.name}.json").read_text())
-                expires = _parse_time(doc["Expiration"])
+                doc = read_process_json(directory, t.name)
+                expires = parse_utc_iso(doc["Expiration"])
                 aws = AwsCredentials(access_key_id=str(doc["AccessKeyId"]),
                                      secret_access_key=str(doc["SecretAccessKey"]),
                                      session_token=str(doc["SessionToken"]),
@@ -282,20 +288,16 @@ def recover(directory: Path, targets: Iterable[TargetConfig], now: float
                                   svid_expires_at=0.0, aws=aws)
             else:
                 doc = json.loads((directory / "gcp" / f"{t.name}.json").read_text())
-                expires = _parse_time(doc["expiry"])
+                expires = parse_utc_iso(doc["expiry"])
                 gcp = GcpToken(access_token=str(doc["token"]), expires_at=expires,
                                principal=str(doc.get("principal", "")))
                 cred = Credential(target=t.name, issued_at=now, expires_at=expires,
                                   svid_expires_at=0.0, gcp=gcp)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OutputError, OSError, ValueError, KeyError, TypeError):
             continue
         if cred.expires_at > now:
             found[t.name] = cred
     return found
-
-
-def _parse_time(text: object) -> float:
-    return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def read_process_json(directory: Path, target: str) -> dict[str, object]:
