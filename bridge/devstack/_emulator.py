@@ -10,13 +10,28 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
-from bridge.devstack._http import LoopbackHttpServer
+from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer
 from bridge.devstack.faults import FaultSwitches, HttpFailure
 
 
 class HttpEmulator:
-    _http: LoopbackHttpServer
-    faults: FaultSwitches[HttpFailure]
+    def __init__(self, *, port: int, name: str) -> None:
+        """Create the (not yet listening) server on `port` (0: any) and the fault switches."""
+        self.faults: FaultSwitches[HttpFailure] = FaultSwitches()
+        self._http = LoopbackHttpServer(self.handle, port=port, name=name)
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        """Answer one request (each emulator speaks its own protocol)."""
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:<port>`.
+
+        Raises:
+            RuntimeError: never started and no port given.
+        """
+        return self._http.url
 
     @property
     def running(self) -> bool:

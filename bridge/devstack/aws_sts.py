@@ -66,8 +66,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 from bridge.devstack._emulator import HttpEmulator
-from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer, http_date
-from bridge.devstack.faults import FaultSwitches, HttpFailure
+from bridge.devstack._http import HttpRequest, HttpResponse, http_date
 from bridge.devstack.jwks import IssuerKeys, IssuerUnreachableError, signature_valid
 
 _log = logging.getLogger(__name__)
@@ -336,19 +335,10 @@ class AwsStsEmulator(HttpEmulator):
             ASSUME_ROLE: self._assume_role,
             GET_CALLER_IDENTITY: self._get_caller_identity,
         }
-        self.faults: FaultSwitches[HttpFailure] = FaultSwitches()
-        self._http = LoopbackHttpServer(self.handle, port=port, name="devstack-aws-sts")
+        super().__init__(port=port, name="devstack-aws-sts")
 
     # -- lifecycle -------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        """The endpoint URL for boto3's `endpoint_url`.
-
-        Raises:
-            RuntimeError: never started and no port given.
-        """
-        return self._http.url
 
     # -- account configuration ---------------------------------------------------------
 

@@ -69,9 +69,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from bridge.devstack._emulator import HttpEmulator
-from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer, http_date
+from bridge.devstack._http import HttpRequest, HttpResponse, http_date
 from bridge.devstack.aws_sts import JsonFetcher, fetch_json, string_like
-from bridge.devstack.faults import FaultSwitches, HttpFailure
+from bridge.devstack.faults import HttpFailure
 from bridge.devstack.jwks import IssuerKeys, IssuerUnreachableError, signature_valid
 
 _log = logging.getLogger(__name__)
@@ -421,19 +421,10 @@ class GcpEmulator(HttpEmulator):
         self._requests: list[GoogleRecordedRequest] = []
         self._keys = IssuerKeys(fetch, timeout=idp_timeout, cache_seconds=jwks_cache_seconds)
         self._signing_key: tuple[str, rsa.RSAPrivateKey] | None = None
-        self.faults: FaultSwitches[HttpFailure] = FaultSwitches()
-        self._http = LoopbackHttpServer(self.handle, port=port, name="devstack-gcp")
+        super().__init__(port=port, name="devstack-gcp")
 
     # -- lifecycle -------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:<port>`: the IAM Credentials base URL.
-
-        Raises:
-            RuntimeError: never started and no port given.
-        """
-        return self._http.url
 
     @property
     def sts_url(self) -> str:

@@ -20,8 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bridge.devstack._emulator import HttpEmulator
-from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer
-from bridge.devstack.faults import FaultSwitches, HttpFailure
+from bridge.devstack._http import HttpRequest, HttpResponse
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 KEYS_PATH = "/keys"
@@ -46,17 +45,8 @@ class OidcDiscoveryServer(HttpEmulator):
         """Prepare the server; `issuer` defaults to its own URL once bound."""
         self._jwks = jwks
         self._issuer = issuer.rstrip("/") if issuer else None
-        self.faults: FaultSwitches[HttpFailure] = FaultSwitches()
-        self._http = LoopbackHttpServer(self.handle, port=port, name="devstack-oidc")
+        super().__init__(port=port, name="devstack-oidc")
 
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:<port>`.
-
-        Raises:
-            RuntimeError: never started and no port given.
-        """
-        return self._http.url
 
     @property
     def issuer(self) -> str:
