@@ -33,6 +33,7 @@ dev: install
 ## proto: regenerate the Python code for proto/ (grpcio-tools)
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Ibridge/_proto=proto --python_out=. --pyi_out=. proto/spiffe/workload.proto
+	$(BIN)/python -m grpc_tools.protoc -Ibridge/_proto=proto --python_out=. --pyi_out=. --grpc_python_out=. proto/spiffebridge/v1/credentials.proto
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge import __version__
+from bridge.cli_readers import add_daemon_arguments, credential_process, status
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import Redactor, setup_logging
@@ -71,13 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     c = command("credential-process",
                 "AWS credential_process helper: print a target's credentials as JSON.")
     c.add_argument("--target", required=True)
-    c.add_argument("--config", type=Path, help="the daemon's config (finds its outputs)")
-    c.add_argument("--directory", type=Path, help="the daemon's output directory")
-    c.set_defaults(func=_cmd_credential_process)
+    add_daemon_arguments(c)
+    c.add_argument("--directory", type=Path, help="read the daemon's output files instead")
+    c.set_defaults(func=credential_process)
     c = command("status", "Show every target's state and time to expiry (running daemon).")
-    c.add_argument("--config", type=Path)
-    c.add_argument("--http", help="the daemon's http.address (HOST:PORT)")
-    c.set_defaults(func=_cmd_status)
+    add_daemon_arguments(c)
+    c.set_defaults(func=status)
     c = command("dev", "Run the embedded development stack and the bridge on a demo config.")
     c.add_argument("--workdir", type=Path, help="where to put sockets, config and outputs")
     c.set_defaults(func=_cmd_dev)
@@ -133,53 +130,6 @@ async def _once(config: Config) -> list[TargetStatus]:
 
     d.use_worker_threads(config)
     return list(await d.run_once(d.build(config, redactor=_REDACTOR, serve_http=False)))
-
-
-def _cmd_credential_process(args: argparse.Namespace) -> int:
-    from bridge.model import parse_utc_iso
-    from bridge.outputs.files import read_process_json
-
-    if args.directory is None and args.config is None:
-        print("spiffe-bridge: credential-process needs --config or --directory",
-              file=sys.stderr)
-        return EXIT_USAGE
-    directory = args.directory or load_config(args.config).outputs.directory
-    doc = read_process_json(directory, args.target)
-    expiration = str(doc.get("Expiration", ""))
-    try:
-        expires = parse_utc_iso(expiration)
-    except ValueError:
-        print(f"spiffe-bridge: credentials for {args.target!r} have no valid Expiration",
-              file=sys.stderr)
-        return EXIT_FAILURE
-    if expires <= datetime.now(UTC).timestamp():
-        print(f"spiffe-bridge: credentials for {args.target!r} expired at {expiration}",
-              file=sys.stderr)
-        return EXIT_FAILURE
-    sys.stdout.write(json.dumps(doc))
-    return EXIT_OK
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    address = args.http or (load_config(args.config).http_address if args.config else None)
-    if address is None:
-        print("spiffe-bridge: status needs --config or --http", file=sys.stderr)
-        return EXIT_USAGE
-    url = f"http://{address}/readyz"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            body = json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        body = json.loads(exc.read())
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"spiffe-bridge: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    print(f"{'TARGET':<24} {'STATE':<8} {'EXPIRES IN':>10}  LAST ERROR")
-    for name, t in sorted(body.get("targets", {}).items()):
-        left = t.get("expires_in_seconds")
-        left_s = f"{left / 60:.0f}m" if isinstance(left, int | float) else "-"
-        print(f"{name:<24} {t.get('state', '?'):<8} {left_s:>10}  {t.get('last_error') or ''}")
-    return EXIT_OK if body.get("ready") else EXIT_FAILURE
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:

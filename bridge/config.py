@@ -7,18 +7,32 @@ the file sets no socket) — the precedence the SPIFFE spec asks of Workload API
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
+from bridge.config_checks import (
+    check_abs_path,
+    check_endpoint,
+    check_host_port,
+    check_spiffe_id,
+    check_unix_uri,
+    clip,
+)
 from bridge.config_reader import Problems, Section
+from bridge.config_serving import (
+    GrpcConfig,
+    MetadataConfig,
+    read_allowed_callers,
+    read_grpc,
+    read_metadata,
+    read_serve,
+)
 from bridge.errors import ConfigError, ConfigProblem
 
 DEFAULT_AWS_AUDIENCE = "sts.amazonaws.com"
@@ -26,7 +40,6 @@ DEFAULT_GCP_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_GCP_STS = "https://sts.googleapis.com/v1/token"
 DEFAULT_GCP_IAM = "https://iamcredentials.googleapis.com"
 MAX_CHAIN = 5
-DEFAULT_GRPC_SOCKET = "unix:///run/spiffe-bridge/bridge.sock"
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:9464"
 # fullmatch + ASCII: `$` would accept a trailing newline, `\w`/`\d` would accept Unicode.
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
@@ -34,8 +47,6 @@ _ROLE_ARN = re.compile(r"arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::\d{12}:role/[\w+
                        re.ASCII)
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}", re.ASCII)
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
-_SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._-]+)*", re.ASCII)
-_PORT = re.compile(r"\d{1,5}", re.ASCII)
 _PROVIDER = re.compile(r"//iam\.googleapis\.com/projects/\d{1,20}/locations/global/"
                        r"workloadIdentityPools/[a-z0-9-]{4,32}/providers/[a-z0-9-]{4,32}",
                        re.ASCII)
@@ -88,6 +99,8 @@ class TargetConfig:
     jwt_file: bool = False
     gcp: GcpTarget | None = None
     chain: tuple[Hop, ...] = ()
+    allowed_callers: tuple[str, ...] = ()  # empty: the socket's file permissions decide
+    serve: tuple[str, ...] = ()            # metadata endpoints: container, imds, gce
 
     @property
     def hops(self) -> tuple[Hop, ...]:
@@ -114,6 +127,7 @@ class OutputsConfig:
 @dataclass(frozen=True, slots=True)
 class RefreshConfig:
     concurrency: int = 32
+    exit_on_permanent_failure: bool = False  # init containers: fail fast, let k8s report
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +136,9 @@ class Config:
     outputs: OutputsConfig
     targets: tuple[TargetConfig, ...]
     refresh: RefreshConfig = field(default_factory=RefreshConfig)
-    grpc_socket: str = DEFAULT_GRPC_SOCKET
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
     http_address: str = DEFAULT_HTTP_ADDRESS
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
 
     def target(self, name: str) -> TargetConfig | None:
         return next((t for t in self.targets if t.name == name), None)
@@ -175,22 +190,22 @@ def _read_root(root: Section, env: Mapping[str, str]) -> Config | None:
     wl.finish()
 
     out = root.section("outputs")
-    directory = out.get("directory", str, "", required=True, check=_check_abs_path)
+    directory = out.get("directory", str, "", required=True, check=check_abs_path)
     allow_non_tmpfs = out.get("allow_non_tmpfs", bool, False)
     out.finish()
 
-    grpc = root.section("grpc")
-    grpc_socket = grpc.get("socket", str, DEFAULT_GRPC_SOCKET, check=_check_unix_uri)
-    grpc.finish()
+    grpc = read_grpc(root)
+    metadata = read_metadata(root, directory)
 
     http = root.section("http")
-    http_address = http.get("address", str, DEFAULT_HTTP_ADDRESS, check=_check_host_port)
+    http_address = http.get("address", str, DEFAULT_HTTP_ADDRESS, check=check_host_port)
     http.finish()
 
     refresh = root.section("refresh")
     concurrency = refresh.get(
         "concurrency", int, 32, check=lambda v: None if 1 <= v <= 1024 else "must be 1..1024"
     )
+    exit_on_permanent = refresh.get("exit_on_permanent_failure", bool, False)
     refresh.finish()
 
     read = [(s.path, _read_target(s), s.raw("name")) for s in root.items("targets")]
@@ -198,6 +213,7 @@ def _read_root(root: Section, env: Mapping[str, str]) -> Config | None:
     if not read:
         root.error("targets", "is required: list at least one target")
     _check_unique_names(root, [(path, name) for path, _, name in read])
+    _check_serving(root, grpc, metadata, read)
     root.finish()
     if not directory or not socket:
         return None
@@ -205,16 +221,20 @@ def _read_root(root: Section, env: Mapping[str, str]) -> Config | None:
         workload_api=WorkloadApiConfig(socket=socket, timeout=timeout),
         outputs=OutputsConfig(directory=Path(directory), allow_non_tmpfs=allow_non_tmpfs),
         targets=targets,
-        refresh=RefreshConfig(concurrency=concurrency),
-        grpc_socket=grpc_socket,
+        refresh=RefreshConfig(concurrency=concurrency,
+                              exit_on_permanent_failure=exit_on_permanent),
+        grpc=grpc,
         http_address=http_address,
+        metadata=metadata,
     )
 
 
 def _read_target(s: Section) -> TargetConfig | None:
     name = s.get("name", str, "", required=True, check=_check_name)
-    spiffe_id = s.get("spiffe_id", str, "", check=_check_spiffe_id) or None
+    spiffe_id = s.get("spiffe_id", str, "", check=check_spiffe_id) or None
     jwt_file = s.get("jwt_file", bool, False)
+    allowed_callers = read_allowed_callers(s)
+    serve = read_serve(s)
     aws: AwsTarget | None = None
     gcp: GcpTarget | None = None
     chain: list[Hop | None] = []
@@ -242,7 +262,8 @@ def _read_target(s: Section) -> TargetConfig | None:
     if not name or first is None or None in chain:
         return None
     return TargetConfig(name=name, audience=audience, aws=aws, gcp=gcp, spiffe_id=spiffe_id,
-                        jwt_file=jwt_file, chain=tuple(h for h in chain if h is not None))
+                        jwt_file=jwt_file, chain=tuple(h for h in chain if h is not None),
+                        allowed_callers=allowed_callers, serve=serve)
 
 
 def _read_chain_hop(c: Section) -> Hop | None:
@@ -293,7 +314,7 @@ def _read_aws(a: Section, *, first: bool = False, shorthand: bool = False) -> Aw
     without region/endpoint use the previous AWS hop's at build time."""
     role_arn = a.get("role_arn", str, "", required=True, check=_check_role_arn)
     endpoint = None if shorthand else (
-        a.get("sts_endpoint", str, "", check=_check_endpoint) or None)
+        a.get("sts_endpoint", str, "", check=check_endpoint) or None)
     region = "" if shorthand else a.get(
         "region", str, "", required=first and not a.has("sts_endpoint"), check=_check_region)
     # 15m..12h is what STS accepts; the role's own maximum is checked by STS itself.
@@ -325,11 +346,11 @@ def _read_gcp(g: Section) -> GcpTarget | None:
         g.error("scopes", "list at least one OAuth scope")
     for i, scope in enumerate(scopes):
         if not scope.startswith("https://"):
-            g.problems.add(f"{g.key('scopes')}[{i}]", f"{_clip(scope)} is not an OAuth "
+            g.problems.add(f"{g.key('scopes')}[{i}]", f"{clip(scope)} is not an OAuth "
                            "scope URL (https://www.googleapis.com/auth/...)")
     lifetime = g.duration("lifetime", 3600.0, minimum=600, maximum=43200)
-    sts = g.get("sts_endpoint", str, DEFAULT_GCP_STS, check=_check_endpoint)
-    iam = g.get("iam_credentials_endpoint", str, DEFAULT_GCP_IAM, check=_check_endpoint)
+    sts = g.get("sts_endpoint", str, DEFAULT_GCP_STS, check=check_endpoint)
+    iam = g.get("iam_credentials_endpoint", str, DEFAULT_GCP_IAM, check=check_endpoint)
     external_file = g.get("external_account_file", bool, False)
     if not provider:
         return None
@@ -337,6 +358,38 @@ def _read_gcp(g: Section) -> GcpTarget | None:
                      delegates=tuple(delegates), scopes=tuple(scopes), lifetime=lifetime,
                      sts_endpoint=sts, iam_credentials_endpoint=iam.rstrip("/"),
                      external_account_file=external_file)
+
+
+def _check_serving(root: Section, grpc: GrpcConfig, metadata: MetadataConfig,
+                   read: list[tuple[str, TargetConfig | None, object]]) -> None:
+    """Cross-section rules for serving: each metadata endpoint has its listener and the
+    right cloud, IMDS and GCE serve one identity each, and nothing widens access past
+    `allowed_callers`."""
+    targets = [(path, t) for path, t, _ in read if t is not None]
+    listeners = {"container": metadata.container, "imds": metadata.imds, "gce": metadata.gce}
+    cloud = {"container": AwsTarget, "imds": AwsTarget, "gce": GcpTarget}
+    for kind, listener in listeners.items():
+        serving = [(path, t) for path, t in targets if kind in t.serve]
+        for path, t in serving:
+            if listener is None:
+                root.problems.add(f"{path}.serve", f"serves {kind} but `metadata.{kind}` "
+                                  "is not configured")
+            if not isinstance(t.final, cloud[kind]):
+                want = "an AWS" if cloud[kind] is AwsTarget else "a GCP"
+                root.problems.add(f"{path}.serve", f"{kind} needs {want} credential; this "
+                                  "target's last hop is another cloud")
+            if t.allowed_callers:
+                root.problems.add(f"{path}.serve", "a target with `allowed_callers` is "
+                                  "served over gRPC only: metadata endpoints cannot check "
+                                  "a caller's SPIFFE ID")
+        if kind != "container" and len(serving) > 1:
+            root.problems.add(f"{serving[1][0]}.serve", f"{kind} serves one identity, and "
+                              f"{serving[0][1].name} already has it")
+        if listener is not None and not serving:
+            root.error(f"metadata.{kind}", "no target lists it in `serve`")
+    if grpc.socket_mode & 0o007 and any(not t.allowed_callers for _, t in targets):
+        root.error("grpc.socket_mode", f"{grpc.socket_mode:04o} opens the socket to every "
+                   "user: give every target `allowed_callers` first")
 
 
 def _check_unique_names(root: Section, named: list[tuple[str, object]]) -> None:
@@ -358,12 +411,6 @@ def _check_name(v: str) -> str | None:
             "starting and ending with a letter or digit")
 
 
-def _check_spiffe_id(v: str) -> str | None:
-    segments = v.removeprefix("spiffe://").split("/")[1:]
-    if _SPIFFE_ID.fullmatch(v) and not {".", ".."} & set(segments) and len(v) <= 2048:
-        return None
-    return f"{_clip(v)} is not a SPIFFE ID (spiffe://trust-domain/path)"
-
 
 def _check_audience(v: str) -> str | None:
     if not v.strip() or v != v.strip():
@@ -374,14 +421,14 @@ def _check_audience(v: str) -> str | None:
 def _check_role_arn(v: str) -> str | None:
     if _ROLE_ARN.fullmatch(v) and len(v) <= 2048:
         return None
-    return (f"{_clip(v)} is not an IAM role ARN "
+    return (f"{clip(v)} is not an IAM role ARN "
             "(arn:aws:iam::<12-digit account>:role/<name>)")
 
 
 def _check_provider(v: str) -> str | None:
     if _PROVIDER.fullmatch(v):
         return None
-    return (f"{_clip(v)} is not a workload identity provider: use //iam.googleapis.com/"
+    return (f"{clip(v)} is not a workload identity provider: use //iam.googleapis.com/"
             "projects/<project NUMBER>/locations/global/workloadIdentityPools/<pool>/"
             "providers/<provider>")
 
@@ -389,7 +436,7 @@ def _check_provider(v: str) -> str | None:
 def _check_service_account(v: str) -> str | None:
     if _SERVICE_ACCOUNT.fullmatch(v):
         return None
-    return f"{_clip(v)} is not a service account email (name@project.iam.gserviceaccount.com)"
+    return f"{clip(v)} is not a service account email (name@project.iam.gserviceaccount.com)"
 
 
 def _check_external_id(v: str) -> str | None:
@@ -397,7 +444,7 @@ def _check_external_id(v: str) -> str | None:
 
 
 def _check_region(v: str) -> str | None:
-    return None if _REGION.fullmatch(v) else f"{_clip(v)} is not an AWS region (e.g. us-east-1)"
+    return None if _REGION.fullmatch(v) else f"{clip(v)} is not an AWS region (e.g. us-east-1)"
 
 
 def _check_session_name(v: str) -> str | None:
@@ -409,74 +456,10 @@ def _check_session_name(v: str) -> str | None:
 def _check_workload_socket(v: str) -> str | None:
     if v.startswith("tcp://"):
         return "tcp:// Workload API addresses are not supported (py-spiffe speaks unix sockets)"
-    return _check_unix_uri(v)
+    return check_unix_uri(v)
 
 
-def _split(v: str) -> SplitResult | None:
-    try:
-        parts = urlsplit(v)
-        _ = parts.port  # raises on a malformed port
-    except ValueError:
-        return None
-    return parts
 
 
-def _check_unix_uri(v: str) -> str | None:
-    parts = _split(v)
-    if parts is None:
-        return f"{_clip(v)} is not a valid URI: use unix:///absolute/path"
-    if parts.scheme != "unix":
-        return f"{_clip(v)} must be a unix:///absolute/path URI"
-    if parts.netloc or parts.query or parts.fragment or not parts.path.startswith("/"):
-        return f"{_clip(v)} must be unix:///absolute/path (no host, query or fragment)"
-    if len(parts.path.encode()) > 107:
-        return "socket path is longer than the 107-byte unix socket limit"
-    return None
 
 
-def _check_abs_path(v: str) -> str | None:
-    if not v.startswith("/"):
-        return f"{_clip(v)} must be an absolute path"
-    if ".." in Path(v).parts:
-        return f"{_clip(v)} must not contain '..'"
-    if "\n" in v or "\x00" in v:
-        return "must not contain newlines or NUL bytes"
-    return None
-
-
-def _check_host_port(v: str) -> str | None:
-    host, sep, port = v.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
-        return f"{_clip(v)} must be HOST:PORT (e.g. 127.0.0.1:9464)"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            return f"{_clip(v)}: the host must be an IP address or localhost"
-    return None
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_endpoint(v: str) -> str | None:
-    parts = _split(v)
-    if parts is None:
-        return f"{_clip(v)} is not a valid URL"
-    if parts.scheme == "https" and parts.hostname:
-        return None
-    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
-        return None
-    return f"{_clip(v)} must be an https:// URL (plain http is allowed only on loopback)"
-
-
-def _clip(v: str) -> str:
-    text = repr(v)
-    return text if len(text) <= 80 else text[:77] + "..."

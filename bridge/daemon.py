@@ -12,12 +12,15 @@ import concurrent.futures
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
 from bridge.clock import Clock, SystemClock
 from bridge.config import Config
 from bridge.exchangers.chain import build_hops
+from bridge.grpc_api.callers import CallerVerifier
+from bridge.grpc_api.server import GrpcService
 from bridge.health import HealthServer
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
@@ -33,6 +36,17 @@ from bridge.store import CredentialStore
 log = logging.getLogger(__name__)
 
 
+class Service(Protocol):
+    """Something that serves the store to readers (HTTP health, gRPC, metadata): started
+    after recovery, stopped before the source closes. Readers never trigger a refresh."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
 @dataclass
 class Daemon:
     config: Config
@@ -44,12 +58,13 @@ class Daemon:
     scheduler: Scheduler
     directory: CredentialDirectory
     writer: OutputWriter
-    health: HealthServer | None = field(default=None)
+    services: list[Service] = field(default_factory=list)
 
 
 def build(config: Config, *, clock: Clock | None = None,
           registry: CollectorRegistry | None = None, redactor: Redactor | None = None,
-          source: SvidSource | None = None, serve_http: bool = True) -> Daemon:
+          source: SvidSource | None = None, serve_http: bool = True,
+          serve_grpc: bool = True) -> Daemon:
     """Wire a daemon from config. Must be called inside the event loop that will run it."""
     clock = clock or SystemClock()
     metrics = Metrics(registry or CollectorRegistry())
@@ -74,14 +89,19 @@ def build(config: Config, *, clock: Clock | None = None,
         targets=config.targets)
     writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics)
     store.subscribe(writer.notify)
-    health = None
+    services: list[Service] = []
+    if serve_grpc:
+        verifier = CallerVerifier(source.jwt_bundles, audience=config.grpc.caller_audience,
+                                  now=clock.time)
+        services.append(GrpcService(config.grpc, config.targets, store=store, now=clock.time,
+                                    verifier=verifier, metrics=metrics))
     if serve_http:
-        health = HealthServer(
+        services.append(HealthServer(
             config.http_address, registry=metrics.registry, statuses=store.snapshot,
-            now=clock.time, seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick)
+            now=clock.time, seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick))
     return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
                   source=source, scheduler=scheduler, directory=directory, writer=writer,
-                  health=health)
+                  services=services)
 
 
 def use_worker_threads(config: Config) -> None:
@@ -109,9 +129,16 @@ def _prepare(daemon: Daemon) -> None:
 async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
     """Run until `stop` is set. Raises OutputError when the directory is unusable."""
     _prepare(daemon)
-    if daemon.health is not None:
-        daemon.health.start()
-        log.info("metrics and health on http://%s", daemon.health.address)
+    started: list[Service] = []
+    try:
+        for service in daemon.services:
+            service.start()
+            started.append(service)
+            log.info("serving %s", service.describe())
+    except BaseException:
+        _stop(started)
+        daemon.source.close()
+        raise
     log.info("spiffe-bridge running: %d target(s), outputs in %s",
              len(daemon.config.targets), daemon.config.outputs.directory)
     try:
@@ -122,10 +149,17 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
             for t in tasks:
                 t.cancel()
     finally:
-        if daemon.health is not None:
-            daemon.health.stop()
+        _stop(started)
         daemon.source.close()
         log.info("spiffe-bridge stopped")
+
+
+def _stop(services: list[Service]) -> None:
+    for service in reversed(services):
+        try:
+            service.stop()
+        except Exception:  # one stuck server must not keep the others up
+            log.exception("stopping %s failed", service.describe())
 
 
 async def run_once(daemon: Daemon) -> list[TargetStatus]:

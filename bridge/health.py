@@ -72,6 +72,9 @@ class HealthServer:
         self._server.shutdown()
         self._server.server_close()
 
+    def describe(self) -> str:
+        return f"metrics and health on http://{self.address}"
+
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         path = h.path.split("?", 1)[0]
         if path == "/metrics":

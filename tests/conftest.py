@@ -54,6 +54,7 @@ def write_config(stack: DevStack, outdir: Path, short_dir: Path) -> WriteConfig:
             "workload_api": {"socket": stack.workload_socket_uri, "timeout": "5s"},
             "outputs": {"directory": str(outdir)},
             "http": {"address": "127.0.0.1:0"},
+            "grpc": {"socket": f"unix://{short_dir}/bridge.sock"},
             "targets": targets if targets is not None else [default],
         }
         path = short_dir / "bridge.yaml"

@@ -52,6 +52,7 @@ def write_demo_config(stack: DevStack, workdir: Path) -> Path:
         "workload_api": {"socket": stack.workload_socket_uri, "timeout": "5s"},
         "outputs": {"directory": str(outputs), "allow_non_tmpfs": not on_tmpfs},
         "http": {"address": f"127.0.0.1:{_free_port(9464)}"},
+        "grpc": {"socket": f"unix://{workdir}/bridge.sock"},
         "targets": [
             {"name": "demo", "jwt_file": True,
              "aws": {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1", "duration": "1h",
@@ -92,6 +93,7 @@ spiffe-bridge dev is running (development stack: emulators on loopback, not real
                                {out}/jwt/demo.jwt     (the JWT-SVID itself)
                                {out}/gcp/demo-gcp.token  {out}/gcp/demo-gcp.json
                                {out}/gcp/demo-aws-to-gcp.json  (AWS -> GCP chain)
+  gRPC API:                    {config.grpc.socket}
   Metrics / health:            http://{config.http_address}/metrics  /healthz  /readyz
 
 Try it in another shell:

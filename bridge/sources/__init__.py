@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from spiffe import JwtBundleSet
+
 from bridge.model import JwtSvid
 
 
 class SvidSource(Protocol):
     def fetch(self, audience: str, spiffe_id: str | None) -> JwtSvid:
         """Return a fresh, checked JWT-SVID for one audience (blocking; raises SourceError)."""
+        ...
+
+    def jwt_bundles(self) -> JwtBundleSet | None:
+        """The JWT bundles last received (to verify callers' SVIDs), None before any."""
         ...
 
     def close(self) -> None: ...

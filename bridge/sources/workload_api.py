@@ -25,6 +25,9 @@ from bridge.model import JwtSvid
 
 log = logging.getLogger(__name__)
 BUNDLE_WAIT = 2.0  # seconds a first fetch waits for the first bundle message
+# STS's WebIdentityToken limit; SPIRE's JWT-SVIDs are well under 1 KiB.
+MAX_SVID_LENGTH = 20_000
+LEEWAY = 60.0  # seconds of clock skew allowed on `iat`/`nbf` (go-jose's default leeway)
 
 # SPIFFE Workload Endpoint §6: these mean "not yet / try again"; anything else is a bug.
 _RETRYABLE = {
@@ -62,7 +65,8 @@ class WorkloadApiSource:
         self._client: Any = None
         self._stream: Any = None
         self._bundles: JwtBundleSet | None = None
-        self._first_bundles = threading.Event()
+        self._first_bundles = threading.Event()  # set by the first bundles or stream error
+        self._bundle_error: str | None = None  # why the stream failed, until bundles arrive
 
     def fetch(self, audience: str, spiffe_id: str | None) -> JwtSvid:
         client = self._connect()
@@ -74,16 +78,25 @@ class WorkloadApiSource:
             self._on_up(error.reason not in {"unavailable", "timeout"})
             raise error from None
         self._on_up(True)
-        svid = self._check(fetched, audience)
+        svid = self._check(fetched, audience, spiffe_id)
         log.debug("fetched JWT-SVID for %s (aud %s), %.0fs left", svid.spiffe_id, audience,
                   svid.expires_at - self._now())
         return svid
 
-    def _check(self, fetched: Any, audience: str) -> JwtSvid:
+    def jwt_bundles(self) -> JwtBundleSet | None:
+        with self._lock:
+            return self._bundles
+
+    def _check(self, fetched: Any, audience: str, spiffe_id: str | None) -> JwtSvid:
         token = str(fetched.token)
+        if len(token) > MAX_SVID_LENGTH:
+            raise SourceError(f"JWT-SVID is {len(token)} characters, over the "
+                              f"{MAX_SVID_LENGTH} STS accepts", retryable=True,
+                              reason="invalid_svid")
         claims = _claims(token)
-        expires_at = float(fetched.expiry)
         now = self._now()
+        _check_claims(claims, audience=audience, spiffe_id=spiffe_id, now=now)
+        expires_at = float(fetched.expiry)
         if expires_at - now < self._min_remaining:
             raise SourceError(
                 f"JWT-SVID for {fetched.spiffe_id} expires in {expires_at - now:.0f}s, "
@@ -97,7 +110,11 @@ class WorkloadApiSource:
 
     def _verify_locally(self, token: str, spiffe_id: Any, audience: str) -> None:
         with self._lock:
-            bundles = self._bundles
+            bundles, error = self._bundles, self._bundle_error
+        if bundles is None and error is not None:
+            raise SourceError(f"the agent's JWT bundles are unusable ({error}); an SVID "
+                              "that cannot be verified is not sent", retryable=True,
+                              reason="invalid_bundle")
         if bundles is None:
             return  # no bundle yet: the cloud's STS still verifies the signature
         td: TrustDomain = spiffe_id.trust_domain
@@ -131,6 +148,7 @@ class WorkloadApiSource:
     def _on_bundles(self, bundles: JwtBundleSet) -> None:
         with self._lock:
             self._bundles = bundles
+            self._bundle_error = None
         self._first_bundles.set()
         self._on_up(True)
         log.debug("JWT bundles updated")
@@ -142,6 +160,8 @@ class WorkloadApiSource:
         with self._lock:
             self._client = None
             self._stream = None
+            self._bundle_error = _safe(exc)
+        self._first_bundles.set()  # a fetch waiting for the first bundles has its answer
 
     def close(self) -> None:
         with self._lock:
@@ -158,6 +178,9 @@ def _classify(exc: Exception) -> SourceError:
     text = _safe(exc)
     if code in _PERMANENT:
         return SourceError(text, retryable=False, reason=_PERMANENT[code])
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in text:
+        return SourceError(f"the agent's answer is too large: {text}", retryable=True,
+                           reason="response_too_large")
     if code in _RETRYABLE:
         return SourceError(text, retryable=True, reason=_RETRYABLE[code])
     # Not a gRPC status: py-spiffe rejected the token itself (alg, typ, exp, sub, ...).
@@ -174,6 +197,37 @@ def _grpc_code(exc: BaseException) -> grpc.StatusCode | None:
         seen = seen.__cause__ or seen.__context__
     message = str(exc)
     return next((c for c in grpc.StatusCode if f"StatusCode.{c.name}" in message), None)
+
+
+def _check_claims(claims: dict[str, Any], *, audience: str, spiffe_id: str | None,
+                  now: float) -> None:
+    """What py-spiffe's parse leaves unchecked: the identity asked for, one audience only
+    (a multi-audience token can be replayed), and integer times (AWS refuses others)."""
+    def bad(message: str) -> SourceError:
+        return SourceError(f"unusable JWT-SVID from the agent: {message}", retryable=True,
+                           reason="invalid_svid")
+
+    sub = claims.get("sub")
+    try:
+        canonical = isinstance(sub, str) and str(SpiffeId(sub)) == sub
+    except PySpiffeError:
+        canonical = False
+    if not canonical:
+        raise bad("sub is not a canonical SPIFFE ID")
+    if spiffe_id is not None and sub != spiffe_id:
+        raise bad(f"sub is {sub}, not the requested {spiffe_id}")
+    aud = claims.get("aud")
+    if aud not in (audience, [audience]):
+        raise bad(f"aud must be exactly [{audience!r}]")
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if (value is not None or name == "exp") and (
+                isinstance(value, bool) or not isinstance(value, int)):
+            raise bad(f"{name} is not an integer NumericDate")
+    for name in ("iat", "nbf"):
+        value = claims.get(name)
+        if isinstance(value, int) and value > now + LEEWAY:
+            raise bad(f"{name} is {value - int(now)}s in the future")
 
 
 def _claims(token: str) -> dict[str, Any]:

@@ -334,7 +334,7 @@ def test_a_full_config_round_trips_into_the_typed_model() -> None:
     assert config.workload_api.timeout == 90.0
     assert config.outputs.directory == Path("/run/spiffe-bridge")
     assert config.outputs.allow_non_tmpfs is True
-    assert config.grpc_socket == "unix:///run/spiffe-bridge/custom.sock"
+    assert config.grpc.socket == "unix:///run/spiffe-bridge/custom.sock"
     assert config.http_address == "127.0.0.1:9500"
     assert config.refresh.concurrency == 8
     assert len(config.targets) == 2

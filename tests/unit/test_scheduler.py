@@ -40,6 +40,9 @@ class ScriptedSource:
         return JwtSvid(spiffe_id="spiffe://example.org/w", audience=audience,
                        expires_at=now + 300, issued_at=now, token=f"eyJ.token.{self.calls}")
 
+    def jwt_bundles(self) -> None:
+        return None
+
     def close(self) -> None:
         pass
 

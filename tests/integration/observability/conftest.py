@@ -120,6 +120,7 @@ def deployment() -> Iterator[Deployment]:
             "workload_api": {"socket": stack.workload_socket_uri, "timeout": "5s"},
             "outputs": {"directory": str(outdir)},
             "http": {"address": address},
+            "grpc": {"socket": f"unix://{shm}/bridge.sock"},
             "targets": [_target("demo", stack.aws), _target("down", down_sts),
                         _target("skewed", skewed_sts)],
         }

@@ -1,0 +1,162 @@
+"""A small typed client for the bridge's gRPC API (`credential-process`, `status`, and
+programs that would rather not speak protobuf).
+
+    with BridgeClient("unix:///run/spiffe-bridge/bridge.sock") as bridge:
+        creds = bridge.get_credential("etl-s3").aws
+
+When targets list `allowed_callers`, pass `svid=` a callable returning the caller's own
+JWT-SVID (`workload_api_svid` fetches one from the local SPIRE agent); it is called per
+request, so a long-lived client always sends a current SVID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
+from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
+from bridge.errors import BridgeError
+from bridge.model import AwsCredentials, GcpToken, State
+
+_STATES = {pb.STATE_FRESH: State.FRESH, pb.STATE_STALE: State.STALE,
+           pb.STATE_EXPIRED: State.EXPIRED}
+_CLOUDS = {pb.CLOUD_AWS: "aws", pb.CLOUD_GCP: "gcp"}
+
+
+class ApiError(BridgeError):
+    """A call failed; `code` is the gRPC status name (PERMISSION_DENIED, UNAVAILABLE...)."""
+
+    prefix = "spiffe-bridge API"
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}", retryable=code in {"UNAVAILABLE",
+                                                                 "DEADLINE_EXCEEDED"},
+                         reason=code.lower())
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInfo:
+    name: str
+    cloud: str
+    state: State
+    expires_at: float | None
+    last_success: float | None
+    last_error: str
+    consecutive_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServedCredential:
+    """A credential as the API serves it; material only while valid."""
+
+    target: str
+    state: State
+    expires_at: float | None
+    issued_at: float | None
+    aws: AwsCredentials | None = None
+    gcp: GcpToken | None = None
+
+
+class BridgeClient:
+    def __init__(self, address: str, *, svid: Callable[[], str] | None = None,
+                 timeout: float = 5.0) -> None:
+        self._channel = grpc.insecure_channel(address)
+        self._stub = pb_grpc.CredentialServiceStub(self._channel)
+        self._svid = svid
+        self._timeout = timeout
+
+    def list_targets(self) -> list[TargetInfo]:
+        response = self._call(self._stub.ListTargets, pb.ListTargetsRequest())
+        return [_target(t) for t in response.targets]
+
+    def get_credential(self, target: str) -> ServedCredential:
+        response = self._call(self._stub.GetCredential, pb.GetCredentialRequest(target=target))
+        return _credential(response.credential)
+
+    def watch(self, target: str) -> Iterator[ServedCredential]:
+        """The current value, then every change, until the caller stops iterating."""
+        stream = self._stub.WatchCredential(pb.WatchCredentialRequest(target=target),
+                                            metadata=self._metadata())
+        try:
+            for response in stream:
+                yield _credential(response.credential)
+        except grpc.RpcError as exc:
+            raise _api_error(exc) from None
+        finally:
+            stream.cancel()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> BridgeClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: object) -> Any:
+        try:
+            return method(request, timeout=self._timeout, metadata=self._metadata())
+        except grpc.RpcError as exc:
+            raise _api_error(exc) from None
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self._svid()}"),) if self._svid else ()
+
+
+def workload_api_svid(socket: str, audience: str, *, timeout: float = 5.0) -> Callable[[], str]:
+    """A `svid=` source: the caller's own JWT-SVID for `audience`, from its SPIRE agent."""
+    from spiffe import WorkloadApiClient
+    from spiffe.errors import PySpiffeError
+
+    def fetch() -> str:
+        try:
+            with WorkloadApiClient(socket, default_timeout=timeout) as client:
+                return str(client.fetch_jwt_svid({audience}, timeout=timeout).token)
+        except PySpiffeError as exc:
+            raise ApiError("UNAUTHENTICATED", f"cannot get this process's JWT-SVID from "
+                           f"{socket}: {' '.join(str(exc).split())[:200]}") from None
+    return fetch
+
+
+def _api_error(exc: grpc.RpcError) -> ApiError:
+    code = exc.code() if callable(getattr(exc, "code", None)) else None
+    details = exc.details() if callable(getattr(exc, "details", None)) else None
+    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    return ApiError(name, str(details or "no details"))
+
+
+def _time(ts: object, present: bool) -> float | None:
+    return float(ts.seconds) if present else None  # type: ignore[attr-defined]
+
+
+def _target(t: pb.Target) -> TargetInfo:
+    return TargetInfo(name=t.name, cloud=_CLOUDS.get(t.cloud, "unknown"),
+                      state=_STATES.get(t.state, State.EXPIRED),
+                      expires_at=_time(t.expires_at, t.HasField("expires_at")),
+                      last_success=_time(t.last_success, t.HasField("last_success")),
+                      last_error=t.last_error, consecutive_failures=t.consecutive_failures)
+
+
+def _credential(c: pb.Credential) -> ServedCredential:
+    expires_at = _time(c.expires_at, c.HasField("expires_at"))
+    aws = gcp = None
+    if c.HasField("aws") and expires_at is not None:
+        aws = AwsCredentials(access_key_id=c.aws.access_key_id,
+                             secret_access_key=c.aws.secret_access_key,
+                             session_token=c.aws.session_token, expires_at=expires_at,
+                             assumed_role_arn=c.aws.assumed_role_arn)
+    elif c.HasField("gcp") and expires_at is not None:
+        gcp = GcpToken(access_token=c.gcp.access_token, expires_at=expires_at,
+                       principal=c.gcp.principal, token_type=c.gcp.token_type or "Bearer")
+    return ServedCredential(target=c.target, state=_STATES.get(c.state, State.EXPIRED),
+                            expires_at=expires_at,
+                            issued_at=_time(c.issued_at, c.HasField("issued_at")),
+                            aws=aws, gcp=gcp)
