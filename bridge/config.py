@@ -387,6 +387,9 @@ def _check_serving(root: Section, grpc: GrpcConfig, metadata: MetadataConfig,
                               f"{serving[0][1].name} already has it")
         if listener is not None and not serving:
             root.error(f"metadata.{kind}", "no target lists it in `serve`")
+    if grpc.tcp_address and any(not t.allowed_callers for _, t in targets):
+        root.error("grpc.tcp_address", "every local user can connect over TCP: give every "
+                   "target `allowed_callers` first")
     if grpc.socket_mode & 0o007 and any(not t.allowed_callers for _, t in targets):
         root.error("grpc.socket_mode", f"{grpc.socket_mode:04o} opens the socket to every "
                    "user: give every target `allowed_callers` first")

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from bridge.config import Config, parse_config
+from bridge.config_serving import allows
 from bridge.errors import ConfigError, ConfigProblem
 
 ENV_SOCKET = "SPIFFE_ENDPOINT_SOCKET"
@@ -273,6 +274,59 @@ MALFORMED: list[Bad] = [
     raw("comments-only", "", "empty", "# nothing here\n\n"),
     raw("top-level-list", "", "expected a mapping, got list", "- name: etl-s3\n- name: audit\n"),
     raw("top-level-scalar", "", "expected a mapping, got str", "just a string\n"),
+    # serving: the gRPC API, caller authorization, metadata endpoints
+    bad("grpc-socket-mode-decimal", "grpc.socket_mode", "file mode",
+        (("grpc", "socket_mode"), 660)),
+    bad("grpc-socket-mode-word", "grpc.socket_mode", "file mode",
+        (("grpc", "socket_mode"), "rw-rw----")),
+    bad("grpc-socket-mode-owner-cannot-write", "grpc.socket_mode", "own user read and write",
+        (("grpc", "socket_mode"), "0440")),
+    bad("grpc-socket-world-open-without-callers", "grpc.socket_mode", "allowed_callers",
+        (("grpc", "socket_mode"), "0666")),
+    bad("grpc-tcp-not-loopback", "grpc.tcp_address", "loopback",
+        (("grpc", "tcp_address"), "0.0.0.0:9465")),
+    bad("grpc-tcp-without-callers", "grpc.tcp_address", "allowed_callers",
+        (("grpc", "tcp_address"), "127.0.0.1:9465")),
+    bad("grpc-audience-padded", "grpc.caller_audience", "whitespace",
+        (("grpc", "caller_audience"), " spiffe-bridge")),
+    bad("grpc-max-rpcs-zero", "grpc.max_concurrent_rpcs", "1..100000",
+        (("grpc", "max_concurrent_rpcs"), 0)),
+    bad("grpc-grace-word", "grpc.shutdown_grace", "duration", (("grpc", "shutdown_grace"), "soon")),
+    bad("grpc-unknown-key", "grpc.port", "unknown key", (("grpc", "port"), 1)),
+    bad("callers-not-a-list", "targets[0].allowed_callers", "list of strings",
+        ((*T0, "allowed_callers"), "spiffe://example.org/x")),
+    bad("callers-empty", "targets[0].allowed_callers", "is empty", ((*T0, "allowed_callers"), [])),
+    bad("callers-not-spiffe", "targets[0].allowed_callers[1]", NOT_SPIFFE,
+        ((*T0, "allowed_callers"), ["spiffe://example.org/a", "https://example.org/b"])),
+    bad("callers-glob-in-the-middle", "targets[0].allowed_callers[0]", NOT_SPIFFE,
+        ((*T0, "allowed_callers"), ["spiffe://example.org/*/reader"])),
+    bad("serve-unknown-kind", "targets[0].serve[0]", "not one of", ((*T0, "serve"), ["ecs"])),
+    bad("serve-twice", "targets[0].serve", "twice", ((*T0, "serve"), ["container", "container"]),
+        (("metadata",), {"container": {"address": "127.0.0.1:9470"}})),
+    bad("serve-without-listener", "targets[0].serve", "metadata.container",
+        ((*T0, "serve"), ["container"])),
+    bad("listener-without-target", "metadata.imds", "no target",
+        (("metadata",), {"imds": {"address": "127.0.0.1:9471"}})),
+    bad("gce-for-aws-target", "targets[0].serve", "needs a GCP credential",
+        ((*T0, "serve"), ["gce"]), (("metadata",), {"gce": {"address": "127.0.0.1:9472"}})),
+    bad("imds-for-two-targets", "targets[1].serve", "one identity",
+        ((*T0, "serve"), ["imds"]), ((*T1, "serve"), ["imds"]),
+        (("metadata",), {"imds": {"address": "127.0.0.1:9471"}})),
+    bad("serve-with-allowed-callers", "targets[0].serve", "gRPC only",
+        ((*T0, "serve"), ["container"]),
+        ((*T0, "allowed_callers"), ["spiffe://example.org/a"]),
+        (("metadata",), {"container": {"address": "127.0.0.1:9470"}})),
+    bad("metadata-not-loopback", "metadata.container.address", "loopback",
+        ((*T0, "serve"), ["container"]),
+        (("metadata",), {"container": {"address": "10.0.0.5:9470"}})),
+    bad("metadata-token-file-relative", "metadata.container.token_file", "absolute",
+        ((*T0, "serve"), ["container"]),
+        (("metadata",), {"container": {"address": "127.0.0.1:9470", "token_file": "tok"}})),
+    bad("metadata-gce-project-id", "metadata.gce.project_id", "project ID",
+        (("targets",), [*BASE["targets"], {**GCP_TARGET, "serve": ["gce"]}]),
+        (("metadata",), {"gce": {"address": "127.0.0.1:9472", "project_id": "Bad_Project"}})),
+    bad("exit-on-permanent-not-bool", "refresh.exit_on_permanent_failure", "true or false",
+        (("refresh", "exit_on_permanent_failure"), "yes please")),
 ]
 
 
@@ -523,3 +577,66 @@ def test_problems_render_as_path_colon_message() -> None:
     """A problem prints as `path: message`, the form `check` shows operators."""
     (problem,) = _at(_problems(render(((ARN1, "nope"),))), "targets[1].aws.role_arn")
     assert str(problem).startswith("targets[1].aws.role_arn: ")
+
+
+def test_serving_keys_build_the_model() -> None:
+    """Every serving key lands in the typed model; defaults are the documented ones."""
+    default = parse_config(render(), env={})
+    assert default.grpc.socket_mode == 0o660
+    assert default.grpc.caller_audience == "spiffe-bridge"
+    assert default.grpc.tcp_address is None
+    assert default.metadata.container is None
+    assert default.refresh.exit_on_permanent_failure is False
+    config = parse_config(render((
+        (("grpc",), {"socket": "unix:///run/sb/api.sock", "socket_mode": "0666",
+                     "tcp_address": "127.0.0.1:9465", "caller_audience": "bridge",
+                     "max_watchers": 10, "shutdown_grace": "2s"}),
+        ((*T0, "allowed_callers"), ["spiffe://example.org/ns/etl/*"]),
+        ((*T1, "allowed_callers"), ["spiffe://example.org/audit"]),
+        (("refresh", "exit_on_permanent_failure"), True),
+    )), env={})
+    assert config.grpc.socket_mode == 0o666
+    assert config.grpc.tcp_address == "127.0.0.1:9465"
+    assert config.grpc.max_watchers == 10
+    assert config.grpc.shutdown_grace == 2.0
+    assert config.targets[0].allowed_callers == ("spiffe://example.org/ns/etl/*",)
+    assert config.refresh.exit_on_permanent_failure is True
+    targets = copy.deepcopy([*BASE["targets"], GCP_TARGET])
+    targets[1]["serve"] = ["container"]
+    targets[2]["serve"] = ["gce"]
+    served = parse_config(render((
+        (("targets",), targets),
+        ((*T0, "serve"), ["container", "imds"]),
+        (("metadata",), {"container": {"address": "127.0.0.1:9470"},
+                         "imds": {"address": "127.0.0.1:9471"},
+                         "gce": {"address": "[::1]:9472", "project_id": "my-project"}}),
+    )), env={})
+    container = served.metadata.container
+    assert container is not None
+    assert container.address == "127.0.0.1:9470"
+    assert str(container.token_file) == "/run/spiffe-bridge/container.token"
+    assert served.metadata.gce is not None
+    assert served.metadata.gce.project_id == "my-project"
+    assert served.targets[0].serve == ("container", "imds")
+
+
+def test_yaml_octal_socket_mode_is_understood() -> None:
+    """YAML 1.1 reads an unquoted 0640 as octal (416): accepted as 0o640."""
+    text = render().replace("socket: unix:///run/spiffe-bridge/bridge.sock",
+                            "socket: unix:///run/spiffe-bridge/bridge.sock\n  socket_mode: 0640")
+    assert parse_config(text, env={}).grpc.socket_mode == 0o640
+
+
+@pytest.mark.parametrize(("pattern", "caller", "allowed"), [
+    ("spiffe://example.org/a", "spiffe://example.org/a", True),
+    ("spiffe://example.org/a", "spiffe://example.org/a/b", False),
+    ("spiffe://example.org/a/*", "spiffe://example.org/a/b", True),
+    ("spiffe://example.org/a/*", "spiffe://example.org/a/b/c", True),
+    ("spiffe://example.org/a/*", "spiffe://example.org/a", False),
+    ("spiffe://example.org/a/*", "spiffe://example.org/a/", False),
+    ("spiffe://example.org/a/*", "spiffe://example.org/ab", False),
+    ("spiffe://example.org/*", "spiffe://example.org.evil/x", False),
+    ("spiffe://example.org/*", "spiffe://example.org/x", True),
+])
+def test_allowed_callers_patterns(pattern: str, caller: str, allowed: bool) -> None:
+    assert allows(pattern, caller) is allowed
