@@ -48,6 +48,7 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         self._changes = changes
         self._max_watchers = max_watchers
         self._watchers = 0
+        self._responses: dict[str, tuple[TargetStatus, float, pb.GetCredentialResponse]] = {}
 
     async def ListTargets(  # noqa: N802 - named by the proto
             self, request: pb.ListTargetsRequest, context: grpc.aio.ServicerContext,
@@ -68,11 +69,11 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
     ) -> pb.GetCredentialResponse:
         try:
             self._authorize(request.target, context)
-            message = self._deliverable(request.target)
+            response = self._deliverable(request.target)
         except Denied as exc:
             await self._abort(context, "GetCredential", exc)
         self._count("GetCredential", grpc.StatusCode.OK)
-        return pb.GetCredentialResponse(credential=message)
+        return response
 
     async def WatchCredential(  # noqa: N802 - named by the proto
             self, request: pb.WatchCredentialRequest, context: grpc.aio.ServicerContext,
@@ -106,13 +107,22 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout)
 
-    def _deliverable(self, name: str) -> pb.Credential:
-        message = credential_message(self._current(name), self._now())
-        if message.WhichOneof("material") is None:
+    def _deliverable(self, name: str) -> pb.GetCredentialResponse:
+        """The response for a valid credential, built once per store value: statuses are
+        immutable and replaced whole, so identity says nothing has changed."""
+        status = self._current(name)
+        now = self._now()
+        cached = self._responses.get(name)
+        if cached is not None and cached[0] is status and cached[1] > now:
+            return cached[2]
+        valid = status.valid_credential(now)
+        if valid is None:
             raise Denied(grpc.StatusCode.UNAVAILABLE,
                          f"target {name!r} has no valid credential right now (expired, or "
                          "not yet delivered); retry later")
-        return message
+        response = pb.GetCredentialResponse(credential=credential_message(status, now))
+        self._responses[name] = (status, valid.expires_at, response)
+        return response
 
     def _admit_watcher(self) -> None:
         if self._watchers >= self._max_watchers:
