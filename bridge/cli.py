@@ -92,19 +92,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     setup_logging(_REDACTOR, level=args.log_level, fmt=args.log_format)
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(args.config, config))
     return EXIT_OK
 
 
-async def _serve(config: Config) -> None:
+async def _serve(path: Path, config: Config) -> None:
+    """SIGTERM/SIGINT stop cleanly; SIGHUP reloads the config file."""
     from bridge import daemon as d  # deferred: `check` should not pay for the SDK imports
+    from bridge.supervisor import supervise
 
     d.use_worker_threads(config)
-    stop = asyncio.Event()
+    stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await d.serve(d.build(config, redactor=_REDACTOR), stop)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    await supervise(path, config, stop=stop, reload=reload, redactor=_REDACTOR)
 
 
 def _cmd_once(args: argparse.Namespace) -> int:

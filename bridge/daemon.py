@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,6 +24,7 @@ from bridge.grpc_api.callers import CallerVerifier
 from bridge.grpc_api.server import GrpcService
 from bridge.health import HealthServer
 from bridge.logs import Redactor
+from bridge.metadata import metadata_services
 from bridge.metrics import Metrics
 from bridge.model import TargetStatus
 from bridge.outputs.files import CredentialDirectory, recover
@@ -59,15 +61,17 @@ class Daemon:
     directory: CredentialDirectory
     writer: OutputWriter
     services: list[Service] = field(default_factory=list)
+    carried: frozenset[str] = frozenset()  # targets whose state a reload kept
 
 
 def build(config: Config, *, clock: Clock | None = None,
           registry: CollectorRegistry | None = None, redactor: Redactor | None = None,
           source: SvidSource | None = None, serve_http: bool = True,
-          serve_grpc: bool = True) -> Daemon:
+          serve_grpc: bool = True, metrics: Metrics | None = None,
+          carried: Mapping[str, TargetStatus] | None = None) -> Daemon:
     """Wire a daemon from config. Must be called inside the event loop that will run it."""
     clock = clock or SystemClock()
-    metrics = Metrics(registry or CollectorRegistry())
+    metrics = metrics or Metrics(registry or CollectorRegistry())
     redactor = redactor or Redactor()
     if source is None:
         metrics.workload_api_up.set(0)
@@ -76,6 +80,9 @@ def build(config: Config, *, clock: Clock | None = None,
             on_up=lambda up: metrics.workload_api_up.set(1 if up else 0))
     names = [t.name for t in config.targets]
     store = CredentialStore(names)
+    kept = {n: s for n, s in (carried or {}).items() if n in names}
+    for status in kept.values():
+        store.seed(status)
     pipelines = [
         TargetPipeline(t, source=source,
                        hops=build_hops(t, timeout=config.workload_api.timeout),
@@ -83,7 +90,8 @@ def build(config: Config, *, clock: Clock | None = None,
         for t in config.targets
     ]
     scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
-                          redactor=redactor, concurrency=config.refresh.concurrency)
+                          redactor=redactor, concurrency=config.refresh.concurrency,
+                          exit_on_permanent=config.refresh.exit_on_permanent_failure)
     directory = CredentialDirectory(
         config.outputs.directory, allow_non_tmpfs=config.outputs.allow_non_tmpfs,
         targets=config.targets)
@@ -99,9 +107,12 @@ def build(config: Config, *, clock: Clock | None = None,
         services.append(HealthServer(
             config.http_address, registry=metrics.registry, statuses=store.snapshot,
             now=clock.time, seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick))
+    # Cloud-metadata listeners, one per configured `metadata.*` section (none by default).
+    services.extend(metadata_services(config, store=store, clock=clock, metrics=metrics,
+                                      redactor=redactor))
     return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
                   source=source, scheduler=scheduler, directory=directory, writer=writer,
-                  services=services)
+                  services=services, carried=frozenset(kept))
 
 
 def use_worker_threads(config: Config) -> None:
@@ -116,8 +127,8 @@ def _prepare(daemon: Daemon) -> None:
     os.umask(0o077)
     daemon.directory.prepare()
     now = daemon.clock.time()
-    for name, credential in recover(daemon.config.outputs.directory, daemon.config.targets,
-                                    now).items():
+    targets = [t for t in daemon.config.targets if t.name not in daemon.carried]
+    for name, credential in recover(daemon.config.outputs.directory, targets, now).items():
         daemon.redactor.add(*credential.secrets())
         status = daemon.store.recovered(name, credential)
         daemon.metrics.set_state(name, status.state)
@@ -148,10 +159,17 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
             await stop.wait()
             for t in tasks:
                 t.cancel()
+    except BaseExceptionGroup as failed:  # one clear error, not a group, for the CLI
+        raise _first(failed) from None
     finally:
         _stop(started)
         daemon.source.close()
         log.info("spiffe-bridge stopped")
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _stop(services: list[Service]) -> None:

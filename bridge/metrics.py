@@ -58,6 +58,25 @@ class Metrics:
         self.permanent_failure = Gauge(
             _P + "permanent_failure", "1 while a target's last failure was permanent "
             "(needs a config or IAM fix, not a retry).", ["target"], registry=registry)
+        # endpoint: container | imds | gce; code: the HTTP status; reason: host |
+        # forwarded | flavor | token | busy (fixed words, never a header value).
+        self.metadata_requests = Counter(
+            _P + "metadata_requests_total",
+            "Cloud-metadata emulation requests by endpoint and HTTP status.",
+            ["endpoint", "code"], registry=registry)
+        self.metadata_refusals = Counter(
+            _P + "metadata_refusals_total",
+            "Metadata requests turned away before routing (foreign Host, proxied, no "
+            "Metadata-Flavor, missing or wrong token, too many connections), by reason.",
+            ["endpoint", "reason"], registry=registry)
+        self.config_reloads = Counter(
+            _P + "config_reloads_total", "SIGHUP reloads by result (applied, unchanged, "
+            "rejected).", ["result"], registry=registry)
+        self.config_rejected = Gauge(
+            _P + "config_rejected", "1 while the config file on disk was rejected by the "
+            "last reload (the previous config keeps running).", registry=registry)
+        for result in ("applied", "unchanged", "rejected"):
+            self.config_reloads.labels(result)
         for output in OUTPUT_KINDS:  # so increase() sees the first failure, too
             self.output_write_failures.labels(output)
         Info(_P + "build", "Build information.", registry=registry).info(

@@ -19,13 +19,19 @@ from bridge.config import AwsTarget, TargetConfig
 from bridge.errors import BridgeError, ExchangeError, SourceError
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
-from bridge.model import JwtSvid, TargetStatus
+from bridge.model import JwtSvid, State, TargetStatus
 from bridge.pipeline import TargetPipeline, Timings
 from bridge.policy import AWS_MIN_REMAINING, GCP_MIN_REMAINING, JWT_MIN_REMAINING, Policy
 from bridge.store import CredentialStore
 
 log = logging.getLogger(__name__)
 HEARTBEAT = 5.0
+
+
+class PermanentFailureError(BridgeError):
+    """A target needs a config or IAM fix and the operator asked to stop, not retry."""
+
+    prefix = "permanent failure"
 
 
 class Scheduler:
@@ -41,6 +47,7 @@ class Scheduler:
         policy: Policy | None = None,
         rng: random.Random | None = None,
         deadline: float = 120.0,
+        exit_on_permanent: bool = False,
     ) -> None:
         self._pipelines = list(pipelines)
         self._store = store
@@ -53,6 +60,7 @@ class Scheduler:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._deadline = deadline
+        self._exit_on_permanent = exit_on_permanent
         self.last_tick = clock.monotonic()
         for p in self._pipelines:
             metrics.init_target(p.target.name)
@@ -126,8 +134,18 @@ class Scheduler:
         return status
 
     async def _run_target(self, p: TargetPipeline) -> None:
+        held = self._store.get(p.target.name)
+        if held is not None and held.state is State.FRESH and held.valid_credential(
+                self._clock.time()):
+            # Kept across a reload: refresh when it is due, not all at once now.
+            await self._wait(p.target.name, self._next_delay(held))
         while True:
             status = await self.refresh(p)
+            if status.last_error_permanent and self._exit_on_permanent:
+                raise PermanentFailureError(
+                    f"target {p.target.name} failed permanently ({status.last_error}): "
+                    f"{status.last_error_detail}; exiting (refresh.exit_on_permanent_failure)",
+                    reason=status.last_error or "permanent")
             await self._wait(p.target.name, self._next_delay(status))
 
     def _next_delay(self, status: TargetStatus) -> float:

@@ -50,6 +50,11 @@ class CredentialStore:
                            credential=s.valid_credential(now))
         return self._update(name, change)
 
+    def seed(self, status: TargetStatus) -> None:
+        """Start from a status a previous configuration held (SIGHUP reload)."""
+        with self._lock:
+            self._statuses[status.name] = status
+
     def recovered(self, name: str, credential: Credential) -> TargetStatus:
         """Seed a credential a previous run wrote: served as stale until refreshed."""
         return self._update(name, lambda s: replace(s, state=State.STALE, credential=credential))
