@@ -85,7 +85,8 @@ def test_sighup_rejects_a_bad_config_then_applies_a_good_one(
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    assert "targets[0].aws.role_arn" in err and "rejected" in err
+    assert "targets[0].aws.role_arn" in err
+    assert "rejected" in err
     assert "Traceback" not in err
 
 
@@ -102,5 +103,6 @@ def test_exit_on_permanent_failure(stack: DevStack, write_config: WriteConfig) -
                            str(config_path)], capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 1, proc.stderr
-    assert "exit_on_permanent_failure" in proc.stderr and "access_denied" in proc.stderr
+    assert "exit_on_permanent_failure" in proc.stderr
+    assert "access_denied" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,0 +1,135 @@
+"""The AWS container credentials provider: what botocore's `ContainerProvider` reads.
+
+    AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:PORT/v1/credentials/<target>
+    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=<metadata.container.token_file>
+
+botocore accepts plain http only to a loopback IP, `localhost`, or the ECS/EKS link-local
+hosts, and sends the token file's content, unchanged, as the `Authorization` header (it
+refuses a value with CR or LF, so the file has no trailing newline; it re-reads the file
+on every fetch). The reply is `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration`
+(RFC 3339, Z), plus `RoleArn` and `AccountId` from the target's final role. botocore
+re-fetches when less than 15 minutes are left.
+
+The token is random per start and written atomically, 0600, before the first request
+is served; the file is removed at stop if it still holds this run's token. A missing
+`Authorization` is 401, a wrong one 403, compared in constant time; only then does the
+target name matter (404 if it is not served here), so a caller without the token learns
+nothing. No valid credential (expired, or none yet) is 503 with no material.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bridge.config import AwsTarget, TargetConfig
+from bridge.config_serving import ContainerEndpoint
+from bridge.logs import Redactor
+from bridge.metadata.http import LoopbackServer, Reply, Request, json_reply, text
+from bridge.metrics import Metrics
+from bridge.model import Credential, utc_iso
+from bridge.outputs import atomic
+from bridge.store import CredentialStore
+
+log = logging.getLogger(__name__)
+PREFIX = "/v1/credentials/"
+
+
+class ContainerServer(LoopbackServer):
+    endpoint = "container"
+
+    def __init__(self, config: ContainerEndpoint, targets: Sequence[TargetConfig], *,
+                 store: CredentialStore, now: Callable[[], float],
+                 metrics: Metrics | None = None, redactor: Redactor | None = None) -> None:
+        super().__init__(config.address, metrics=metrics)
+        self._token_file = config.token_file
+        self._roles = {t.name: t.final.role_arn for t in targets
+                       if isinstance(t.final, AwsTarget)}
+        self._store = store
+        self._now = now
+        self._redactor = redactor
+        self._token = b""
+        self._bodies: dict[str, tuple[Credential, bytes]] = {}
+
+    @property
+    def token_file(self) -> Path:
+        return self._token_file
+
+    def describe(self) -> str:
+        return (f"AWS container credentials on {self.url}{PREFIX}<target> for "
+                f"{', '.join(sorted(self._roles))} (token file {self._token_file})")
+
+    def bound(self) -> None:
+        token = secrets.token_urlsafe(32)
+        if self._redactor is not None:
+            self._redactor.add(token)
+        write_token_file(self._token_file, token)
+        self._token = token.encode()
+
+    def stopped(self) -> None:
+        with contextlib.suppress(OSError):
+            if self._token and self._token_file.read_bytes() == self._token:
+                self._token_file.unlink()
+
+    def handle(self, request: Request) -> Reply:
+        if not request.path.startswith(PREFIX):
+            return text(404, "not found\n")
+        presented = request.headers.get_all("Authorization")
+        if not presented:
+            return text(401, "missing Authorization\n", refusal="token")
+        if len(presented) != 1 or not hmac.compare_digest(
+                presented[0].encode("latin-1", "replace"), self._token):
+            return text(403, "wrong Authorization\n", refusal="token")
+        name = request.path[len(PREFIX):]
+        role_arn = self._roles.get(name)
+        if role_arn is None:
+            return _error(404, "UnknownTarget", "this target is not served here")
+        status = self._store.get(name)
+        credential = status.valid_credential(self._now()) if status is not None else None
+        if credential is None or credential.aws is None:
+            return _error(503, "CredentialUnavailable",
+                          f"no valid credential for {name} right now; retry later")
+        cached = self._bodies.get(name)
+        if cached is None or cached[0] is not credential:
+            cached = (credential, _render(credential, role_arn))
+            self._bodies[name] = cached
+        return Reply(200, cached[1], "application/json")
+
+
+def _render(credential: Credential, role_arn: str) -> bytes:
+    aws = credential.aws
+    assert aws is not None
+    return json.dumps({
+        "AccessKeyId": aws.access_key_id,
+        "SecretAccessKey": aws.secret_access_key,
+        "Token": aws.session_token,
+        "Expiration": utc_iso(credential.expires_at),
+        "RoleArn": role_arn,
+        "AccountId": role_arn.split(":")[4],
+    }).encode()
+
+
+def _error(status: int, code: str, message: str) -> Reply:
+    return json_reply(status, {"Code": code, "Message": message})
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """Atomically, 0600, no trailing newline; missing parents are created 0700 (existing
+    ones are left as they are). Raises OutputError."""
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        with atomic.open_dir(directory.parent) as fd:
+            atomic.ensure_dir(fd, directory.name)
+    with atomic.open_dir(path.parent) as fd:
+        atomic.write_file(fd, path.name, token.encode())
+    log.debug("wrote the container credentials token to %s", os.fspath(path))

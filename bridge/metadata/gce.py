@@ -1,0 +1,132 @@
+"""The GCE metadata server, enough for google-auth's `compute_engine.Credentials`.
+
+    GCE_METADATA_HOST=127.0.0.1:PORT   # token, account info, project ID
+    GCE_METADATA_IP=127.0.0.1:PORT     # the detection ping (google.auth.default())
+
+What google-auth (compute_engine/_metadata.py) calls, always with `Metadata-Flavor:
+Google`, and what it checks:
+
+- `GET /` (ping): 200 and the response header `Metadata-Flavor: Google`.
+- `GET /computeMetadata/v1/instance/service-accounts/default/?recursive=true`: JSON
+  (parsed only with `Content-Type: application/json`) with `email` (required), `scopes`
+  and `aliases`.
+- `GET .../default/token[?scopes=a,b]`: JSON `access_token`, `expires_in`,
+  `token_type`. Requested scopes are ignored, as on Compute Engine: the token has the
+  target's scopes. google-auth retries 5xx, so 503 (no valid token) rides out a refresh.
+- `GET /computeMetadata/v1/project/project-id`: text; `universe/universe-domain`.
+
+Also served: `.../default/email`, `.../scopes` (one per line), `.../aliases`, the
+directory listings, and every `default` path spelled with the account's email. The
+flavor header is required on every request (403 without) and sent on every reply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+from bridge.config import GcpTarget, TargetConfig
+from bridge.config_serving import Listener
+from bridge.metadata.http import LoopbackServer, Reply, Request, json_reply, text
+from bridge.metrics import Metrics
+from bridge.model import Credential
+from bridge.store import CredentialStore
+
+V1 = "/computeMetadata/v1/"
+ACCOUNTS = V1 + "instance/service-accounts/"
+FLAVOR = ("Metadata-Flavor", "Google")
+_PROJECT_FROM_EMAIL = re.compile(
+    r"[^@]+@(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com", re.ASCII)
+
+
+def project_from_email(email: str | None) -> str | None:
+    match = _PROJECT_FROM_EMAIL.fullmatch(email or "")
+    return match.group("project") if match else None
+
+
+class GceServer(LoopbackServer):
+    endpoint = "gce"
+
+    def __init__(self, config: Listener, target: TargetConfig, *, store: CredentialStore,
+                 now: Callable[[], float], metrics: Metrics | None = None) -> None:
+        super().__init__(config.address, metrics=metrics)
+        final = target.final
+        gcp = final if isinstance(final, GcpTarget) else None
+        self._target = target.name
+        self._email = gcp.service_account if gcp is not None else None
+        self._scopes = tuple(gcp.scopes) if gcp is not None else ()
+        self._project = config.project_id or project_from_email(self._email)
+        self._store = store
+        self._now = now
+
+    def describe(self) -> str:
+        return (f"GCE metadata emulation on {self.url} for {self._target} "
+                "(GCE_METADATA_HOST and GCE_METADATA_IP)")
+
+    def reply_headers(self) -> tuple[tuple[str, str], ...]:
+        return (FLAVOR,)
+
+    def precheck(self, request: Request) -> Reply | None:
+        if request.headers.get_all("Metadata-Flavor") != ["Google"]:
+            return text(403, "Missing required header: Metadata-Flavor: Google\n",
+                        refusal="flavor")
+        return None
+
+    def handle(self, request: Request) -> Reply:
+        path = request.path
+        listings = {"/": "computeMetadata/\n", "/computeMetadata/": "v1/\n",
+                    V1: "instance/\nproject/\nuniverse/\n", V1 + "instance/": "service-accounts/\n",
+                    V1 + "project/": "project-id\n", V1 + "universe/": "universe-domain\n"}
+        if path in listings:
+            return text(200, listings[path])
+        if path == V1 + "project/project-id":
+            return text(200, self._project) if self._project else _not_found()
+        if path == V1 + "universe/universe-domain":
+            return text(200, "googleapis.com")
+        if path in (ACCOUNTS, ACCOUNTS[:-1]):
+            return text(200, "".join(f"{a}/\n" for a in self._aliases()))
+        if path.startswith(ACCOUNTS):
+            account, _, leaf = path[len(ACCOUNTS):].partition("/")
+            if account in self._aliases():
+                return self._account(leaf, recursive=request.param("recursive") == "true")
+        return _not_found()
+
+    def _aliases(self) -> tuple[str, ...]:
+        return ("default", self._email) if self._email else ("default",)
+
+    def _account(self, leaf: str, *, recursive: bool) -> Reply:
+        if leaf == "" and recursive:
+            info: dict[str, object] = {"aliases": ["default"], "scopes": list(self._scopes)}
+            if self._email:
+                info["email"] = self._email
+            return json_reply(200, info)
+        if leaf == "token":
+            return self._token()
+        if leaf == "email":
+            return text(200, self._email) if self._email else _not_found()
+        values = {"": "aliases\nemail\nscopes\ntoken\n", "aliases": "default\n",
+                  "scopes": "".join(f"{s}\n" for s in self._scopes)}
+        return text(200, values[leaf]) if leaf in values else _not_found()
+
+    def _token(self) -> Reply:
+        now = self._now()
+        status = self._store.get(self._target)
+        credential = status.valid_credential(now) if status is not None else None
+        if credential is None or credential.gcp is None or int(credential.expires_at - now) < 1:
+            return json_reply(503, {"error": "unavailable",
+                                    "error_description": f"no valid token for {self._target} "
+                                                         "right now; retry later"})
+        return Reply(200, _token_body(credential, now), "application/json")
+
+
+def _token_body(credential: Credential, now: float) -> bytes:
+    gcp = credential.gcp
+    assert gcp is not None
+    return json.dumps({"access_token": gcp.access_token,
+                       "expires_in": int(credential.expires_at - now),
+                       "token_type": gcp.token_type}).encode()
+
+
+def _not_found() -> Reply:
+    return text(404, "Not Found\n")
