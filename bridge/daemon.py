@@ -31,6 +31,7 @@ from bridge.outputs.files import CredentialDirectory, recover
 from bridge.outputs.writer import OutputWriter
 from bridge.pipeline import TargetPipeline
 from bridge.scheduler import Scheduler
+from bridge.skew import ClockSkew
 from bridge.sources import SvidSource
 from bridge.sources.workload_api import WorkloadApiSource
 from bridge.store import CredentialStore
@@ -79,13 +80,14 @@ def build(config: Config, *, clock: Clock | None = None,
             config.workload_api.socket, timeout=config.workload_api.timeout, now=clock.time,
             on_up=lambda up: metrics.workload_api_up.set(1 if up else 0))
     names = [t.name for t in config.targets]
+    skew = ClockSkew(lambda service, seconds: metrics.clock_skew.labels(service).set(seconds))
     store = CredentialStore(names)
     kept = {n: s for n, s in (carried or {}).items() if n in names}
     for status in kept.values():
         store.seed(status)
     pipelines = [
         TargetPipeline(t, source=source,
-                       hops=build_hops(t, timeout=config.workload_api.timeout),
+                       hops=build_hops(t, timeout=config.workload_api.timeout, skew=skew),
                        monotonic=clock.monotonic, now=clock.time)
         for t in config.targets
     ]

@@ -69,6 +69,9 @@ class Metrics:
             "Metadata requests turned away before routing (foreign Host, proxied, no "
             "Metadata-Flavor, missing or wrong token, too many connections), by reason.",
             ["endpoint", "reason"], registry=registry)
+        self.clock_skew = Gauge(
+            _P + "clock_skew_seconds", "Server time minus this host's, from the Date header "
+            "of the latest STS/IAM response (1 s resolution).", ["service"], registry=registry)
         self.config_reloads = Counter(
             _P + "config_reloads_total", "SIGHUP reloads by result (applied, unchanged, "
             "rejected).", ["result"], registry=registry)

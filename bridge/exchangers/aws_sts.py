@@ -8,6 +8,7 @@ and a fresh JWT-SVID where STS says the token is the problem.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC
 from typing import Any
 
@@ -21,6 +22,7 @@ from bridge.errors import ExchangeError
 from bridge.exchangers import wrong_input
 from bridge.exchangers.session_name import session_name
 from bridge.model import AwsCredentials, GoogleIdToken, JwtSvid, Material
+from bridge.skew import ClockSkew
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,13 @@ def _sts_client(target: AwsTarget, *, timeout: float, signed_with: AwsCredential
                           endpoint_url=target.sts_endpoint, config=config)
 
 
-def _call(hop: str, call: Any, **params: Any) -> AwsCredentials:
+def _call(hop: str, skew: ClockSkew | None, call: Any, **params: Any) -> AwsCredentials:
     """Run one STS call; translate botocore's errors into classified ExchangeErrors."""
+    sent = time.time()
     try:
         out = call(**params)
     except botocore.exceptions.ClientError as exc:
+        _observe(skew, exc.response, sent)  # a skewed clock often shows up as an error
         raise _classify_client_error(exc, hop) from None
     except (botocore.exceptions.EndpointConnectionError,
             botocore.exceptions.ConnectionClosedError,
@@ -76,12 +80,19 @@ def _call(hop: str, call: Any, **params: Any) -> AwsCredentials:
         raise ExchangeError(f"STS call failed: {type(exc).__name__}", hop=hop,
                             code="ClientFailure", retryable=True,
                             reason="unavailable") from None
+    _observe(skew, out, sent)
     c = out["Credentials"]
     return AwsCredentials(
         access_key_id=c["AccessKeyId"], secret_access_key=c["SecretAccessKey"],
         session_token=c["SessionToken"],
         expires_at=c["Expiration"].astimezone(UTC).timestamp(),
         assumed_role_arn=out.get("AssumedRoleUser", {}).get("Arn", ""))
+
+
+def _observe(skew: ClockSkew | None, response: Any, sent: float) -> None:
+    if skew is not None:
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        skew.observe("aws_sts", headers.get("date"), sent, time.time())
 
 
 class AwsWebIdentityHop:
@@ -92,8 +103,10 @@ class AwsWebIdentityHop:
 
     name = "aws_web_identity"
 
-    def __init__(self, target: AwsTarget, *, timeout: float) -> None:
+    def __init__(self, target: AwsTarget, *, timeout: float,
+                 skew: ClockSkew | None = None) -> None:
         self._target = target
+        self._skew = skew
         self._client = _sts_client(target, timeout=timeout, signed_with=None)
 
     def exchange(self, material: Material) -> AwsCredentials:
@@ -103,7 +116,7 @@ class AwsWebIdentityHop:
             token, subject = material.token, material.subject
         else:
             raise wrong_input(self.name, material)
-        return _call(self.name, self._client.assume_role_with_web_identity,
+        return _call(self.name, self._skew, self._client.assume_role_with_web_identity,
                      RoleArn=self._target.role_arn,
                      RoleSessionName=self._target.session_name or session_name(subject),
                      WebIdentityToken=token, DurationSeconds=int(self._target.duration))
@@ -117,9 +130,11 @@ class AwsAssumeRoleHop:
 
     name = "aws_assume_role"
 
-    def __init__(self, target: AwsTarget, *, timeout: float) -> None:
+    def __init__(self, target: AwsTarget, *, timeout: float,
+                 skew: ClockSkew | None = None) -> None:
         self._target = target
         self._timeout = timeout
+        self._skew = skew
 
     def exchange(self, material: Material) -> AwsCredentials:
         if not isinstance(material, AwsCredentials):
@@ -132,7 +147,7 @@ class AwsAssumeRoleHop:
             "DurationSeconds": int(self._target.duration)}
         if self._target.external_id:
             params["ExternalId"] = self._target.external_id
-        return _call(self.name, client.assume_role, **params)
+        return _call(self.name, self._skew, client.assume_role, **params)
 
 
 def _classify_client_error(exc: botocore.exceptions.ClientError, hop: str) -> ExchangeError:

@@ -16,9 +16,11 @@ from bridge.config import Hop as HopConfig
 from bridge.exchangers import Hop
 from bridge.exchangers.aws_sts import AwsAssumeRoleHop, AwsWebIdentityHop
 from bridge.exchangers.gcp import GcpFederationHop, GcpIdTokenHop
+from bridge.skew import ClockSkew
 
 
-def build_hops(target: TargetConfig, *, timeout: float) -> list[Hop]:
+def build_hops(target: TargetConfig, *, timeout: float,
+               skew: ClockSkew | None = None) -> list[Hop]:
     hops: list[Hop] = []
     prev: HopConfig | None = None
     last_aws: AwsTarget | None = None
@@ -28,15 +30,16 @@ def build_hops(target: TargetConfig, *, timeout: float) -> list[Hop]:
             if last_aws is not None and not cfg.region and not cfg.sts_endpoint:
                 cfg = replace(cfg, region=last_aws.region, sts_endpoint=last_aws.sts_endpoint)
             if isinstance(prev, AwsTarget):
-                hops.append(AwsAssumeRoleHop(cfg, timeout=timeout))
+                hops.append(AwsAssumeRoleHop(cfg, timeout=timeout, skew=skew))
             else:
                 if isinstance(prev, GcpTarget):
-                    hops.append(GcpIdTokenHop(prev, audience=cfg.audience, timeout=timeout))
-                hops.append(AwsWebIdentityHop(cfg, timeout=timeout))
+                    hops.append(GcpIdTokenHop(prev, audience=cfg.audience, timeout=timeout,
+                                              skew=skew))
+                hops.append(AwsWebIdentityHop(cfg, timeout=timeout, skew=skew))
             last_aws = cfg
         else:
             hops.append(GcpFederationHop(
-                cfg, timeout=timeout,
+                cfg, timeout=timeout, skew=skew,
                 aws_region=(last_aws.region or "us-east-1") if last_aws else "us-east-1"))
         prev = cfg
     return hops

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from bridge.config import GcpTarget
 from bridge.errors import ExchangeError
 from bridge.exchangers import wrong_input
 from bridge.model import AwsCredentials, GcpToken, GoogleIdToken, JwtSvid, Material
+from bridge.skew import ClockSkew
 
 # RFC 8693 token type names, not secrets.
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
@@ -80,19 +82,40 @@ class _AwsSession(aws.AwsSecurityCredentialsSupplier):
         return self._region
 
 
+class _SkewObservingPool(urllib3.PoolManager):
+    """Every response's Date header feeds the skew estimate (google-auth's calls too)."""
+
+    def __init__(self, skew: ClockSkew, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._skew = skew
+
+    def urlopen(  # type: ignore[override] # PoolManager.urlopen itself narrows it
+            self, method: str, url: str, redirect: bool = True, **kw: Any,
+    ) -> urllib3.BaseHTTPResponse:
+        sent = time.time()
+        response = super().urlopen(method, url, redirect=redirect, **kw)
+        self._skew.observe("gcp", response.headers.get("Date"), sent, time.time())
+        return response
+
+
+def _pool(timeout: float, skew: ClockSkew | None) -> urllib3.PoolManager:
+    kw: dict[str, Any] = {"timeout": urllib3.Timeout(total=timeout), "retries": False}
+    return _SkewObservingPool(skew, **kw) if skew else urllib3.PoolManager(**kw)
+
+
 class GcpFederationHop:
     """JWT-SVID or AWS session -> federated token -> (optionally) a service account token."""
 
     name = "gcp_federation"
 
     def __init__(self, target: GcpTarget, *, timeout: float,
-                 aws_region: str = "us-east-1") -> None:
+                 aws_region: str = "us-east-1", skew: ClockSkew | None = None) -> None:
         self._target = target
         # The aws4_request subject token is a GetCallerIdentity request signed for the
         # regional AWS STS (google-auth insists on https://sts.<region>.amazonaws.com);
         # Google replays it there to learn the caller's ARN.
         self._aws_region = aws_region
-        self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout), retries=False)
+        self._http = _pool(timeout, skew)
 
     def exchange(self, material: Material) -> GcpToken:
         t = self._target
@@ -147,10 +170,11 @@ class GcpIdTokenHop:
 
     name = "gcp_id_token"
 
-    def __init__(self, target: GcpTarget, *, audience: str, timeout: float) -> None:
+    def __init__(self, target: GcpTarget, *, audience: str, timeout: float,
+                 skew: ClockSkew | None = None) -> None:
         self._target = target
         self._audience = audience
-        self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout), retries=False)
+        self._http = _pool(timeout, skew)
 
     def exchange(self, material: Material) -> GoogleIdToken:
         if not isinstance(material, GcpToken) or not self._target.service_account:
