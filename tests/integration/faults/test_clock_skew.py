@@ -88,14 +88,18 @@ def test_skewed_sts_still_serves_and_the_skew_is_exported(
         finally:
             bridge.close()
             sts.stop()
-    assert aws_skew is not None and abs(aws_skew - offset) <= 2.0, aws_skew
-    assert gcp_skew is not None and abs(gcp_skew) <= 2.0, gcp_skew
-    assert held is not None and held.credential is not None
+    assert aws_skew is not None
+    assert abs(aws_skew - offset) <= 2.0, aws_skew
+    assert gcp_skew is not None
+    assert abs(gcp_skew) <= 2.0, gcp_skew
+    assert held is not None
+    assert held.credential is not None
     # Expiration is in the STS's time: the bridge trusts it as given (the margins cover 5 min).
     assert abs(held.credential.expires_at - (time.time() + offset + 3600)) < 30
     warned = [r.getMessage() for r in caplog.records if "clock skew against aws_sts" in
               r.getMessage()]
-    assert warned and ("+" if offset > 0 else "-") in warned[0]
+    assert warned
+    assert ("+" if offset > 0 else "-") in warned[0]
 
 
 def test_short_svids_against_an_sts_ahead_are_refused_and_classified(
@@ -114,6 +118,8 @@ def test_short_svids_against_an_sts_ahead_are_refused_and_classified(
     finally:
         bridge.close()
         sts.stop()
-    assert status.last_error == "token_expired" and not status.last_error_permanent
+    assert status.last_error == "token_expired"
+    assert not status.last_error_permanent
     assert status.credential is None
-    assert skew is not None and abs(skew - 300) <= 2.0
+    assert skew is not None
+    assert abs(skew - 300) <= 2.0
