@@ -378,6 +378,10 @@ def _check_serving(root: Section, grpc: GrpcConfig, metadata: MetadataConfig,
                 want = "an AWS" if cloud[kind] is AwsTarget else "a GCP"
                 root.problems.add(f"{path}.serve", f"{kind} needs {want} credential; this "
                                   "target's last hop is another cloud")
+            final = t.final
+            if kind == "gce" and isinstance(final, GcpTarget) and not final.service_account:
+                root.problems.add(f"{path}.serve", "gce needs `service_account`: SDKs ask "
+                                  "the metadata server for the account's email")
             if t.allowed_callers:
                 root.problems.add(f"{path}.serve", "a target with `allowed_callers` is "
                                   "served over gRPC only: metadata endpoints cannot check "

@@ -67,7 +67,8 @@ class Section:
             problems.add(path, f"expected a mapping, got {type(data).__name__}")
 
     def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
+        shown = name if name.strip() else repr(name)  # an empty key must still be named
+        return f"{self.path}.{shown}" if self.path else shown
 
     def has(self, name: str) -> bool:
         return name in self._data and self._data[name] is not None

@@ -27,7 +27,7 @@ from bridge.logs import Redactor
 from bridge.metadata import metadata_services
 from bridge.metrics import Metrics
 from bridge.model import TargetStatus
-from bridge.outputs.files import CredentialDirectory, recover
+from bridge.outputs.files import CredentialDirectory, recover, recover_svids
 from bridge.outputs.writer import OutputWriter
 from bridge.pipeline import TargetPipeline
 from bridge.scheduler import Scheduler
@@ -137,6 +137,9 @@ def _prepare(daemon: Daemon) -> None:
         daemon.metrics.expiry.labels(name).set(credential.expires_at)
         log.info("recovered a valid credential for %s from the previous run (%.0fs left)",
                  name, credential.expires_at - now)
+    for name, svid in recover_svids(daemon.config.outputs.directory, targets, now).items():
+        daemon.redactor.add(svid.token)
+        daemon.store.svid_updated(name, svid)
 
 
 async def serve(daemon: Daemon, stop: asyncio.Event) -> None:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from bridge.devstack import DevStack
+from bridge.devstack.aws_sts import AwsStsEmulator
+from bridge.devstack.gcp import GcpEmulator
 from bridge.devstack.stack import DEMO_ROLE_ARN
+from bridge.logs import pin_third_party_loggers
 
 
 @pytest.fixture
@@ -62,3 +69,57 @@ def write_config(stack: DevStack, outdir: Path, short_dir: Path) -> WriteConfig:
         return path
 
     return write
+
+
+# -- secrets never reach a log line ------------------------------------------------------
+# Every test runs with the bridge's loggers at DEBUG and the SDK loggers pinned as the
+# daemon pins them. Afterwards, every captured record (ours at any level, anyone's at
+# WARNING and above) is scanned for each secret the dev-stack emulators issued and for
+# anything shaped like a JWT or a Google access token.
+_EMULATORS: weakref.WeakSet[object] = weakref.WeakSet()
+_SHAPES = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+|ya29\.[\w.-]{20,}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _track_emulators() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        for cls in (AwsStsEmulator, GcpEmulator):
+            original = cls.__init__
+
+            def tracking(self: object, *a: object, _original: Any = original,
+                         **kw: object) -> None:
+                _original(self, *a, **kw)
+                _EMULATORS.add(self)
+            patch.setattr(cls, "__init__", tracking)
+        yield
+
+
+def _issued_secrets() -> set[str]:
+    found: set[str] = set()
+    for emulator in list(_EMULATORS):
+        for issued in getattr(emulator, "issued", ()):
+            for attr in ("secret_access_key", "session_token", "token", "access_token"):
+                value = getattr(issued, attr, None)
+                if isinstance(value, str) and len(value) >= 16:
+                    found.add(value)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_logs(request: pytest.FixtureRequest,
+                       caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    pin_third_party_loggers()
+    caplog.set_level(logging.DEBUG, logger="bridge")
+    yield
+    if request.node.get_closest_marker("logs_secrets_on_purpose"):
+        return
+    secrets = _issued_secrets()
+    leaks = []
+    for record in caplog.records:
+        if not (record.name.startswith("bridge") or record.levelno >= logging.WARNING):
+            continue
+        text = record.getMessage() + (logging.Formatter().formatException(record.exc_info)
+                                      if record.exc_info else "")
+        if _SHAPES.search(text) or any(s in text for s in secrets):
+            leaks.append(f"{record.name}:{record.levelname}: {text[:200]}")
+    assert not leaks, "secret material in log records:\n" + "\n".join(leaks)

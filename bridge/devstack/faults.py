@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -142,17 +142,44 @@ SvidReplacement = str | Callable[[str, tuple[str, ...]], str]
 function of (SPIFFE ID, requested audiences) returning the token to send."""
 
 
-class WorkloadFaults(FaultSwitches[GrpcFailure]):
-    """Fault switches of the fake Workload API, plus SVID replacement.
+@dataclass(frozen=True, slots=True)
+class SvidEntry:
+    """One `JWTSVID` message exactly as a faulty agent sends it: any SPIFFE ID field,
+    token and hint, none of them checked against the request or each other."""
 
-    `replace_svids` makes FetchJWTSVID hand out caller-chosen tokens (garbage,
-    expired, foreign-signed...) instead of freshly minted ones.
+    spiffe_id: str
+    svid: str
+    hint: str = ""
+
+
+SvidListReplacement = (
+    Sequence[SvidEntry] | Callable[[str, tuple[str, ...]], Sequence[SvidEntry]]
+)
+"""A whole FetchJWTSVID answer: a fixed list of entries (possibly empty or with duplicate
+hints), or a function of (requested SPIFFE ID or "", requested audiences) returning one."""
+
+
+class WorkloadFaults(FaultSwitches[GrpcFailure]):
+    """Fault switches of the fake Workload API, plus SVID and bundle replacement.
+
+    - `replace_svids` makes FetchJWTSVID hand out caller-chosen tokens (garbage,
+      expired, foreign-signed...) instead of freshly minted ones, one per identity.
+    - `replace_svid_list` makes it answer with a caller-chosen list of `SvidEntry`
+      (empty, duplicate hints, an identity that was not asked for...), bypassing the
+      identity selection.
+    - `replace_bundles` makes FetchJWTBundles send a caller-chosen map of raw bundle
+      bytes (empty JWKS, malformed JSON, a trust domain missing...); open streams get
+      it at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_bundles_change: Callable[[], None] | None = None) -> None:
         super().__init__()
         self._replacement: SvidReplacement | None = None
         self._replacement_left: int | None = None
+        self._list_replacement: SvidListReplacement | None = None
+        self._list_left: int | None = None
+        self._bundles: dict[str, bytes] | None = None
+        self._on_bundles_change = on_bundles_change or (lambda: None)
 
     def replace_svids(self, replacement: SvidReplacement, *, times: int | None = None) -> None:
         """Answer the next `times` FetchJWTSVID calls (all of them if None) with `replacement`.
@@ -160,8 +187,7 @@ class WorkloadFaults(FaultSwitches[GrpcFailure]):
         Raises:
             ValueError: `times` is given and not positive.
         """
-        if times is not None and times < 1:
-            raise ValueError(f"times must be positive, got {times}")
+        _check_times(times)
         with self._lock:
             self._replacement = replacement
             self._replacement_left = times
@@ -177,9 +203,66 @@ class WorkloadFaults(FaultSwitches[GrpcFailure]):
                     self._replacement_left = None
             return replacement
 
+    def replace_svid_list(self, replacement: SvidListReplacement, *,
+                          times: int | None = None) -> None:
+        """Answer the next `times` FetchJWTSVID calls (all if None) with `replacement`.
+
+        Takes precedence over `replace_svids`. The security header and the empty-audience
+        check still apply first, as on a real agent.
+
+        Raises:
+            ValueError: `times` is given and not positive.
+        """
+        _check_times(times)
+        if not callable(replacement):
+            replacement = tuple(replacement)
+        with self._lock:
+            self._list_replacement = replacement
+            self._list_left = times
+
+    def take_svid_list(self, spiffe_id: str, audience: tuple[str, ...]
+                       ) -> tuple[SvidEntry, ...] | None:
+        """The replacement answer for one FetchJWTSVID call (consuming one of its `times`),
+        or None to answer honestly."""
+        with self._lock:
+            replacement = self._list_replacement
+            if replacement is not None and self._list_left is not None:
+                self._list_left -= 1
+                if self._list_left == 0:
+                    self._list_replacement = None
+                    self._list_left = None
+        if replacement is None:
+            return None
+        entries = replacement(spiffe_id, audience) if callable(replacement) else replacement
+        return tuple(entries)
+
+    def replace_bundles(self, bundles: Mapping[str, bytes] | None) -> None:
+        """Stream `bundles` (trust-domain key -> raw JWKS bytes, sent unchecked) instead of
+        the authorities' bundles; None goes back to the honest ones. Open FetchJWTBundles
+        streams are sent the new map at once."""
+        with self._lock:
+            self._bundles = None if bundles is None else dict(bundles)
+        self._on_bundles_change()
+
+    def bundle_replacement(self) -> dict[str, bytes] | None:
+        """The bundle map to send instead of the honest one, or None."""
+        with self._lock:
+            return None if self._bundles is None else dict(self._bundles)
+
     def reset(self) -> None:
-        """Forget every switch, including SVID replacement."""
+        """Forget every switch, including SVID and bundle replacement."""
         with self._lock:
             self._replacement = None
             self._replacement_left = None
+            self._list_replacement = None
+            self._list_left = None
+            bundles_replaced = self._bundles is not None
+            self._bundles = None
         super().reset()
+        if bundles_replaced:
+            self._on_bundles_change()
+
+
+def _check_times(times: int | None) -> None:
+    if times is not None and times < 1:
+        raise ValueError(f"times must be positive, got {times}")

@@ -15,7 +15,8 @@ What it does:
 - ValidateJWTSVID checks alg, kid, signature, `aud` and `exp` against the authorities.
 - X.509 RPCs are not registered, so gRPC answers UNIMPLEMENTED.
 
-`faults` (a `WorkloadFaults`) injects failures, latency and replacement SVIDs. The
+`faults` (a `WorkloadFaults`) injects failures, latency, replacement SVIDs, whole
+replacement answers and replacement bundle maps (sent unchecked, even malformed). The
 server can be stopped and started again on the same socket to play an agent restart.
 """
 
@@ -119,8 +120,9 @@ class WorkloadApiServer:
         self._socket_path = path
         self._bundle_key = bundle_key
         self._max_workers = max_workers
-        self.faults = WorkloadFaults()
         self._cond = threading.Condition()
+        self._bundle_version = 0  # bumped on key changes and push_bundles()
+        self.faults = WorkloadFaults(on_bundles_change=self.push_bundles)
         self._identities: tuple[Identity, ...] = ()
         self._svid_ttl = DEFAULT_SVID_TTL
         self.set_identities(identities)
@@ -129,7 +131,6 @@ class WorkloadApiServer:
         self._executor: ThreadPoolExecutor | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self._generation = 0  # bumped on stop: open streams of the old run end
-        self._bundle_version = 0  # bumped on key changes and push_bundles()
 
     # -- configuration -----------------------------------------------------------
 
@@ -293,6 +294,11 @@ class WorkloadApiServer:
         with self._cond:
             identities, ttl = self._identities, self._svid_ttl
         wanted = str(request.spiffe_id)
+        entries = self.faults.take_svid_list(wanted, audience)
+        if entries is not None:  # a faulty agent: the answer is sent exactly as given
+            return workload_pb2.JWTSVIDResponse(svids=[
+                workload_pb2.JWTSVID(spiffe_id=e.spiffe_id, svid=e.svid, hint=e.hint)
+                for e in entries])
         if wanted:
             if _trust_domain_of(wanted) is None:
                 _abort(
@@ -364,6 +370,9 @@ class WorkloadApiServer:
         return (self._authority, *self._federated)
 
     def _bundles_response(self) -> Any:
+        replaced = self.faults.bundle_replacement()
+        if replaced is not None:
+            return workload_pb2.JWTBundlesResponse(bundles=replaced)
         bundles: dict[str, bytes] = {}
         for authority in self._all_authorities():
             name = authority.trust_domain

@@ -10,8 +10,10 @@ on every fetch). The reply is `AccessKeyId`, `SecretAccessKey`, `Token`, `Expira
 (RFC 3339, Z), plus `RoleArn` and `AccountId` from the target's final role. botocore
 re-fetches when less than 15 minutes are left.
 
-The token is random per start and written atomically, 0600, before the first request
-is served; the file is removed at stop if it still holds this run's token. A missing
+The token is random per process and written atomically, 0600, before the first request
+is served. A config reload (SIGHUP) restarts the listener with the same token, so a
+client that read the file just before keeps working once the listener is back; the file
+is left in place at stop (a dead process's token opens nothing). A missing
 `Authorization` is 401, a wrong one 403, compared in constant time; only then does the
 target name matter (404 if it is not served here), so a caller without the token learns
 nothing. No valid credential (expired, or none yet) is 503 with no material.
@@ -19,12 +21,12 @@ nothing. No valid credential (expired, or none yet) is 503 with no material.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,6 +41,9 @@ from bridge.store import CredentialStore
 
 log = logging.getLogger(__name__)
 PREFIX = "/v1/credentials/"
+# One token per token file for the life of the process (it survives reloads).
+_TOKENS: dict[Path, str] = {}
+_TOKENS_LOCK = threading.Lock()
 
 
 class ContainerServer(LoopbackServer):
@@ -55,7 +60,7 @@ class ContainerServer(LoopbackServer):
         self._now = now
         self._redactor = redactor
         self._token = b""
-        self._bodies: dict[str, tuple[Credential, bytes]] = {}
+        self._replies: dict[str, tuple[Credential, Reply]] = {}  # built once per credential
 
     @property
     def token_file(self) -> Path:
@@ -66,25 +71,21 @@ class ContainerServer(LoopbackServer):
                 f"{', '.join(sorted(self._roles))} (token file {self._token_file})")
 
     def bound(self) -> None:
-        token = secrets.token_urlsafe(32)
+        with _TOKENS_LOCK:
+            token = _TOKENS.setdefault(self._token_file, secrets.token_urlsafe(32))
         if self._redactor is not None:
             self._redactor.add(token)
         write_token_file(self._token_file, token)
         self._token = token.encode()
 
-    def stopped(self) -> None:
-        with contextlib.suppress(OSError):
-            if self._token and self._token_file.read_bytes() == self._token:
-                self._token_file.unlink()
-
     def handle(self, request: Request) -> Reply:
         if not request.path.startswith(PREFIX):
             return text(404, "not found\n")
-        presented = request.headers.get_all("Authorization")
-        if not presented:
+        if "authorization" not in request.names:
             return text(401, "missing Authorization\n", refusal="token")
-        if len(presented) != 1 or not hmac.compare_digest(
-                presented[0].encode("latin-1", "replace"), self._token):
+        presented = request.single("Authorization")  # None when sent twice
+        if presented is None or not hmac.compare_digest(
+                presented.encode("latin-1", "replace"), self._token):
             return text(403, "wrong Authorization\n", refusal="token")
         name = request.path[len(PREFIX):]
         role_arn = self._roles.get(name)
@@ -95,11 +96,11 @@ class ContainerServer(LoopbackServer):
         if credential is None or credential.aws is None:
             return _error(503, "CredentialUnavailable",
                           f"no valid credential for {name} right now; retry later")
-        cached = self._bodies.get(name)
+        cached = self._replies.get(name)
         if cached is None or cached[0] is not credential:
-            cached = (credential, _render(credential, role_arn))
-            self._bodies[name] = cached
-        return Reply(200, cached[1], "application/json")
+            cached = (credential, Reply(200, _render(credential, role_arn), "application/json"))
+            self._replies[name] = cached
+        return cached[1]
 
 
 def _render(credential: Credential, role_arn: str) -> bytes:

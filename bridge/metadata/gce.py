@@ -68,7 +68,7 @@ class GceServer(LoopbackServer):
         return (FLAVOR,)
 
     def precheck(self, request: Request) -> Reply | None:
-        if request.headers.get_all("Metadata-Flavor") != ["Google"]:
+        if request.single("Metadata-Flavor") != "Google":
             return text(403, "Missing required header: Metadata-Flavor: Google\n",
                         refusal="flavor")
         return None

@@ -49,16 +49,25 @@ MAX_CONNECTIONS = 128
 IDLE_TIMEOUT = 10.0
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """What a handler sees: method, path and raw query apart, headers as parsed."""
+    """What a handler sees: method, path and raw query apart, headers as parsed, and the
+    lower-cased header names in order (one pass; `count` spots a repeated header)."""
 
     method: str
     path: str
     query: str
     headers: Message
+    names: list[str]
+
+    def single(self, name: str) -> str | None:
+        """The value of a header sent exactly once (None if absent or repeated)."""
+        if self.names.count(name.lower()) != 1:
+            return None
+        return self.headers.get(name)
 
     def param(self, name: str) -> str | None:
         values = parse_qs(self.query).get(name)
@@ -218,31 +227,30 @@ class LoopbackServer:
         return ()
 
     def _respond(self, h: _Handler) -> Reply:
-        refused = self._refuse(h)
-        if refused is not None:
-            return refused
         path, _, query = h.path.partition("?")
-        request = Request(h.command, path, query, h.headers)
-        refused = self.precheck(request)
+        request = Request(h.command, path, query, h.headers,
+                          [k.lower() for k in h.headers.keys()])  # noqa: SIM118 - a Message
+        refused = self._refuse(request) or self.precheck(request)
         if refused is not None:
             return refused
-        if h.command not in self.methods:
+        if request.method not in self.methods:
             return text(405, "method not allowed\n", headers=(("Allow", ", ".join(self.methods)),))
         return self.handle(request)
 
-    def _refuse(self, h: _Handler) -> Reply | None:
-        """The checks every listener makes: no body, origin-form target, a loopback
+    def _refuse(self, request: Request) -> Reply | None:
+        """The checks every listener makes: no body, origin-form target, one loopback
         Host for this port (DNS rebinding), not proxied."""
-        headers = h.headers
-        length = headers.get("Content-Length")
-        if "Transfer-Encoding" in headers or (length is not None and length.strip() != "0"):
+        names = request.names
+        if "transfer-encoding" in names or (
+                "content-length" in names
+                and (request.headers.get("Content-Length") or "").strip() != "0"):
             return Reply(400, b"request bodies are not accepted\n", close=True)
-        if not h.path.startswith("/"):
+        if not request.path.startswith("/"):
             return text(400, "bad request target\n")
-        hosts = headers.get_all("Host") or []
-        if len(hosts) != 1 or not self._host_ok(hosts[0]):
+        host = request.single("Host")
+        if host is None or not self._host_ok(host):
             return text(403, "host not allowed\n", refusal="host")
-        if "X-Forwarded-For" in headers or "Forwarded" in headers:
+        if "x-forwarded-for" in names or "forwarded" in names:
             return text(403, "forwarded requests are not allowed\n", refusal="forwarded")
         return None
 
@@ -270,18 +278,15 @@ class LoopbackServer:
         h.wfile.write(self._render(reply, close=h.close_connection))
 
     def _render(self, reply: Reply, *, close: bool) -> bytes:
-        try:
-            phrase = HTTPStatus(reply.status).phrase
-        except ValueError:
-            phrase = ""
-        lines = [f"HTTP/1.1 {reply.status} {phrase}", "Server: spiffe-bridge",
-                 f"Date: {self._date_header()}", f"Content-Type: {reply.content_type}",
-                 f"Content-Length: {len(reply.body)}", "Cache-Control: no-store"]
-        lines += [f"{k}: {v}" for k, v in self.reply_headers()]
-        lines += [f"{k}: {v}" for k, v in reply.headers]
+        """Status line, headers and body as one buffer (one send)."""
+        phrase = _PHRASES.get(reply.status, "")
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (*self.reply_headers(), *reply.headers))
         if close:
-            lines.append("Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + reply.body
+            extra += "Connection: close\r\n"
+        head = (f"HTTP/1.1 {reply.status} {phrase}\r\nServer: spiffe-bridge\r\n"
+                f"Date: {self._date_header()}\r\nContent-Type: {reply.content_type}\r\n"
+                f"Content-Length: {len(reply.body)}\r\nCache-Control: no-store\r\n{extra}\r\n")
+        return head.encode("latin-1") + reply.body
 
     def _date_header(self) -> str:
         now = int(time.time())

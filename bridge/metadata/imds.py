@@ -84,7 +84,7 @@ class ImdsServer(LoopbackServer):
         self._store = store
         self._now = now
         self._tokens = SessionTokens(monotonic)
-        self._body: tuple[Credential, bytes] | None = None
+        self._reply: tuple[Credential, Reply] | None = None  # built once per credential
 
     def describe(self) -> str:
         return (f"IMDSv2 emulation on {self.url}/ for {self._role} "
@@ -122,10 +122,10 @@ class ImdsServer(LoopbackServer):
             return json_reply(503, {"Code": "CredentialUnavailable",
                                     "Message": f"no valid credential for {self._role} "
                                                "right now; retry later"})
-        cached = self._body
+        cached = self._reply
         if cached is None or cached[0] is not credential:
             aws = credential.aws
-            cached = self._body = (credential, json.dumps({
+            body = json.dumps({
                 "Code": "Success",
                 "LastUpdated": utc_iso(credential.issued_at),
                 "Type": "AWS-HMAC",
@@ -133,5 +133,7 @@ class ImdsServer(LoopbackServer):
                 "SecretAccessKey": aws.secret_access_key,
                 "Token": aws.session_token,
                 "Expiration": utc_iso(credential.expires_at),
-            }).encode())
-        return Reply(200, cached[1], "text/plain")  # real IMDS labels it text/plain too
+            }).encode()
+            # real IMDS labels it text/plain too
+            cached = self._reply = (credential, Reply(200, body, "text/plain"))
+        return cached[1]

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
+
 from bridge.config import AwsTarget, GcpTarget, TargetConfig
 from bridge.errors import OutputError
 from bridge.exchangers.gcp import JWT_TOKEN_TYPE
@@ -22,6 +24,7 @@ from bridge.model import (
     AwsCredentials,
     Credential,
     GcpToken,
+    JwtSvid,
     TargetStatus,
     parse_utc_iso,
     utc_iso,
@@ -297,6 +300,27 @@ def recover(directory: Path, targets: Iterable[TargetConfig], now: float
             continue
         if cred.expires_at > now:
             found[t.name] = cred
+    return found
+
+
+def recover_svids(directory: Path, targets: Iterable[TargetConfig], now: float
+                  ) -> dict[str, JwtSvid]:
+    """JWT-SVID files a previous run wrote that are still unexpired: kept in place (and
+    served) while the agent is unreachable after a restart, like the credentials."""
+    found: dict[str, JwtSvid] = {}
+    for t in targets:
+        if not t.jwt_file:
+            continue
+        try:
+            token = (directory / "jwt" / f"{t.name}.jwt").read_text().strip()
+            claims = jwt.decode(token, options={"verify_signature": False})
+            expires, issued = float(claims["exp"]), float(claims.get("iat", now))
+            svid = JwtSvid(spiffe_id=str(claims["sub"]), audience=t.audience,
+                           expires_at=expires, issued_at=issued, token=token)
+        except (OSError, ValueError, KeyError, TypeError, jwt.PyJWTError):
+            continue
+        if svid.expires_at > now:
+            found[t.name] = svid
     return found
 
 

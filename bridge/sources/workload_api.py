@@ -10,6 +10,7 @@ it watches on the bundle stream.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,9 @@ BUNDLE_WAIT = 2.0  # seconds a first fetch waits for the first bundle message
 # STS's WebIdentityToken limit; SPIRE's JWT-SVIDs are well under 1 KiB.
 MAX_SVID_LENGTH = 20_000
 LEEWAY = 60.0  # seconds of clock skew allowed on `iat`/`nbf` (go-jose's default leeway)
+# JWS Compact Serialization: three base64url segments without padding (RFC 7515 §2, §7.1);
+# PyJWT also decodes padded or whitespace-laden tokens that go-jose (hence STS) refuses.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", re.ASCII)
 
 # SPIFFE Workload Endpoint §6: these mean "not yet / try again"; anything else is a bug.
 _RETRYABLE = {
@@ -93,6 +97,11 @@ class WorkloadApiSource:
             raise SourceError(f"JWT-SVID is {len(token)} characters, over the "
                               f"{MAX_SVID_LENGTH} STS accepts", retryable=True,
                               reason="invalid_svid")
+        if not _COMPACT_JWS.fullmatch(token):
+            raise SourceError("unusable JWT-SVID from the agent: not a JWS compact "
+                              "serialization (three unpadded base64url segments)",
+                              retryable=True, reason="invalid_svid")
+        _check_header(token)
         claims = _claims(token)
         now = self._now()
         _check_claims(claims, audience=audience, spiffe_id=spiffe_id, now=now)
@@ -197,6 +206,23 @@ def _grpc_code(exc: BaseException) -> grpc.StatusCode | None:
         seen = seen.__cause__ or seen.__context__
     message = str(exc)
     return next((c for c in grpc.StatusCode if f"StatusCode.{c.name}" in message), None)
+
+
+def _check_header(token: str) -> None:
+    """JWT-SVID §2: only `alg`, `kid` and `typ`, and `typ` (if present) JWT or JOSE;
+    py-spiffe lets an empty `typ` and any other parameter (crit, jku, x5u...) through."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        header = {}
+    extra = sorted(str(k) for k in header if k not in {"alg", "kid", "typ"})
+    if extra:
+        raise SourceError("unusable JWT-SVID from the agent: header parameters "
+                          f"{', '.join(extra)[:100]} are not allowed in a JWT-SVID",
+                          retryable=True, reason="invalid_svid")
+    if "typ" in header and header["typ"] not in ("JWT", "JOSE"):
+        raise SourceError("unusable JWT-SVID from the agent: typ must be JWT or JOSE",
+                          retryable=True, reason="invalid_svid")
 
 
 def _check_claims(claims: dict[str, Any], *, audience: str, spiffe_id: str | None,

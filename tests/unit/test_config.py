@@ -325,6 +325,10 @@ MALFORMED: list[Bad] = [
     bad("metadata-gce-project-id", "metadata.gce.project_id", "project ID",
         (("targets",), [*BASE["targets"], {**GCP_TARGET, "serve": ["gce"]}]),
         (("metadata",), {"gce": {"address": "127.0.0.1:9472", "project_id": "Bad_Project"}})),
+    bad("gce-without-service-account", "targets[2].serve", "service_account",
+        (("targets",), [*BASE["targets"], {"name": "direct", "serve": ["gce"], "gcp": {
+            "workload_identity_provider": GCP_TARGET["gcp"]["workload_identity_provider"]}}]),
+        (("metadata",), {"gce": {"address": "127.0.0.1:9472"}})),
     bad("exit-on-permanent-not-bool", "refresh.exit_on_permanent_failure", "true or false",
         (("refresh", "exit_on_permanent_failure"), "yes please")),
 ]
