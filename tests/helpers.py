@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import secrets
 import tempfile
+import time
 from pathlib import Path
 
+from bridge.devstack import DevStack
+from bridge.devstack.aws_sts import AwsStsEmulator
+from bridge.devstack.stack import AWS_AUDIENCE, DEMO_ROLE_ARN, DEMO_ROLE_MAX_SESSION
 from bridge.model import AwsCredentials, Credential, JwtSvid, State, TargetStatus
 
 
@@ -31,3 +35,15 @@ def svid(*, now: float, ttl: float = 300.0, spiffe_id: str = "spiffe://example.o
 def tmpfs_dir() -> Path:
     """A fresh directory on tmpfs (/dev/shm), as the bridge wants for credentials."""
     return Path(tempfile.mkdtemp(prefix="sb-", dir="/dev/shm"))
+
+
+def trusting_sts(stack: DevStack, *, offset: float = 0.0) -> AwsStsEmulator:
+    """A second, started STS emulator trusting the stack's issuer for the demo role, its
+    clock `offset` seconds from ours (negative: behind, so sessions end sooner for real)."""
+    sts = AwsStsEmulator(clock=lambda: time.time() + offset) if offset else AwsStsEmulator()
+    sts.start()
+    sts.register_oidc_provider(stack.issuer, [AWS_AUDIENCE])
+    sts.add_role(DEMO_ROLE_ARN, provider_url=stack.issuer, aud=AWS_AUDIENCE,
+                 sub=f"spiffe://{stack.trust_domain}/*",
+                 max_session_duration=DEMO_ROLE_MAX_SESSION)
+    return sts

@@ -25,11 +25,12 @@ from bridge.config import load_config
 from bridge.daemon import Daemon, build, serve, use_worker_threads
 from bridge.devstack import DevStack
 from bridge.devstack.aws_sts import MIN_DURATION, AwsStsEmulator
-from bridge.devstack.stack import AWS_AUDIENCE, DEMO_ROLE_ARN, DEMO_ROLE_MAX_SESSION
+from bridge.devstack.stack import DEMO_ROLE_ARN
 from bridge.logs import Redactor, pin_third_party_loggers
 from bridge.metadata import ContainerServer, LoopbackServer
 from bridge.model import Credential, TargetStatus
 from tests.conftest import WriteConfig
+from tests.helpers import trusting_sts
 
 CLIENTS = Path(__file__).with_name("clients.py")
 
@@ -189,13 +190,7 @@ def short_lived_sts(stack: DevStack, lifetime: float) -> AwsStsEmulator:
     (the shortest STS grants) has `lifetime` real seconds left: the bridge refreshes it
     after a quarter of that. GetCallerIdentity with those credentials still verifies
     (SigV4's 15-minute window leaves `lifetime` seconds of margin)."""
-    sts = AwsStsEmulator(clock=lambda: time.time() - (MIN_DURATION - lifetime))
-    sts.start()
-    sts.register_oidc_provider(stack.issuer, [AWS_AUDIENCE])
-    sts.add_role(DEMO_ROLE_ARN, provider_url=stack.issuer, aud=AWS_AUDIENCE,
-                 sub=f"spiffe://{stack.trust_domain}/*",
-                 max_session_duration=DEMO_ROLE_MAX_SESSION)
-    return sts
+    return trusting_sts(stack, offset=-(MIN_DURATION - lifetime))
 
 
 StsFactory = Callable[[float], AwsStsEmulator]

@@ -33,7 +33,8 @@ import yaml
 from bridge.devstack import DevStack
 from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY, AwsStsEmulator
 from bridge.devstack.faults import HttpFailure
-from bridge.devstack.stack import AWS_AUDIENCE, DEMO_ROLE_ARN, DEMO_ROLE_MAX_SESSION
+from bridge.devstack.stack import DEMO_ROLE_ARN
+from tests.helpers import trusting_sts
 from tests.integration.observability._support import (
     ALERTS,
     Prometheus,
@@ -67,13 +68,7 @@ class Deployment:
 
 def _emulator(stack: DevStack, *, skew: float = 0.0) -> AwsStsEmulator:
     """A second STS trusting the stack's issuer, optionally with its clock behind."""
-    sts = AwsStsEmulator(clock=lambda: time.time() - skew) if skew else AwsStsEmulator()
-    sts.start()
-    sts.register_oidc_provider(stack.issuer, [AWS_AUDIENCE])
-    sts.add_role(DEMO_ROLE_ARN, provider_url=stack.issuer, aud=AWS_AUDIENCE,
-                 sub=f"spiffe://{stack.trust_domain}/*",
-                 max_session_duration=DEMO_ROLE_MAX_SESSION)
-    return sts
+    return trusting_sts(stack, offset=-skew)
 
 
 def _target(name: str, sts: AwsStsEmulator) -> dict[str, object]:
