@@ -276,6 +276,10 @@ async def test_concurrency_is_bounded_across_targets() -> None:
 
     rig.hop.gate = gate
     task = asyncio.create_task(rig.scheduler.refresh_all_once())
+    for _ in range(500):  # until two are in (bounded: 5 s), then give a third the chance
+        if in_flight[0] >= 2:
+            break
+        await asyncio.sleep(0.01)
     await asyncio.sleep(0.2)
     release.set()
     statuses = await task
