@@ -89,7 +89,10 @@ class Scheduler:
         async with self._semaphore:
             start = self._clock.monotonic()
             try:
-                credential, svid = await asyncio.wait_for(p.refresh(timings), self._deadline)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+                # lands as the call returns (gh-86296), and SIGTERM would be ignored.
+                async with asyncio.timeout(self._deadline):
+                    credential, svid = await p.refresh(timings)
             except (BridgeError, TimeoutError) as exc:
                 return self._failed(p, exc, timings)
             finally:
@@ -201,7 +204,8 @@ class Scheduler:
         timings = Timings()
         try:
             async with self._semaphore:
-                svid = await asyncio.wait_for(p.fetch_svid(timings), self._deadline)
+                async with asyncio.timeout(self._deadline):
+                    svid = await p.fetch_svid(timings)
         except (BridgeError, TimeoutError) as exc:
             _, reason, _ = _classify(exc)
             self._metrics.refresh_failures.labels(p.target.name, "svid", reason).inc()

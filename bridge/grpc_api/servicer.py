@@ -49,6 +49,7 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         self._max_watchers = max_watchers
         self._watchers = 0
         self._responses: dict[str, tuple[TargetStatus, float, pb.GetCredentialResponse]] = {}
+        self._counters: dict[tuple[str, grpc.StatusCode], Any] = {}  # labels() once per pair
 
     async def ListTargets(  # noqa: N802 - named by the proto
             self, request: pb.ListTargetsRequest, context: grpc.aio.ServicerContext,
@@ -105,7 +106,8 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
             valid = status.valid_credential(now)
             timeout = None if valid is None else max(0.0, valid.expires_at - now) + 0.01
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for (gh-86296)
+                    await changed.wait()
 
     def _deliverable(self, name: str) -> pb.GetCredentialResponse:
         """The response for a valid credential, built once per store value: statuses are
@@ -170,4 +172,8 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         await context.abort(denied.code, denied.details)
 
     def _count(self, method: str, code: grpc.StatusCode) -> None:
-        self._metrics.grpc_requests.labels(method, code.name).inc()
+        counter = self._counters.get((method, code))
+        if counter is None:
+            counter = self._counters[(method, code)] = self._metrics.grpc_requests.labels(
+                method, code.name)
+        counter.inc()

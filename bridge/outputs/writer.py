@@ -46,7 +46,8 @@ class OutputWriter:
         while True:
             timeout = self._until_next_expiry()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see Scheduler.refresh
+                    await self._dirty.wait()
             self._dirty.clear()
             if await self.flush():
                 await self._clock.sleep(self._rng.uniform(1.0, 3.0))

@@ -6,7 +6,8 @@ longer than the skew (SPIRE's `default_jwt_svid_ttl` raised to 15 min) the bridg
 credentials either way; with 5-minute SVIDs and STS 5 minutes ahead, STS sees them
 expired on arrival: the failure is classified (token_expired, retried with a fresh SVID)
 and nothing is served. In every case the bridge exports the skew it measured from
-`Date` and warns, so the operator learns why.
+`Date` and warns, so the operator learns why. RELIABILITY.md (a) row 10; every test
+runs under the never-expired checker (harness.ExpiryChecker).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bridge.devstack.stack import (
     DEMO_SERVICE_ACCOUNT,
     GCP_PROVIDER,
 )
+from tests.integration.faults.conftest import StartChecker
 from tests.running import RunningBridge
 
 pytestmark = pytest.mark.integration
@@ -72,13 +74,16 @@ def _config(stack: DevStack, sts: AwsStsEmulator, outdir: Path, short_dir: Path)
 @pytest.mark.parametrize("offset", [+300.0, -300.0], ids=["sts-ahead-5m", "sts-behind-5m"])
 def test_skewed_sts_still_serves_and_the_skew_is_exported(
         offset: float, long_svid_stack: DevStack, outdir: Path, short_dir: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, expiry_checker: StartChecker) -> None:
     stack = long_svid_stack
     sts = _skewed(stack, offset)
     with caplog.at_level(logging.WARNING, logger="bridge.skew"):
         bridge = RunningBridge(_config(stack, sts, outdir, short_dir))
+        checker = expiry_checker(bridge, aws=[sts], gcp=[stack.gcp])
         try:
             bridge.wait_delivered()
+            checker.wait_served("grpc:aws")
+            checker.wait_served("file:aws/aws.json")
             registry = bridge.daemon.metrics.registry
             aws_skew = registry.get_sample_value("spiffe_bridge_clock_skew_seconds",
                                                  {"service": "aws_sts"})
@@ -86,6 +91,7 @@ def test_skewed_sts_still_serves_and_the_skew_is_exported(
                                                  {"service": "gcp"})
             held = bridge.daemon.store.get("aws")
         finally:
+            checker.stop()
             bridge.close()
             sts.stop()
     assert aws_skew is not None
@@ -103,12 +109,14 @@ def test_skewed_sts_still_serves_and_the_skew_is_exported(
 
 
 def test_short_svids_against_an_sts_ahead_are_refused_and_classified(
-        stack: DevStack, outdir: Path, short_dir: Path) -> None:
+        stack: DevStack, outdir: Path, short_dir: Path, expiry_checker: StartChecker) -> None:
     """5-minute SVIDs, STS 5 minutes ahead: token_expired (retryable), skew exported."""
     sts = _skewed(stack, +300.0)
     bridge = RunningBridge(_config(stack, sts, outdir, short_dir))
+    checker = expiry_checker(bridge, aws=[sts], gcp=[stack.gcp])
     try:
         bridge.wait_delivered("gcp")
+        checker.wait_served("grpc:gcp")
         deadline = time.monotonic() + 20
         while (status := bridge.daemon.store.get("aws")) is None or not status.last_error:
             assert time.monotonic() < deadline, "the refresh never failed"
@@ -116,6 +124,7 @@ def test_short_svids_against_an_sts_ahead_are_refused_and_classified(
         skew = bridge.daemon.metrics.registry.get_sample_value(
             "spiffe_bridge_clock_skew_seconds", {"service": "aws_sts"})
     finally:
+        checker.stop()
         bridge.close()
         sts.stop()
     assert status.last_error == "token_expired"
