@@ -23,12 +23,11 @@ import yaml
 from bridge.devstack import DevStack
 from bridge.devstack.aws_sts import AwsStsEmulator
 from bridge.devstack.stack import (
-    AWS_AUDIENCE,
     DEMO_ROLE_ARN,
-    DEMO_ROLE_MAX_SESSION,
     DEMO_SERVICE_ACCOUNT,
     GCP_PROVIDER,
 )
+from tests.helpers import trusting_sts
 from tests.integration.faults.conftest import StartChecker
 from tests.running import RunningBridge
 
@@ -39,16 +38,6 @@ pytestmark = pytest.mark.integration
 def long_svid_stack(short_dir: Path) -> Iterator[DevStack]:
     with DevStack(short_dir / "stack15", svid_ttl=900) as started:
         yield started
-
-
-def _skewed(stack: DevStack, offset: float) -> AwsStsEmulator:
-    sts = AwsStsEmulator(clock=lambda: time.time() + offset)
-    sts.start()
-    sts.register_oidc_provider(stack.issuer, [AWS_AUDIENCE])
-    sts.add_role(DEMO_ROLE_ARN, provider_url=stack.issuer, aud=AWS_AUDIENCE,
-                 sub=f"spiffe://{stack.trust_domain}/*",
-                 max_session_duration=DEMO_ROLE_MAX_SESSION)
-    return sts
 
 
 def _config(stack: DevStack, sts: AwsStsEmulator, outdir: Path, short_dir: Path) -> Path:
@@ -76,7 +65,7 @@ def test_skewed_sts_still_serves_and_the_skew_is_exported(
         offset: float, long_svid_stack: DevStack, outdir: Path, short_dir: Path,
         caplog: pytest.LogCaptureFixture, expiry_checker: StartChecker) -> None:
     stack = long_svid_stack
-    sts = _skewed(stack, offset)
+    sts = trusting_sts(stack, offset=offset)
     with caplog.at_level(logging.WARNING, logger="bridge.skew"):
         bridge = RunningBridge(_config(stack, sts, outdir, short_dir))
         checker = expiry_checker(bridge, aws=[sts], gcp=[stack.gcp])
@@ -111,7 +100,7 @@ def test_skewed_sts_still_serves_and_the_skew_is_exported(
 def test_short_svids_against_an_sts_ahead_are_refused_and_classified(
         stack: DevStack, outdir: Path, short_dir: Path, expiry_checker: StartChecker) -> None:
     """5-minute SVIDs, STS 5 minutes ahead: token_expired (retryable), skew exported."""
-    sts = _skewed(stack, +300.0)
+    sts = trusting_sts(stack, offset=+300.0)
     bridge = RunningBridge(_config(stack, sts, outdir, short_dir))
     checker = expiry_checker(bridge, aws=[sts], gcp=[stack.gcp])
     try:
