@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint typecheck unit proto dev clean
+.PHONY: install test lint typecheck unit proto dev clean bench
 
 $(BIN)/spiffe-bridge: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ typecheck: install
 ## dev: run the bridge on the embedded development stack
 dev: install
 	$(BIN)/spiffe-bridge dev
+
+## bench: every benchmark (tests/bench), one summary table; raw output in tests/bench/results/
+bench: install
+	$(BIN)/python -m tests.bench.run_all --command "make bench"
 
 ## proto: regenerate the Python code for proto/ (grpcio-tools)
 proto: install

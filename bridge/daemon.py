@@ -74,6 +74,8 @@ def build(config: Config, *, clock: Clock | None = None,
     clock = clock or SystemClock()
     metrics = metrics or Metrics(registry or CollectorRegistry())
     redactor = redactor or Redactor()
+    # Two generations of 4 secrets and an SVID per target: nothing live is ever evicted.
+    redactor.reserve(16 * len(config.targets) + 256)
     if source is None:
         metrics.workload_api_up.set(0)
         source = WorkloadApiSource(

@@ -23,29 +23,63 @@ _THIRD_PARTY = ("botocore", "boto3", "urllib3", "google", "google.auth", "grpc",
                 "s3transfer", "werkzeug")
 
 
+_MIN_SECRET = 8  # shorter values are not registered (they would mask ordinary words)
+
+
 class Redactor:
-    """A bounded set of secret strings to mask by value (newest kept)."""
+    """A bounded set of secret strings to mask by value (newest kept).
+
+    Secrets are indexed by their first 8 characters, so a line is masked in one pass over
+    its characters instead of one substring search per secret: with 1,000 targets the
+    set holds thousands of values and the per-secret search dominated every log line.
+    """
 
     def __init__(self, capacity: int = 4096) -> None:
         self._lock = threading.Lock()
         self._secrets: OrderedDict[str, None] = OrderedDict()
+        self._by_prefix: dict[str, set[str]] = {}
         self._capacity = capacity
+
+    def reserve(self, capacity: int) -> None:
+        """Hold at least `capacity` secrets: every live credential must stay masked by
+        value, so the daemon sizes this to its targets (4 secrets each, plus SVIDs)."""
+        with self._lock:
+            self._capacity = max(self._capacity, capacity)
 
     def add(self, *values: str) -> None:
         with self._lock:
             for v in values:
-                if len(v) >= 8:
+                if len(v) >= _MIN_SECRET:
+                    if v not in self._secrets:
+                        self._by_prefix.setdefault(v[:_MIN_SECRET], set()).add(v)
                     self._secrets[v] = None
                     self._secrets.move_to_end(v)
             while len(self._secrets) > self._capacity:
-                self._secrets.popitem(last=False)
+                old, _ = self._secrets.popitem(last=False)
+                bucket = self._by_prefix[old[:_MIN_SECRET]]
+                bucket.discard(old)
+                if not bucket:
+                    del self._by_prefix[old[:_MIN_SECRET]]
 
     def redact(self, text: str) -> str:
+        spans: list[tuple[int, int]] = []
         with self._lock:
-            secrets = list(self._secrets)
-        for s in secrets:
-            if s in text:
-                text = text.replace(s, _MASK)
+            index = self._by_prefix
+            for i in range(len(text) - _MIN_SECRET + 1):
+                bucket = index.get(text[i:i + _MIN_SECRET])
+                if bucket:
+                    end = max((i + len(s) for s in bucket if text.startswith(s, i)), default=0)
+                    if end:
+                        spans.append((i, end))
+        if spans:
+            parts, pos = [], 0
+            for start, end in spans:  # in order of start; overlaps merge into one mask
+                if end <= pos:
+                    continue
+                if start >= pos:
+                    parts += [text[pos:start], _MASK]
+                pos = end
+            text = "".join(parts) + text[pos:]
         return _JWT.sub(_MASK, text)
 
 

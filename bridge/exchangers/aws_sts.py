@@ -1,20 +1,28 @@
-"""AWS STS AssumeRoleWithWebIdentity through boto3.
+"""AWS STS AssumeRoleWithWebIdentity (and AssumeRole for chains) through botocore.
 
 The call is unsigned (STS authenticates the JWT itself), so the client carries no AWS
 credentials. botocore's own retries are off: the scheduler owns retries, with backoff
 and a fresh JWT-SVID where STS says the token is the problem.
+
+One botocore session serves the whole process (its loader parses the STS model once),
+and targets with the same region, endpoint and deadline share one unsigned client
+(botocore clients are thread-safe): a client costs ~7 MB and ~90 ms when each has its
+own session, which made 1,000 targets take minutes and gigabytes to wire up. boto3 is
+not imported: on top of botocore it adds 20-40 ms of start-up (s3transfer and the
+resource layer) for nothing the bridge uses.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC
 from typing import Any
 
-import boto3
 import botocore
 import botocore.exceptions
+import botocore.session
 from botocore.config import Config as BotoConfig
 
 from bridge.config import AwsTarget
@@ -47,18 +55,37 @@ _CODES: dict[str, tuple[bool, str, bool]] = {
 }
 
 
+# Idle keep-alive connections kept per STS endpoint: refresh.concurrency's maximum, so
+# concurrent refreshes sharing a client never churn connections (a pool only grows to
+# what is in use at once).
+_MAX_POOL = 1024
+_lock = threading.Lock()  # botocore sessions are not thread-safe; clients are
+_session: Any = None
+_unsigned: dict[tuple[str, str | None, float], Any] = {}
+
+
 def _sts_client(target: AwsTarget, *, timeout: float, signed_with: AwsCredentials | None) -> Any:
-    """A boto3 STS client with our deadlines and botocore's retries off."""
-    config = BotoConfig(retries={"total_max_attempts": 1, "mode": "standard"},
-                        connect_timeout=timeout, read_timeout=timeout,
-                        user_agent_extra="spiffe-bridge",
-                        signature_version=None if signed_with else botocore.UNSIGNED)
-    session = boto3.session.Session(
-        aws_access_key_id=signed_with.access_key_id if signed_with else None,
-        aws_secret_access_key=signed_with.secret_access_key if signed_with else None,
-        aws_session_token=signed_with.session_token if signed_with else None)
-    return session.client("sts", region_name=target.region or "us-east-1",
-                          endpoint_url=target.sts_endpoint, config=config)
+    """An STS client with our deadlines and botocore's retries off (unsigned ones shared)."""
+    global _session  # noqa: PLW0603 - one botocore session per process, made on first use
+    region = target.region or "us-east-1"
+    key = (region, target.sts_endpoint, timeout)
+    with _lock:
+        if signed_with is None and key in _unsigned:
+            return _unsigned[key]
+        if _session is None:
+            _session = botocore.session.get_session()
+        config = BotoConfig(retries={"total_max_attempts": 1, "mode": "standard"},
+                            connect_timeout=timeout, read_timeout=timeout,
+                            max_pool_connections=_MAX_POOL, user_agent_extra="spiffe-bridge",
+                            signature_version=None if signed_with else botocore.UNSIGNED)
+        client = _session.create_client(
+            "sts", region_name=region, endpoint_url=target.sts_endpoint, config=config,
+            aws_access_key_id=signed_with.access_key_id if signed_with else None,
+            aws_secret_access_key=signed_with.secret_access_key if signed_with else None,
+            aws_session_token=signed_with.session_token if signed_with else None)
+        if signed_with is None:
+            _unsigned[key] = client
+        return client
 
 
 def _call(hop: str, skew: ClockSkew | None, call: Any, **params: Any) -> AwsCredentials:

@@ -15,12 +15,14 @@ from bridge.config import AwsTarget, GcpTarget, TargetConfig
 from bridge.config import Hop as HopConfig
 from bridge.exchangers import Hop
 from bridge.exchangers.aws_sts import AwsAssumeRoleHop, AwsWebIdentityHop
-from bridge.exchangers.gcp import GcpFederationHop, GcpIdTokenHop
 from bridge.skew import ClockSkew
 
 
 def build_hops(target: TargetConfig, *, timeout: float,
                skew: ClockSkew | None = None) -> list[Hop]:
+    if any(isinstance(h, GcpTarget) for h in target.hops):
+        # Deferred: google-auth costs ~40 ms of start-up, for AWS-only configs nothing.
+        from bridge.exchangers.gcp import GcpFederationHop, GcpIdTokenHop
     hops: list[Hop] = []
     prev: HopConfig | None = None
     last_aws: AwsTarget | None = None

@@ -7,6 +7,7 @@ legible, and append a hash of the whole ID so two IDs never share a name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -15,6 +16,7 @@ _HASH_LEN = 10
 _MAX = 64
 
 
+@functools.lru_cache(maxsize=4096)  # pure; called on every exchange
 def session_name(spiffe_id: str) -> str:
     digest = hashlib.sha256(spiffe_id.encode()).hexdigest()[:_HASH_LEN]
     body = spiffe_id.removeprefix("spiffe://")

@@ -29,7 +29,7 @@ from bridge.errors import OutputError
 from bridge.grpc_api.callers import CallerVerifier
 from bridge.grpc_api.changes import Changes
 from bridge.grpc_api.servicer import CredentialServicer
-from bridge.health import readiness
+from bridge.health import is_ready
 from bridge.metrics import Metrics
 from bridge.store import CredentialStore
 
@@ -62,6 +62,7 @@ class GrpcService:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._health_pending = False
         self.tcp_port: int | None = None
 
     def describe(self) -> str:
@@ -106,7 +107,7 @@ class GrpcService:
                                  options=_OPTIONS)
         health_servicer = health.aio.HealthServicer()
         changes = Changes(asyncio.get_running_loop(), self._targets,
-                          on_change=lambda: self._update_health(health_servicer))
+                          on_change=lambda: self._health_changed(health_servicer))
         pb_grpc.add_CredentialServiceServicer_to_server(CredentialServicer(
             self._targets, status=self._store.get, now=self._now, verifier=self._verifier,
             metrics=self._metrics, changes=changes, max_watchers=self._config.max_watchers),
@@ -156,8 +157,15 @@ class GrpcService:
                               "it (grpc.socket)", reason="grpc")
         self._path.unlink(missing_ok=True)
 
+    def _health_changed(self, servicer: health.aio.HealthServicer) -> None:
+        """Coalesce a burst of store changes (1,000 targets refreshing) into one check."""
+        if not self._health_pending:
+            self._health_pending = True
+            asyncio.get_running_loop().call_soon(self._update_health, servicer)
+
     def _update_health(self, servicer: health.aio.HealthServicer) -> None:
-        ready, _ = readiness(self._store.snapshot(), self._now())
+        self._health_pending = False
+        ready = is_ready(self._store.snapshot(), self._now())
         status = (health_pb2.HealthCheckResponse.SERVING if ready
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         task = asyncio.get_running_loop().create_task(servicer.set(SERVICE, status))

@@ -11,15 +11,15 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import jwt
 
 from bridge.config import AwsTarget, GcpTarget, TargetConfig
 from bridge.errors import OutputError
-from bridge.exchangers.gcp import JWT_TOKEN_TYPE
 from bridge.model import (
     AwsCredentials,
     Credential,
@@ -32,6 +32,7 @@ from bridge.model import (
 from bridge.outputs import atomic
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +50,23 @@ def render_process_json(cred: Credential) -> bytes:
     return json.dumps(doc, indent=2).encode()
 
 
-def render_credentials_ini(creds: Iterable[Credential]) -> bytes:
+_INI_HEADER = "# Written by spiffe-bridge; rewritten on every refresh. Do not edit.\n"
+
+
+def render_credentials_ini(creds: Iterable[Credential],
+                           section: Callable[[Credential], str] | None = None) -> bytes:
     """The shared-credentials file: one `[profile]` per AWS target, named after it."""
-    lines = ["# Written by spiffe-bridge; rewritten on every refresh. Do not edit."]
-    for c in sorted(creds, key=lambda c: c.target):
-        if c.aws is None:
-            continue
-        lines += ["", f"[{c.target}]", f"# expires {utc_iso(c.expires_at)}",
-                  f"aws_access_key_id = {c.aws.access_key_id}",
-                  f"aws_secret_access_key = {c.aws.secret_access_key}",
-                  f"aws_session_token = {c.aws.session_token}"]
-    return ("\n".join(lines) + "\n").encode()
+    render = section or _ini_section
+    sections = [render(c) for c in sorted(creds, key=lambda c: c.target) if c.aws is not None]
+    return (_INI_HEADER + "".join(sections)).encode()
+
+
+def _ini_section(c: Credential) -> str:
+    assert c.aws is not None
+    return (f"\n[{c.target}]\n# expires {utc_iso(c.expires_at)}\n"
+            f"aws_access_key_id = {c.aws.access_key_id}\n"
+            f"aws_secret_access_key = {c.aws.secret_access_key}\n"
+            f"aws_session_token = {c.aws.session_token}\n")
 
 
 def render_gcp_json(cred: Credential) -> bytes:
@@ -73,6 +80,8 @@ def render_gcp_json(cred: Credential) -> bytes:
 
 def render_external_account(gcp: GcpTarget, jwt_path: Path) -> bytes:
     """An `external_account` config: Google SDKs exchange the JWT-SVID file themselves."""
+    from bridge.exchangers.gcp import JWT_TOKEN_TYPE  # deferred: google-auth, ~40 ms
+
     doc: dict[str, object] = {
         "type": "external_account",
         "audience": gcp.workload_identity_provider,
@@ -105,6 +114,11 @@ class CredentialDirectory:
         self._external = {t.name: t.gcp for t in targets
                           if t.gcp is not None and t.gcp.external_account_file}
         self._written: dict[str, str] = {}
+        # key -> (the immutable value rendered, its bytes, their digest): a pass renders
+        # and hashes only what changed since the last one (1,000 targets: one pass per
+        # refresh burst would otherwise re-render every file).
+        self._rendered: dict[str, tuple[object, bytes, str]] = {}
+        self._sections: dict[str, tuple[Credential, str]] = {}
 
     def prepare(self) -> int:
         """Create and check the directory, sweep stale temp files, probe writability.
@@ -164,19 +178,22 @@ class CredentialDirectory:
         valid: list[Credential] = []
         atomic.ensure_dir(root, "aws")
         with self._subdir(root, "aws") as fd:
+            present = _listing(fd)
             for name in sorted(self._aws_targets):
                 status = statuses.get(name)
                 cred = status.valid_credential(now) if status else None
                 if cred is not None:
                     valid.append(cred)
-                data = render_process_json(cred) if cred else None
-                self._sync(fd, f"aws/{name}.json", f"{name}.json", data, output="aws_process",
-                           failures=failures)
+                key = f"aws/{name}.json"
+                self._sync(fd, present, key, f"{name}.json",
+                           self._render(key, cred, render_process_json) if cred else None,
+                           output="aws_process", failures=failures)
             # Not created before there is something to put in it, so "the file exists"
             # means "a profile is ready"; once it exists it is kept in step (expired
             # profiles are dropped from it).
-            if self._aws_targets and (valid or _exists(fd, "credentials")):
-                self._sync(fd, "aws/credentials", "credentials", render_credentials_ini(valid),
+            if self._aws_targets and (valid or "credentials" in present):
+                self._sync(fd, present, "aws/credentials", "credentials",
+                           _digested(render_credentials_ini(valid, self._ini_section)),
                            output="aws_credentials", failures=failures)
         return failures
 
@@ -187,20 +204,24 @@ class CredentialDirectory:
             return failures
         atomic.ensure_dir(root, "gcp")
         with self._subdir(root, "gcp") as fd:
+            present = _listing(fd)
             for name in sorted(self._gcp_targets):
                 status = statuses.get(name)
                 cred = status.valid_credential(now) if status else None
-                token = cred.gcp.access_token.encode() if cred and cred.gcp else None
-                self._sync(fd, f"gcp/{name}.token", f"{name}.token", token,
+                usable = cred if cred and cred.gcp else None
+                key = f"gcp/{name}.token"
+                self._sync(fd, present, key, f"{name}.token",
+                           self._render(key, usable, _gcp_token) if usable else None,
                            output="gcp_token", failures=failures)
-                self._sync(fd, f"gcp/{name}.json", f"{name}.json",
-                           render_gcp_json(cred) if token and cred else None,
+                key = f"gcp/{name}.json"
+                self._sync(fd, present, key, f"{name}.json",
+                           self._render(key, usable, render_gcp_json) if usable else None,
                            output="gcp_json", failures=failures)
             for name, gcp in sorted(self._external.items()):
                 jwt_path = self.directory / "jwt" / f"{name}.jwt"
-                self._sync(fd, f"gcp/{name}.external_account.json",
+                self._sync(fd, present, f"gcp/{name}.external_account.json",
                            f"{name}.external_account.json",
-                           render_external_account(gcp, jwt_path),
+                           _digested(render_external_account(gcp, jwt_path)),
                            output="gcp_external_account", failures=failures)
         return failures
 
@@ -211,24 +232,52 @@ class CredentialDirectory:
             return failures
         atomic.ensure_dir(root, "jwt")
         with self._subdir(root, "jwt") as fd:
+            present = _listing(fd)
             for name in sorted(self._jwt_targets):
                 status = statuses.get(name)
                 svid = status.svid if status else None
                 data = svid.token.encode() if svid and svid.expires_at > now else None
-                self._sync(fd, f"jwt/{name}.jwt", f"{name}.jwt", data, output="jwt",
-                           failures=failures)
+                self._sync(fd, present, f"jwt/{name}.jwt", f"{name}.jwt", _digested(data),
+                           output="jwt", failures=failures)
         return failures
 
-    def _sync(self, fd: int, key: str, name: str, data: bytes | None, *, output: str,
+    def _ini_section(self, cred: Credential) -> str:
+        """One profile of `aws/credentials`, formatted once per credential."""
+        key = f"aws/credentials[{cred.target}]"
+        hit = self._sections.get(key)
+        if hit is None or hit[0] is not cred:
+            hit = self._sections[key] = (cred, _ini_section(cred))
+        return hit[1]
+
+    def _render(self, key: str, value: T, render: Callable[[T], bytes]) -> tuple[bytes, str]:
+        """`render(value)` and its digest, computed once per value: credentials are
+        immutable and replaced whole, so the same object renders the same bytes."""
+        hit = self._rendered.get(key)
+        if hit is not None and hit[0] is value:
+            return hit[1], hit[2]
+        data = render(value)
+        digest = hashlib.sha256(data).hexdigest()
+        self._rendered[key] = (value, data, digest)
+        return data, digest
+
+    def _sync(self, fd: int, present: frozenset[str], key: str, name: str,
+              rendered: tuple[bytes, str] | None, *, output: str,
               failures: list[OutputFailure]) -> None:
-        digest = hashlib.sha256(data).hexdigest() if data is not None else None
-        if self._written.get(key) == digest and digest is not None and _exists(fd, name):
-            return
+        """Make file `name` hold `rendered` (bytes, digest), or remove it for None.
+        `present` is the directory's listing from the start of this pass."""
+        digest = rendered[1] if rendered is not None else None
+        if digest is None:
+            self._rendered.pop(key, None)
+            if name not in present:  # nothing to remove
+                self._written.pop(key, None)
+                return
+        elif self._written.get(key) == digest and name in present:
+            return  # unchanged and still there
         try:
-            if data is None:
+            if rendered is None:
                 atomic.remove_file(fd, name)
             else:
-                atomic.write_file(fd, name, data)
+                atomic.write_file(fd, name, rendered[0])
         except OutputError as exc:
             failures.append(OutputFailure(output, exc))
             return
@@ -261,12 +310,18 @@ class _SubDir:
         os.close(self._fd)
 
 
-def _exists(fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
+def _digested(data: bytes | None) -> tuple[bytes, str] | None:
+    return None if data is None else (data, hashlib.sha256(data).hexdigest())
+
+
+def _gcp_token(cred: Credential) -> bytes:
+    assert cred.gcp is not None
+    return cred.gcp.access_token.encode()
+
+
+def _listing(fd: int) -> frozenset[str]:
+    """Names in an open directory: one syscall per pass instead of a stat per file."""
+    return frozenset(os.listdir(fd))
 
 
 def recover(directory: Path, targets: Iterable[TargetConfig], now: float

@@ -1,11 +1,24 @@
-"""Read path: GetCredential over the unix socket, the bridge vs a minimal grpcio server.
+"""Read path: GetCredential over the unix socket vs minimal grpcio servers and a real SPIRE
+agent's FetchJWTSVID, at 1, 8 and 64 concurrent clients.
 
-Both servers run in their own process; one load process drives them with 1, 8 and 64
-concurrent callers (grpc.aio tasks on one channel each), a bounded number of calls per
-round, rounds interleaved bridge/minimal/bridge/... so drift hits both alike. The
-minimal server is grpc.aio (the framework the bridge uses) with one generic handler that
-returns a constant, pre-serialized GetCredentialResponse of exactly the bridge's size.
-A third row times the bridge with `allowed_callers`, the caller sending a JWT-SVID.
+Every server runs in its own process; one load process (grpc.aio, one channel, N tasks)
+drives them, a bounded number of calls per round, rounds interleaved (the order reversed
+every other round) so drift hits all alike. rps is the median of the rounds; p50/p99
+are over every call of every round; server CPU per call is read from /proc (the steadier
+figure when other work shares the two cores). Ratios are the median over rounds of the
+ratio within each round.
+
+- bridge: the bridge's own `GrpcService` over a store holding one AWS credential.
+- guarded: the same with `allowed_callers`; the caller sends its JWT-SVID (cached check).
+- min-bytes: grpc.aio with one generic handler returning a constant, pre-serialized
+  GetCredentialResponse of exactly the bridge's size (no serialization at all: the floor).
+- min-servicer: grpc.aio with the *generated* servicer returning a constant
+  GetCredentialResponse message (serialized by grpc per call, like any servicer).
+- spire-agent: SPIRE v1.15.3's agent answering FetchJWTSVID (security header, unix
+  workload attestation, its JWT-SVID cache) on this machine, started by the bench
+  (tests/bench/_spire.py); skipped, with the reason, when the binaries are missing.
+
+Targets: bridge rps >= 0.90 x each minimal server's; bridge p50 <= the agent's p50.
 
     python -m tests.bench.bench_grpc [--calls 3000] [--rounds 3] [--json FILE]
 """
@@ -17,6 +30,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -25,8 +39,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.bench._common import cpu_seconds, percentile
+
 CONCURRENCY = (1, 8, 64)
 TARGET = "bench"
+SERVERS = ("bridge", "min-bytes", "min-servicer", "guarded", "spire-agent")
+SPIRE_AUDIENCE = "bench"
 
 
 def _credential_status(now: float) -> Any:
@@ -74,8 +95,8 @@ def _serve_bridge(socket: str, guarded: bool, bundle: bytes, ready: Any) -> None
         time.sleep(3600)
 
 
-def _serve_minimal(socket: str, body: bytes, ready: Any) -> None:
-    """The floor: grpc.aio, one generic handler, a constant response of the same size."""
+def _serve_minimal_bytes(socket: str, body: bytes, ready: Any) -> None:
+    """The floor: grpc.aio, one generic handler, a constant pre-serialized response."""
     import grpc
 
     async def get(request: bytes, context: Any) -> bytes:
@@ -95,36 +116,72 @@ def _serve_minimal(socket: str, body: bytes, ready: Any) -> None:
     asyncio.run(main())
 
 
-def _load(socket: str, concurrency: int, calls: int, token: str | None) -> dict[str, float]:
-    """Run `calls` GetCredential calls from `concurrency` tasks; latency per call."""
+def _serve_minimal_servicer(socket: str, body: bytes, ready: Any) -> None:
+    """The idiomatic minimal server: the generated servicer, a constant message."""
     import grpc
 
     from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
     from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
 
-    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    response = pb.GetCredentialResponse.FromString(body)
 
-    async def main() -> dict[str, float]:
+    class Servicer(pb_grpc.CredentialServiceServicer):  # type: ignore[misc]
+        async def GetCredential(self, request: Any, context: Any) -> Any:
+            return response
+
+    async def main() -> None:
+        server = grpc.aio.server(maximum_concurrent_rpcs=1000)
+        pb_grpc.add_CredentialServiceServicer_to_server(Servicer(), server)
+        server.add_insecure_port(socket)
+        await server.start()
+        ready.set()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+def _load(socket: str, kind: str, concurrency: int, calls: int,
+          token: str | None) -> dict[str, Any]:
+    """`calls` unary calls from `concurrency` tasks on one channel; latency per call."""
+    import grpc
+
+    from bridge._proto.spiffe import workload_pb2
+    from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
+    from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
+
+    async def main() -> dict[str, Any]:
         async with grpc.aio.insecure_channel(socket) as channel:
-            stub = pb_grpc.CredentialServiceStub(channel)
-            request = pb.GetCredentialRequest(target=TARGET)
-            await stub.GetCredential(request, metadata=metadata)  # connect, warm
+            if kind == "spire":
+                call: Any = channel.unary_unary(
+                    "/SpiffeWorkloadAPI/FetchJWTSVID",
+                    request_serializer=workload_pb2.JWTSVIDRequest.SerializeToString,
+                    response_deserializer=workload_pb2.JWTSVIDResponse.FromString)
+                request: Any = workload_pb2.JWTSVIDRequest(audience=[SPIRE_AUDIENCE])
+                metadata: Any = (("workload.spiffe.io", "true"),)
+
+                def check(r: Any) -> int:
+                    return len(r.svids[0].svid)
+            else:
+                call = pb_grpc.CredentialServiceStub(channel).GetCredential
+                request = pb.GetCredentialRequest(target=TARGET)
+                metadata = (("authorization", f"Bearer {token}"),) if token else None
+
+                def check(r: Any) -> int:
+                    return len(r.credential.aws.access_key_id)
+            assert check(await call(request, metadata=metadata))  # connect, warm
             latencies: list[float] = []
-            per_task = calls // concurrency
+            per_task = max(1, calls // concurrency)
 
             async def worker() -> None:
                 for _ in range(per_task):
                     t0 = time.perf_counter()
-                    response = await stub.GetCredential(request, metadata=metadata)
+                    response = await call(request, metadata=metadata)
                     latencies.append(time.perf_counter() - t0)
-                    assert response.credential.aws.access_key_id
+                    assert check(response)
             start = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             elapsed = time.perf_counter() - start
-        latencies.sort()
-        return {"rps": len(latencies) / elapsed,
-                "p50_ms": latencies[len(latencies) // 2] * 1000,
-                "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000}
+        return {"rps": len(latencies) / elapsed, "latencies": latencies}
 
     return asyncio.run(main())
 
@@ -138,10 +195,10 @@ def _response_body() -> bytes:
         credential=credential_message(_credential_status(now), now)).SerializeToString()
 
 
-def _start(target: Callable[..., None], *args: Any) -> multiprocessing.Process:
-    ready = multiprocessing.get_context("spawn").Event()
-    process = multiprocessing.get_context("spawn").Process(target=target, args=(*args, ready),
-                                                            daemon=True)
+def _start(target: Callable[..., None], *args: Any) -> multiprocessing.process.BaseProcess:
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    process = ctx.Process(target=target, args=(*args, ready), daemon=True)
     process.start()
     deadline = time.monotonic() + 30
     while not ready.wait(0.1):
@@ -150,66 +207,159 @@ def _start(target: Callable[..., None], *args: Any) -> multiprocessing.Process:
     return process
 
 
-def run(calls: int, rounds: int) -> dict[str, Any]:
+def _start_spire(workdir: Path) -> tuple[Any, str]:
+    """(Spire, "") or (None, why it is skipped)."""
+    from tests.bench._spire import Spire, find_binaries
+
+    binaries, why = find_binaries()
+    if binaries is None:
+        return None, why
+    try:
+        return Spire(binaries, workdir / "spire").start(), ""
+    except Exception as exc:  # reported as a skipped row, with the reason
+        return None, f"SPIRE did not start: {str(exc)[:300]}"
+
+
+def run(calls: int, rounds: int, spire: bool = True) -> dict[str, Any]:
     from bridge.devstack.authority import JwtAuthority
 
     authority = JwtAuthority("example.org")
     bundle = json.dumps(authority.spiffe_bundle()).encode()
     token = authority.mint("spiffe://example.org/bench", ["spiffe-bridge"], 3600)
-    workdir = Path(tempfile.mkdtemp(prefix="sb-bench-", dir="/tmp"))
-    sockets = {name: f"unix://{workdir}/{name}.sock" for name in ("bridge", "guarded",
-                                                                   "minimal")}
+    workdir = Path(tempfile.mkdtemp(prefix="sbg-", dir="/tmp"))
+    sockets = {name: f"unix://{workdir}/{name}.sock" for name in SERVERS[:4]}
     body = _response_body()
-    servers = [
-        _start(_serve_bridge, sockets["bridge"], False, bundle),
-        _start(_serve_bridge, sockets["guarded"], True, bundle),
-        _start(_serve_minimal, sockets["minimal"], body),
-    ]
+    processes: dict[str, Any] = {
+        "bridge": _start(_serve_bridge, sockets["bridge"], False, bundle),
+        "guarded": _start(_serve_bridge, sockets["guarded"], True, bundle),
+        "min-bytes": _start(_serve_minimal_bytes, sockets["min-bytes"], body),
+        "min-servicer": _start(_serve_minimal_servicer, sockets["min-servicer"], body),
+    }
+    pids = {name: p.pid for name, p in processes.items()}
+    agent, skipped = _start_spire(workdir) if spire else (None, "disabled (--no-spire)")
+    servers = [s for s in SERVERS if s != "spire-agent" or agent is not None]
+    if agent is not None:
+        sockets["spire-agent"] = agent.agent_uri
+        pids["spire-agent"] = agent.agent_pid()
     results: dict[str, Any] = {"message_bytes": len(body), "calls": calls, "rounds": rounds,
-                               "rows": []}
+                               "servers": servers, "spire_skipped": skipped, "rows": []}
     pool = multiprocessing.get_context("spawn").Pool(1)
     try:
         for concurrency in CONCURRENCY:
-            samples: dict[str, list[dict[str, float]]] = {k: [] for k in sockets}
-            for _ in range(rounds):
-                for name in ("bridge", "minimal", "guarded"):
-                    samples[name].append(pool.apply(_load, (
-                        sockets[name], concurrency, calls,
-                        token if name == "guarded" else None)))
-            row = {"concurrency": concurrency}
-            for name, runs in samples.items():
-                row[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-            row["ratio"] = row["bridge"]["rps"] / row["minimal"]["rps"]
-            row["guarded_ratio"] = row["guarded"]["rps"] / row["minimal"]["rps"]
+            rps: dict[str, list[float]] = {k: [] for k in servers}
+            p50: dict[str, list[float]] = {k: [] for k in servers}
+            latencies: dict[str, list[float]] = {k: [] for k in servers}
+            cpu: dict[str, list[float]] = {k: [] for k in servers}
+            for i in range(rounds):
+                order = servers if i % 2 == 0 else list(reversed(servers))
+                for name in order:
+                    before = cpu_seconds(pids[name])
+                    got = pool.apply(_load, (sockets[name],
+                                             "spire" if name == "spire-agent" else "bridge",
+                                             concurrency, calls,
+                                             token if name == "guarded" else None))
+                    cpu[name].append((cpu_seconds(pids[name]) - before) / len(got["latencies"]))
+                    rps[name].append(got["rps"])
+                    p50[name].append(percentile(got["latencies"], 0.50))
+                    latencies[name].extend(got["latencies"])
+            row: dict[str, Any] = {"concurrency": concurrency}
+            for name in servers:
+                row[name] = {"rps": statistics.median(rps[name]),
+                             "p50_ms": percentile(latencies[name], 0.50) * 1000,
+                             "p99_ms": percentile(latencies[name], 0.99) * 1000,
+                             "cpu_us": statistics.median(cpu[name]) * 1e6,
+                             "rps_rounds": rps[name]}
+            # Ratios: the median over rounds of the ratio within a round (the two ran
+            # back to back), steadier on a shared machine than a ratio of medians.
+            def per_round(num: list[float], den: list[float]) -> float:
+                return statistics.median(a / b for a, b in zip(num, den, strict=True))
+            row["ratio_bytes"] = per_round(rps["bridge"], rps["min-bytes"])
+            row["ratio_servicer"] = per_round(rps["bridge"], rps["min-servicer"])
+            row["ratio_guarded"] = per_round(rps["guarded"], rps["min-bytes"])
+            row["cpu_ratio_servicer"] = per_round(cpu["bridge"], cpu["min-servicer"])
+            if agent is not None:
+                row["p50_vs_agent"] = per_round(p50["bridge"], p50["spire-agent"])
             results["rows"].append(row)
     finally:
         pool.terminate()
-        for server in servers:
-            server.terminate()
+        for process in processes.values():
+            process.terminate()
+        if agent is not None:
+            agent.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     return results
 
 
+def profile_bridge(out: Path, calls: int = 20000, concurrency: int = 8) -> float:
+    """py-spy (GIL samples) of the bridge's server process under `concurrency` clients;
+    collapsed stacks to `out`. Returns the rps of that load."""
+    import signal
+    import subprocess
+
+    from bridge.devstack.authority import JwtAuthority
+    from tests.bench._common import py_spy
+
+    exe = py_spy()
+    if exe is None:
+        raise RuntimeError("py-spy is not installed (pip install py-spy)")
+    bundle = json.dumps(JwtAuthority("example.org").spiffe_bundle()).encode()
+    workdir = Path(tempfile.mkdtemp(prefix="sbgp-", dir="/tmp"))
+    socket = f"unix://{workdir}/bridge.sock"
+    server = _start(_serve_bridge, socket, False, bundle)
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
+        pool.apply(_load, (socket, "bridge", concurrency, 500, None))
+        spy = subprocess.Popen([exe, "record", "--pid", str(server.pid), "--rate", "500",
+                                "--gil", "--nonblocking", "--format", "raw", "-o", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        rps = float(pool.apply(_load, (socket, "bridge", concurrency, calls, None))["rps"])
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+    finally:
+        pool.terminate()
+        server.terminate()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rps
+
+
 def table(results: dict[str, Any]) -> str:
+    servers = results["servers"]
     lines = [f"GetCredential over a unix socket ({results['message_bytes']}-byte response, "
-             f"{results['calls']} calls x {results['rounds']} interleaved rounds, medians)",
-             f"{'clients':>7} {'bridge rps':>11} {'minimal rps':>12} {'ratio':>6} "
-             f"{'p50 ms b/m':>12} {'p99 ms b/m':>12} {'guarded rps':>12} {'ratio':>6}"]
+             f"{results['calls']} calls x {results['rounds']} interleaved rounds; rps = median "
+             "of rounds, p50/p99 over all calls, cpu = server CPU us per call)",
+             f"{'clients':>7}  {'server':<13}{'rps':>7} {'p50 ms':>8} {'p99 ms':>8} "
+             f"{'cpu us':>7}"]
     for r in results["rows"]:
-        b, m, g = r["bridge"], r["minimal"], r["guarded"]
-        lines.append(f"{r['concurrency']:>7} {b['rps']:>11.0f} {m['rps']:>12.0f} "
-                     f"{r['ratio']:>6.2f} {b['p50_ms']:>5.2f}/{m['p50_ms']:<6.2f} "
-                     f"{b['p99_ms']:>5.2f}/{m['p99_ms']:<6.2f} {g['rps']:>12.0f} "
-                     f"{r['guarded_ratio']:>6.2f}")
+        for name in servers:
+            s = r[name]
+            lines.append(f"{r['concurrency']:>7}  {name:<13}{s['rps']:>7.0f} {s['p50_ms']:>8.2f} "
+                         f"{s['p99_ms']:>8.2f} {s['cpu_us']:>7.0f}")
+        extra = (f"; bridge p50 / agent p50 {r['p50_vs_agent']:.2f}"
+                 if "p50_vs_agent" in r else "")
+        lines.append(f"{'':>9}bridge/min-bytes {r['ratio_bytes']:.2f}, bridge/min-servicer "
+                     f"{r['ratio_servicer']:.2f}, guarded/min-bytes {r['ratio_guarded']:.2f}"
+                     f"{extra}")
+    if results["spire_skipped"]:
+        lines.append(f"spire-agent row skipped: {results['spire_skipped']}")
+    lines.append("targets: bridge rps >= 0.90 x minimal; bridge p50 <= SPIRE agent p50")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-spire", action="store_true", help="skip the SPIRE agent row")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", type=Path,
+                        help="only profile the bridge's server (py-spy) into this file")
     args = parser.parse_args(argv)
-    results = run(args.calls, args.rounds)
+    if args.profile:
+        print(f"profiled {profile_bridge(args.profile):.0f} rps at 8 clients into "
+              f"{args.profile}")
+        return 0
+    results = run(args.calls, args.rounds, spire=not args.no_spire)
     results.update(python=sys.version.split()[0], cores=os.cpu_count())
     print(table(results))
     if args.json:

@@ -3,8 +3,9 @@
 Each server runs in its own process; one load process drives them with 1, 8 and 64
 concurrent clients (threads, one keep-alive `http.client` connection each, connected
 and warmed before the clock starts), a bounded number of requests per round, rounds
-interleaved (the order reversed every other round) so drift hits all alike. Server CPU
-time per request is read from /proc as well: on a shared machine it is the steadier figure.
+interleaved (the order reversed every other round) so drift hits all alike; ratios are
+the median over rounds of the ratio within each round. Server CPU time per request is
+read from /proc as well: on a shared machine it is the steadier figure.
 
 - bridge: `ContainerServer` over a store holding one AWS credential, with the token
   check, Host check, store read and metrics it does in the daemon.
@@ -204,8 +205,12 @@ def run(requests: int, rounds: int) -> dict[str, Any]:
                 row[name] = {"rps": statistics.median(rps[name]),
                              "p50_ms": _percentile(lat, 0.50), "p99_ms": _percentile(lat, 0.99),
                              "cpu_us": statistics.median(cpu[name]) * 1e6}
-            row["ratio"] = row["bridge"]["rps"] / row["minimal"]["rps"]
-            row["ratio_1w"] = row["bridge"]["rps"] / row["minimal-1w"]["rps"]
+            # The median over rounds of the ratio within a round (the servers ran back to
+            # back): steadier on a shared machine than a ratio of the medians.
+            row["ratio"] = statistics.median(
+                b / m for b, m in zip(rps["bridge"], rps["minimal"], strict=True))
+            row["ratio_1w"] = statistics.median(
+                b / m for b, m in zip(rps["bridge"], rps["minimal-1w"], strict=True))
             results["rows"].append(row)
     finally:
         pool.terminate()
@@ -215,6 +220,40 @@ def run(requests: int, rounds: int) -> dict[str, Any]:
             p.unlink()
         workdir.rmdir()
     return results
+
+
+def profile_bridge(out: Path, requests: int = 20000, concurrency: int = 8) -> float:
+    """py-spy (GIL samples) of the bridge's container endpoint under `concurrency` clients;
+    collapsed stacks to `out`. Returns the rps of that load."""
+    import signal
+    import subprocess
+
+    from tests.bench._common import py_spy
+
+    exe = py_spy()
+    if exe is None:
+        raise RuntimeError("py-spy is not installed (pip install py-spy)")
+    workdir = Path(tempfile.mkdtemp(prefix="sb-bench-", dir="/dev/shm"))
+    token_file = workdir / "container.token"
+    process, port = _start(_serve_bridge, str(token_file))
+    headers = {"Accept": "application/json", "Authorization": token_file.read_text()}
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
+        pool.apply(_load, (port, headers, concurrency, 500))
+        spy = subprocess.Popen([exe, "record", "--pid", str(process.pid), "--rate", "500",
+                                "--gil", "--nonblocking", "--format", "raw", "-o", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        rps = float(pool.apply(_load, (port, headers, concurrency, requests))["rps"])
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+    finally:
+        pool.terminate()
+        process.terminate()
+        for f in workdir.iterdir():
+            f.unlink()
+        workdir.rmdir()
+    return rps
 
 
 def table(results: dict[str, Any]) -> str:
@@ -243,7 +282,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="requests per round and server (split across clients)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", type=Path,
+                        help="only profile the bridge's endpoint (py-spy) into this file")
     args = parser.parse_args(argv)
+    if args.profile:
+        print(f"profiled {profile_bridge(args.profile):.0f} rps at 8 clients into "
+              f"{args.profile}")
+        return 0
     results = run(args.requests, args.rounds)
     results.update(python=sys.version.split()[0], cores=os.cpu_count())
     print(table(results))

@@ -216,3 +216,14 @@ def test_pin_third_party_loggers_undoes_a_debug_setting(
     pin_third_party_loggers()
     for name in THIRD_PARTY:
         assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
+
+
+def test_reserved_capacity_keeps_every_live_secret_masked() -> None:
+    """A daemon with many targets reserves room so no live secret is evicted."""
+    from bridge.logs import Redactor
+
+    redactor = Redactor(capacity=4)
+    redactor.reserve(1000)
+    values = [f"secret-value-{i:06d}" for i in range(1000)]
+    redactor.add(*values)
+    assert all(redactor.redact(f"x {v} y") == "x [REDACTED] y" for v in values[:10])
