@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import shutil
+import subprocess
 import tempfile
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,6 +73,29 @@ def write_config(stack: DevStack, outdir: Path, short_dir: Path) -> WriteConfig:
         return path
 
     return write
+
+
+@pytest.fixture
+def small_tmpfs() -> Iterator[Path]:
+    """A private 64 KiB tmpfs, so a test can fill it or make it read-only (needs root:
+    skipped without it, a failure under CI=true)."""
+    mnt = Path(f"/tmp/sb-mnt-{os.getpid()}-{time.monotonic_ns()}")
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
+                              str(mnt)], capture_output=True, check=False).returncode == 0
+    if not mounted:
+        mnt.rmdir()
+        if os.environ.get("CI") == "true":
+            pytest.fail("cannot mount a tmpfs (CI runs as root and must test this)")
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=False,
+                       capture_output=True)
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        with contextlib.suppress(OSError):
+            mnt.rmdir()
 
 
 # -- secrets never reach a log line ------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import tempfile
 import time
@@ -47,3 +48,15 @@ def trusting_sts(stack: DevStack, *, offset: float = 0.0) -> AwsStsEmulator:
                  sub=f"spiffe://{stack.trust_domain}/*",
                  max_session_duration=DEMO_ROLE_MAX_SESSION)
     return sts
+
+
+def fill_until_full(path: Path) -> None:
+    """Write zeros to `path` until the filesystem refuses (ENOSPC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -19,7 +19,7 @@ from bridge.errors import OutputError
 from bridge.model import State, TargetStatus
 from bridge.outputs import atomic
 from bridge.outputs.files import CredentialDirectory, read_process_json
-from tests.helpers import fresh_status, svid, tmpfs_dir
+from tests.helpers import fill_until_full, fresh_status, svid, tmpfs_dir
 
 
 @pytest.fixture
@@ -172,36 +172,6 @@ def test_stale_temp_files_are_swept_at_start(outdir: Path) -> None:
     assert keep.exists()
 
 
-@pytest.fixture
-def small_tmpfs() -> Iterator[Path]:
-    """A private 64 KiB tmpfs, so a test can fill it or make it read-only."""
-    mnt = Path(f"/tmp/sb-mnt-{os.getpid()}-{time.monotonic_ns()}")
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
-                              str(mnt)], capture_output=True, check=False).returncode == 0
-    if not mounted:
-        mnt.rmdir()
-        if os.environ.get("CI") == "true":
-            pytest.fail("cannot mount a tmpfs (CI runs as root and must test this)")
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-        mnt.rmdir()
-
-
-def _fill(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def test_a_full_disk_keeps_the_previous_file_and_leaves_no_temp(small_tmpfs: Path) -> None:
     """ENOSPC: the write fails cleanly and is counted, the old file is intact, no temp leaks."""
     now = time.time()
@@ -210,7 +180,7 @@ def test_a_full_disk_keeps_the_previous_file_and_leaves_no_temp(small_tmpfs: Pat
     d.prepare()
     assert d.apply({"a": fresh_status("a", now=now)}, now) == []
     before = (out / "aws" / "a.json").read_bytes()
-    _fill(small_tmpfs / "filler")
+    fill_until_full(small_tmpfs / "filler")
     failures = d.apply({"a": fresh_status("a", now=now + 1)}, now + 1)
     assert failures
     assert {f.error.reason for f in failures} == {"disk_full"}

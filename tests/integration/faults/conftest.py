@@ -3,10 +3,6 @@ never-expired checker (harness.ExpiryChecker), asserted clean at teardown."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -127,25 +123,3 @@ def scenario(short_dir: Path, outdir: Path,
             world.bridge.close()
         finally:
             stack.stop()
-
-
-@pytest.fixture
-def small_tmpfs() -> Iterator[Path]:
-    """A private 64 KiB tmpfs, so a test can fill it or make it read-only (needs root)."""
-    mnt = Path(f"/tmp/sbf-mnt-{os.getpid()}-{time.monotonic_ns()}")
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
-                              str(mnt)], capture_output=True, check=False).returncode == 0
-    if not mounted:
-        mnt.rmdir()
-        if os.environ.get("CI") == "true":
-            pytest.fail("cannot mount a tmpfs (CI runs as root and must test this)")
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        yield mnt
-    finally:
-        with contextlib.suppress(OSError):
-            subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=False,
-                           capture_output=True)
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-        mnt.rmdir()

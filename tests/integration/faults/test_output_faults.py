@@ -13,13 +13,13 @@ test_sigterm.py.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import fill_until_full
 from tests.integration.faults.conftest import MakeScenario
 from tests.integration.faults.harness import (
     Scenario,
@@ -31,17 +31,6 @@ from tests.integration.faults.harness import (
 pytestmark = pytest.mark.integration
 FILES = ("aws/aws.json", "aws/credentials", "gcp/gcp.json", "gcp/gcp.token")
 RETRY_MAX = 3.0  # the writer retries a failed pass after 1-3 s
-
-
-def _fill(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_failures(s: Scenario) -> float:
@@ -101,7 +90,7 @@ def test_disk_full_keeps_the_previous_files_counts_and_recovers(
         scenario: MakeScenario, small_tmpfs: Path, caplog: pytest.LogCaptureFixture) -> None:
     s = scenario(("aws", "gcp"), virtual=True, directory=small_tmpfs / "creds")
     filler = small_tmpfs / "filler"
-    _break_and_recover(s, lambda: _fill(filler), filler.unlink, "disk_full", caplog)
+    _break_and_recover(s, lambda: fill_until_full(filler), filler.unlink, "disk_full", caplog)
 
 
 def test_read_only_output_directory_keeps_the_previous_files_and_recovers(
