@@ -7,11 +7,14 @@ waits on a stopped server) and the context-manager protocol are the same for all
 
 from __future__ import annotations
 
+import threading
 from types import TracebackType
-from typing import Self
+from typing import Generic, Self, TypeVar
 
 from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer
 from bridge.devstack.faults import FaultSwitches, HttpFailure
+
+R = TypeVar("R")
 
 
 class HttpEmulator:
@@ -58,3 +61,27 @@ class HttpEmulator:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+class RecordingEmulator(HttpEmulator, Generic[R]):
+    """An emulator that keeps every request it received, for tests to inspect."""
+
+    def __init__(self, *, port: int, name: str) -> None:
+        super().__init__(port=port, name=name)
+        self._recorded_lock = threading.Lock()
+        self._recorded: list[R] = []
+
+    @property
+    def requests(self) -> tuple[R, ...]:
+        """Every request received so far, oldest first."""
+        with self._recorded_lock:
+            return tuple(self._recorded)
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests."""
+        with self._recorded_lock:
+            self._recorded.clear()
+
+    def _record(self, request: R) -> None:
+        with self._recorded_lock:
+            self._recorded.append(request)

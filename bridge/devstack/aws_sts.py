@@ -65,7 +65,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
-from bridge.devstack._emulator import HttpEmulator
+from bridge.devstack._emulator import RecordingEmulator
 from bridge.devstack._http import HttpRequest, HttpResponse, http_date
 from bridge.devstack.jwks import IssuerKeys, IssuerUnreachableError, signature_valid
 
@@ -304,7 +304,7 @@ class _ParsedToken:
 ActionHandler = Callable[[Mapping[str, str], HttpRequest], ET.Element]
 
 
-class AwsStsEmulator(HttpEmulator):
+class AwsStsEmulator(RecordingEmulator[RecordedRequest]):
     """STS on `http://127.0.0.1:<port>`: providers, roles, validation, recording. Thread-safe."""
 
     def __init__(
@@ -326,7 +326,6 @@ class AwsStsEmulator(HttpEmulator):
         self._lock = threading.Lock()
         self._providers: dict[str, OidcProvider] = {}
         self._roles: dict[str, TrustedRole] = {}
-        self._requests: list[RecordedRequest] = []
         self._issued: list[IssuedCredentials] = []
         self._sessions: dict[str, IssuedCredentials] = {}
         self._keys = IssuerKeys(fetch, timeout=idp_timeout, cache_seconds=jwks_cache_seconds)
@@ -428,17 +427,6 @@ class AwsStsEmulator(HttpEmulator):
     # -- observations --------------------------------------------------------------------
 
     @property
-    def requests(self) -> tuple[RecordedRequest, ...]:
-        """Every request received so far, oldest first."""
-        with self._lock:
-            return tuple(self._requests)
-
-    def clear_requests(self) -> None:
-        """Forget the recorded requests."""
-        with self._lock:
-            self._requests.clear()
-
-    @property
     def issued(self) -> tuple[IssuedCredentials, ...]:
         """Every set of credentials handed out, oldest first."""
         with self._lock:
@@ -451,17 +439,16 @@ class AwsStsEmulator(HttpEmulator):
         request_id = str(uuid.uuid4())
         params = self._params(request)
         action = params.get("Action", "")
-        with self._lock:
-            self._requests.append(
-                RecordedRequest(
-                    method=request.method,
-                    path=request.path,
-                    action=action,
-                    params=params,
-                    headers=dict(request.headers),
-                    received_at=self._clock(),
-                )
+        self._record(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                action=action,
+                params=params,
+                headers=dict(request.headers),
+                received_at=self._clock(),
             )
+        )
         try:
             result = self._dispatch(action, params, request)
         except StsError as err:

@@ -68,7 +68,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from bridge.devstack._emulator import HttpEmulator
+from bridge.devstack._emulator import RecordingEmulator
 from bridge.devstack._http import HttpRequest, HttpResponse, http_date
 from bridge.devstack.aws_sts import JsonFetcher, fetch_json, string_like
 from bridge.devstack.faults import HttpFailure
@@ -393,7 +393,7 @@ def _json_response(status: int, document: Mapping[str, Any], now: float) -> Http
     )
 
 
-class GcpEmulator(HttpEmulator):
+class GcpEmulator(RecordingEmulator[GoogleRecordedRequest]):
     """Google STS + IAM Credentials on `http://127.0.0.1:<port>`. Thread-safe."""
 
     def __init__(
@@ -418,7 +418,6 @@ class GcpEmulator(HttpEmulator):
         self._providers: dict[str, WorkloadProvider] = {}
         self._accounts: dict[str, ServiceAccount] = {}
         self._tokens: dict[str, GoogleToken] = {}
-        self._requests: list[GoogleRecordedRequest] = []
         self._keys = IssuerKeys(fetch, timeout=idp_timeout, cache_seconds=jwks_cache_seconds)
         self._signing_key: tuple[str, rsa.RSAPrivateKey] | None = None
         super().__init__(port=port, name="devstack-gcp")
@@ -589,17 +588,6 @@ class GcpEmulator(HttpEmulator):
     # -- observations --------------------------------------------------------------------
 
     @property
-    def requests(self) -> tuple[GoogleRecordedRequest, ...]:
-        """Every request received so far, oldest first."""
-        with self._lock:
-            return tuple(self._requests)
-
-    def clear_requests(self) -> None:
-        """Forget the recorded requests."""
-        with self._lock:
-            self._requests.clear()
-
-    @property
     def issued(self) -> tuple[GoogleToken, ...]:
         """Every access token handed out, oldest first."""
         with self._lock:
@@ -627,18 +615,17 @@ class GcpEmulator(HttpEmulator):
         elif iam_match is not None:
             operation = iam_match.group("method")
         form, document = _parse_body(request)
-        with self._lock:
-            self._requests.append(
-                GoogleRecordedRequest(
-                    operation=operation,
-                    method=request.method,
-                    path=request.path,
-                    form=form,
-                    json_body=document,
-                    headers=dict(request.headers),
-                    received_at=self._clock(),
-                )
+        self._record(
+            GoogleRecordedRequest(
+                operation=operation,
+                method=request.method,
+                path=request.path,
+                form=form,
+                json_body=document,
+                headers=dict(request.headers),
+                received_at=self._clock(),
             )
+        )
         failure = self.faults.before(operation)
         if operation == OP_TOKEN:
             return self._sts_reply(lambda: self._token_exchange(request, form), failure)
