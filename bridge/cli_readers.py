@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 from bridge.config import load_config
 from bridge.config_serving import DEFAULT_CALLER_AUDIENCE
-from bridge.model import utc_iso
 
 if TYPE_CHECKING:
     from bridge.client import BridgeClient
@@ -57,10 +56,9 @@ def credential_process(args: argparse.Namespace) -> int:
         print(f"spiffe-bridge: target {args.target!r} does not hold AWS credentials",
               file=sys.stderr)
         return EXIT_FAILURE
-    doc = {"Version": 1, "AccessKeyId": served.aws.access_key_id,
-           "SecretAccessKey": served.aws.secret_access_key,
-           "SessionToken": served.aws.session_token, "Expiration": utc_iso(served.expires_at)}
-    sys.stdout.write(json.dumps(doc))
+    from bridge.outputs.files import process_json
+
+    sys.stdout.write(json.dumps(process_json(served.aws, served.expires_at)))
     return EXIT_OK
 
 

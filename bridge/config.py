@@ -18,6 +18,7 @@ import yaml
 
 from bridge.config_checks import (
     check_abs_path,
+    check_audience,
     check_endpoint,
     check_host_port,
     check_spiffe_id,
@@ -254,7 +255,7 @@ def _read_target(s: Section) -> TargetConfig | None:
         s.error("aws", "is required: a target needs a cloud section (aws or gcp)")
     chain += [_read_chain_hop(c) for c in s.items("chain")]
     default_audience = gcp.workload_identity_provider if gcp else DEFAULT_AWS_AUDIENCE
-    audience = s.get("audience", str, default_audience, check=_check_audience)
+    audience = s.get("audience", str, default_audience, check=check_audience)
     first: Hop | None = aws or gcp
     if first is not None and None not in chain:
         _check_chain(s, [first, *(h for h in chain if h is not None)], jwt_file=jwt_file)
@@ -323,7 +324,7 @@ def _read_aws(a: Section, *, first: bool = False, shorthand: bool = False) -> Aw
     external_id = None if first else (
         a.get("external_id", str, "", check=_check_external_id) or None)
     audience = DEFAULT_AWS_AUDIENCE if first or shorthand else a.get(
-        "audience", str, DEFAULT_AWS_AUDIENCE, check=_check_audience)
+        "audience", str, DEFAULT_AWS_AUDIENCE, check=check_audience)
     if not role_arn or (first and not (region or endpoint)):
         return None
     return AwsTarget(role_arn=role_arn, region=region, duration=duration,
@@ -418,11 +419,6 @@ def _check_name(v: str) -> str | None:
             "starting and ending with a letter or digit")
 
 
-
-def _check_audience(v: str) -> str | None:
-    if not v.strip() or v != v.strip():
-        return "must be a non-empty string without surrounding whitespace"
-    return None if len(v) <= 255 else "must be at most 255 characters"
 
 
 def _check_role_arn(v: str) -> str | None:

@@ -88,3 +88,9 @@ def check_endpoint(v: str) -> str | None:
 def clip(v: str) -> str:
     text = repr(v)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_audience(v: str) -> str | None:
+    if not v.strip() or v != v.strip():
+        return "must be a non-empty string without surrounding whitespace"
+    return None if len(v) <= 255 else "must be at most 255 characters"

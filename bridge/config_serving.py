@@ -11,6 +11,8 @@ from pathlib import Path
 
 from bridge.config_checks import (
     DEFAULT_GRPC_SOCKET,
+    check_abs_path,
+    check_audience,
     check_host_port,
     check_spiffe_id,
     check_unix_uri,
@@ -66,9 +68,7 @@ def read_grpc(root: Section) -> GrpcConfig:
     socket = g.get("socket", str, DEFAULT_GRPC_SOCKET, check=check_unix_uri)
     mode = _read_mode(g)
     tcp = g.get("tcp_address", str, "", check=_check_loopback_address) or None
-    audience = g.get("caller_audience", str, DEFAULT_CALLER_AUDIENCE,
-                     check=lambda v: None if v.strip() == v and 0 < len(v) <= 255
-                     else "must be 1-255 characters without surrounding whitespace")
+    audience = g.get("caller_audience", str, DEFAULT_CALLER_AUDIENCE, check=check_audience)
     rpcs = g.get("max_concurrent_rpcs", int, 256,
                  check=lambda v: None if 1 <= v <= 100_000 else "must be 1..100000")
     watchers = g.get("max_watchers", int, 1024,
@@ -104,7 +104,7 @@ def read_metadata(root: Section, directory: str) -> MetadataConfig:
         c = m.section("container")
         address = c.get("address", str, "", required=True, check=_check_loopback_address)
         default_file = str(Path(directory or "/") / "container.token")
-        token_file = c.get("token_file", str, default_file, check=_check_token_file)
+        token_file = c.get("token_file", str, default_file, check=check_abs_path)
         c.finish()
         if address:
             container = ContainerEndpoint(address=address, token_file=Path(token_file))
@@ -167,11 +167,6 @@ def _check_loopback_address(v: str) -> str | None:
         return f"{clip(v)} must be a loopback address (127.0.0.1, [::1] or localhost)"
     return None
 
-
-def _check_token_file(v: str) -> str | None:
-    if not v.startswith("/") or ".." in Path(v).parts or "\x00" in v:
-        return f"{clip(v)} must be an absolute path without '..'"
-    return None
 
 
 def _check_project_id(v: str) -> str | None:

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from bridge.model import State, TargetStatus, utc_iso
+from bridge.model import TargetStatus, utc_iso
 
 LIVENESS_LIMIT = 60.0
 
@@ -23,8 +23,7 @@ def is_ready(statuses: Mapping[str, TargetStatus], now: float) -> bool:
     """`readiness(...)[0]` without building the per-target document (no time formatting):
     the gRPC health status re-checks it on store changes, which with 1,000 targets
     made the full document the daemon's largest cost."""
-    return all(s.delivered and s.state is not State.EXPIRED and s.valid_credential(now)
-               is not None for s in statuses.values())
+    return all(s.ready(now) for s in statuses.values())
 
 
 def readiness(statuses: Mapping[str, TargetStatus], now: float) -> tuple[bool, dict[str, object]]:
@@ -32,10 +31,9 @@ def readiness(statuses: Mapping[str, TargetStatus], now: float) -> tuple[bool, d
     ready = True
     for name, s in sorted(statuses.items()):
         c = s.valid_credential(now)
-        state = s.state if c is not None else State.EXPIRED
-        ok = s.delivered and state is not State.EXPIRED
+        ok = s.ready(now)
         ready = ready and ok
-        targets[name] = {"ready": ok, "state": state.value,
+        targets[name] = {"ready": ok, "state": s.served_state(now).value,
                          "expires_at": utc_iso(c.expires_at) if c else None,
                          "expires_in_seconds": round(c.expires_at - now) if c else None,
                          "last_error": s.last_error, "consecutive_failures":

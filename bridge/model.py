@@ -120,3 +120,12 @@ class TargetStatus:
     def valid_credential(self, now: float) -> Credential | None:
         c = self.credential
         return c if c is not None and c.expires_at > now else None
+
+    def served_state(self, now: float) -> State:
+        """The state readers see: expired as soon as the credential is, even before the
+        scheduler has taken it out of the store."""
+        return self.state if self.valid_credential(now) is not None else State.EXPIRED
+
+    def ready(self, now: float) -> bool:
+        """Delivered at least once and holding something valid (`/readyz`, gRPC health)."""
+        return self.delivered and self.served_state(now) is not State.EXPIRED

@@ -13,16 +13,12 @@ _STATES = {State.FRESH: pb.STATE_FRESH, State.STALE: pb.STATE_STALE,
            State.EXPIRED: pb.STATE_EXPIRED}
 
 
-def state_of(status: TargetStatus, now: float) -> State:
-    return status.state if status.valid_credential(now) is not None else State.EXPIRED
-
-
 def target_message(config: TargetConfig, status: TargetStatus, now: float) -> pb.Target:
     valid = status.valid_credential(now)
     message = pb.Target(
         name=config.name,
         cloud=pb.CLOUD_AWS if isinstance(config.final, AwsTarget) else pb.CLOUD_GCP,
-        state=_STATES[state_of(status, now)],
+        state=_STATES[status.served_state(now)],
         last_error=status.last_error or "",
         consecutive_failures=status.consecutive_failures)
     if valid is not None:
@@ -34,7 +30,7 @@ def target_message(config: TargetConfig, status: TargetStatus, now: float) -> pb
 
 def credential_message(status: TargetStatus, now: float) -> pb.Credential:
     valid = status.valid_credential(now)
-    message = pb.Credential(target=status.name, state=_STATES[state_of(status, now)])
+    message = pb.Credential(target=status.name, state=_STATES[status.served_state(now)])
     if valid is None:
         return message
     message.expires_at.CopyFrom(_ts(valid.expires_at))

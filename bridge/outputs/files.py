@@ -41,13 +41,17 @@ class OutputFailure:
     error: OutputError
 
 
-def render_process_json(cred: Credential) -> bytes:
+def process_json(aws: AwsCredentials, expires_at: float) -> dict[str, object]:
     """AWS `credential_process` output (Version 1, with Expiration so SDKs refresh)."""
-    a = cred.aws
-    assert a is not None
-    doc = {"Version": 1, "AccessKeyId": a.access_key_id, "SecretAccessKey": a.secret_access_key,
-           "SessionToken": a.session_token, "Expiration": utc_iso(cred.expires_at)}
-    return json.dumps(doc, indent=2).encode()
+    return {"Version": 1, "AccessKeyId": aws.access_key_id,
+            "SecretAccessKey": aws.secret_access_key, "SessionToken": aws.session_token,
+            "Expiration": utc_iso(expires_at)}
+
+
+def render_process_json(cred: Credential) -> bytes:
+    """`aws/<target>.json`: the target's `process_json`, expiring with its whole chain."""
+    assert cred.aws is not None
+    return json.dumps(process_json(cred.aws, cred.expires_at), indent=2).encode()
 
 
 _INI_HEADER = "# Written by spiffe-bridge; rewritten on every refresh. Do not edit.\n"
