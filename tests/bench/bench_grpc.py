@@ -16,7 +16,8 @@ ratio within each round.
   GetCredentialResponse message (serialized by grpc per call, like any servicer).
 - spire-agent: SPIRE v1.15.3's agent answering FetchJWTSVID (security header, unix
   workload attestation, its JWT-SVID cache) on this machine, started by the bench
-  (tests/bench/_spire.py); skipped, with the reason, when the binaries are missing.
+  (with the real-SPIRE tests' harness, tests/integration/spire/_spire.py); skipped, with
+  the reason, when the binaries are missing.
 
 Targets: bridge rps >= 0.90 x each minimal server's; bridge p50 <= the agent's p50.
 
@@ -208,16 +209,25 @@ def _start(target: Callable[..., None], *args: Any) -> multiprocessing.process.B
 
 
 def _start_spire(workdir: Path) -> tuple[Any, str]:
-    """(Spire, "") or (None, why it is skipped)."""
-    from tests.bench._spire import Spire, find_binaries
+    """(the SPIRE deployment, "") or (None, why it is skipped): the integration tests'
+    harness, server and agent only, with one entry for this uid."""
+    from tests.integration.spire._spire import TRUST_DOMAIN, SpireDeployment, find_spire, tool_dir
 
-    binaries, why = find_binaries()
+    spiffe_id = f"spiffe://{TRUST_DOMAIN}/bench"
+
+    binaries = find_spire()
     if binaries is None:
-        return None, why
+        return None, (f"SPIRE binaries not found in {tool_dir()} or on PATH (build them "
+                      "with tests/tools/install-spire.sh)")
+    spire = SpireDeployment(binaries, workdir / "spire")
     try:
-        return Spire(binaries, workdir / "spire").start(), ""
+        spire.start_server_and_agent()
+        spire.create_entry(spiffe_id)
+        spire.wait_for_identity(spiffe_id)
     except Exception as exc:  # reported as a skipped row, with the reason
+        spire.stop()
         return None, f"SPIRE did not start: {str(exc)[:300]}"
+    return spire, ""
 
 
 def run(calls: int, rounds: int, spire: bool = True) -> dict[str, Any]:
@@ -239,8 +249,8 @@ def run(calls: int, rounds: int, spire: bool = True) -> dict[str, Any]:
     agent, skipped = _start_spire(workdir) if spire else (None, "disabled (--no-spire)")
     servers = [s for s in SERVERS if s != "spire-agent" or agent is not None]
     if agent is not None:
-        sockets["spire-agent"] = agent.agent_uri
-        pids["spire-agent"] = agent.agent_pid()
+        sockets["spire-agent"] = agent.agent_socket_uri
+        pids["spire-agent"] = agent.agent.pid
     results: dict[str, Any] = {"message_bytes": len(body), "calls": calls, "rounds": rounds,
                                "servers": servers, "spire_skipped": skipped, "rows": []}
     pool = multiprocessing.get_context("spawn").Pool(1)

@@ -271,6 +271,19 @@ class SpireDeployment:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> SpireDeployment:
+        self.start_server_and_agent()
+        self._write_oidc_config()
+        self.start_oidc()
+        self._start_clouds()
+        self.create_entry(WORKLOAD_A)
+        self.create_entry(WORKLOAD_B, jwt_ttl=WORKLOAD_B_TTL)
+        self.wait_for_identity(WORKLOAD_A)
+        self.wait_for_identity(WORKLOAD_B)
+        return self
+
+    def start_server_and_agent(self) -> SpireDeployment:
+        """Server, then an agent attested with a join token (no OIDC, no clouds, no
+        entries): all a Workload API benchmark needs."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_server_config()
         self.start_server()
@@ -279,13 +292,6 @@ class SpireDeployment:
         self.agent_id = f"spiffe://{TRUST_DOMAIN}/spire/agent/join_token/{token}"
         self._write_agent_config(token)
         self.start_agent()
-        self._write_oidc_config()
-        self.start_oidc()
-        self._start_clouds()
-        self.create_entry(WORKLOAD_A)
-        self.create_entry(WORKLOAD_B, jwt_ttl=WORKLOAD_B_TTL)
-        self.wait_for_identity(WORKLOAD_A)
-        self.wait_for_identity(WORKLOAD_B)
         return self
 
     def stop(self) -> None:
