@@ -7,6 +7,7 @@ bounded, everything listens on loopback or a unix socket in a short /tmp directo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import re
@@ -250,6 +251,13 @@ def _state(pid: int) -> str:
     except OSError:
         pass
     return "zombie"
+
+
+def report(results: dict[str, Any], text: str, json_path: Path | None) -> None:
+    """Print a benchmark's table; keep its raw figures as JSON when asked (`--json`)."""
+    print(text)
+    if json_path is not None:
+        json_path.write_text(json.dumps(results, indent=2))
 
 
 def machine() -> dict[str, Any]:

@@ -43,7 +43,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench._common import cpu_seconds, percentile
+from tests.bench._common import cpu_seconds, percentile, report
 
 CONCURRENCY = (1, 8, 64)
 TARGET = "bench"
@@ -371,9 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = run(args.calls, args.rounds, spire=not args.no_spire)
     results.update(python=sys.version.split()[0], cores=os.cpu_count())
-    print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    report(results, table(results), args.json)
     return 0
 
 

@@ -34,6 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.bench._common import report
+
 CONCURRENCY = (1, 8, 64)
 TARGET = "bench"
 PATH = f"/v1/credentials/{TARGET}"
@@ -291,9 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = run(args.requests, args.rounds)
     results.update(python=sys.version.split()[0], cores=os.cpu_count())
-    print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    report(results, table(results), args.json)
     return 0
 
 

@@ -37,7 +37,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench._common import Workdir, aws_targets, median, percentile, write_config
+from tests.bench._common import Workdir, aws_targets, median, percentile, report, write_config
 from tests.bench._stack import StackProcess
 
 TARGET = "bench"
@@ -220,9 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print(f"profile of {args.refreshes} bridge refreshes: {args.profile}")
         return 0
-    print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    report(results, table(results), args.json)
     return 0
 
 

@@ -20,7 +20,6 @@ and every AssumeRoleWithWebIdentity. Figures:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -44,6 +43,7 @@ from tests.bench._common import (
     cpu_seconds,
     median,
     py_spy_prefix,
+    report,
     rss_bytes,
     thread_cpu,
     threads,
@@ -287,9 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = run(args.targets, args.latency, args.rounds, args.idle, args.warmup,
                   args.profile, with_direct=not args.no_direct)
-    print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    report(results, table(results), args.json)
     return 0
 
 

@@ -17,7 +17,6 @@ import-time offenders of `python -X importtime -m bridge run` (cumulative, by pa
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from tests.bench._common import (
     aws_targets,
     bytecode_env,
     median,
+    report,
     warm_bytecode,
     write_config,
 )
@@ -213,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     results = run(args.runs)
-    print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    report(results, table(results), args.json)
     return 0
 
 
