@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,14 +16,6 @@ from bridge.devstack import DevStack, Identity
 
 DEMO_ID = "spiffe://example.org/demo"
 OTHER_ID = "spiffe://example.org/other"
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A directory under /tmp: pytest's tmp_path can exceed the 107-byte AF_UNIX limit."""
-    path = Path(tempfile.mkdtemp(prefix="ds-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
