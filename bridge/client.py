@@ -2,7 +2,7 @@
 programs that would rather not speak protobuf).
 
     with BridgeClient("unix:///run/spiffe-bridge/bridge.sock") as bridge:
-        creds = bridge.get_credential("etl-s3").aws
+        creds = bridge.get_credential("etl-s3").material  # an AwsCredentials
 
 When targets list `allowed_callers`, pass `svid=` a callable returning the caller's own
 JWT-SVID (`workload_api_svid` fetches one from the local SPIRE agent); it is called per
@@ -20,24 +20,12 @@ import grpc
 
 from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
 from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
-from bridge.errors import BridgeError
-from bridge.model import AwsCredentials, GcpToken, State
+from bridge.clouds import CLOUDS
+from bridge.errors import ApiError
+from bridge.model import Material, State
 
 _STATES = {pb.STATE_FRESH: State.FRESH, pb.STATE_STALE: State.STALE,
            pb.STATE_EXPIRED: State.EXPIRED}
-_CLOUDS = {pb.CLOUD_AWS: "aws", pb.CLOUD_GCP: "gcp"}
-
-
-class ApiError(BridgeError):
-    """A call failed; `code` is the gRPC status name (PERMISSION_DENIED, UNAVAILABLE...)."""
-
-    prefix = "spiffe-bridge API"
-
-    def __init__(self, code: str, details: str) -> None:
-        super().__init__(f"{code}: {details}", retryable=code in {"UNAVAILABLE",
-                                                                 "DEADLINE_EXCEEDED"},
-                         reason=code.lower())
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +41,14 @@ class TargetInfo:
 
 @dataclass(frozen=True, slots=True)
 class ServedCredential:
-    """A credential as the API serves it; material only while valid."""
+    """A credential as the API serves it; `material` (the cloud's own type:
+    `bridge.clouds.aws.AwsCredentials`, `bridge.clouds.gcp.GcpToken`) only while valid."""
 
     target: str
     state: State
     expires_at: float | None
     issued_at: float | None
-    aws: AwsCredentials | None = None
-    gcp: GcpToken | None = None
+    material: Material | None = None
 
 
 class BridgeClient:
@@ -138,8 +126,8 @@ def _time(ts: object, present: bool) -> float | None:
 
 
 def _target(t: pb.Target) -> TargetInfo:
-    return TargetInfo(name=t.name, cloud=_CLOUDS.get(t.cloud, "unknown"),
-                      state=_STATES.get(t.state, State.EXPIRED),
+    cloud = next((c.name for c in CLOUDS.values() if c.proto_cloud == t.cloud), "unknown")
+    return TargetInfo(name=t.name, cloud=cloud, state=_STATES.get(t.state, State.EXPIRED),
                       expires_at=_time(t.expires_at, t.HasField("expires_at")),
                       last_success=_time(t.last_success, t.HasField("last_success")),
                       last_error=t.last_error, consecutive_failures=t.consecutive_failures)
@@ -147,16 +135,11 @@ def _target(t: pb.Target) -> TargetInfo:
 
 def _credential(c: pb.Credential) -> ServedCredential:
     expires_at = _time(c.expires_at, c.HasField("expires_at"))
-    aws = gcp = None
-    if c.HasField("aws") and expires_at is not None:
-        aws = AwsCredentials(access_key_id=c.aws.access_key_id,
-                             secret_access_key=c.aws.secret_access_key,
-                             session_token=c.aws.session_token, expires_at=expires_at,
-                             assumed_role_arn=c.aws.assumed_role_arn)
-    elif c.HasField("gcp") and expires_at is not None:
-        gcp = GcpToken(access_token=c.gcp.access_token, expires_at=expires_at,
-                       principal=c.gcp.principal, token_type=c.gcp.token_type or "Bearer")
+    material = None
+    if expires_at is not None:
+        material = next((m for cloud in CLOUDS.values()
+                         if (m := cloud.from_proto(c, expires_at)) is not None), None)
     return ServedCredential(target=c.target, state=_STATES.get(c.state, State.EXPIRED),
                             expires_at=expires_at,
                             issued_at=_time(c.issued_at, c.HasField("issued_at")),
-                            aws=aws, gcp=gcp)
+                            material=material)

@@ -1,10 +1,13 @@
 """The bridge's exception tree: one root, classified at the adapter edge.
 
-    BridgeError                 root; `retryable` says whether trying again may help
-    ├── ConfigError (ValueError)  bad configuration; carries every problem with its key path
-    ├── SourceError             the Workload API (SVID fetch, bundles, local SVID checks)
-    ├── ExchangeError           a cloud token service refused or failed an exchange
-    └── OutputError             writing a credential output failed
+    BridgeError                  root; `retryable` says whether trying again may help
+    ├── ConfigError (ValueError) bad configuration; carries every problem with its key path
+    ├── SourceError              the Workload API (SVID fetch, bundles, local SVID checks)
+    ├── ExchangeError            a cloud token service refused or failed an exchange
+    ├── OutputError              writing a credential output failed
+    ├── ServingError             a listener (gRPC, HTTP, metadata) could not start
+    ├── PermanentFailureError    a target needs a fix and the operator asked to stop
+    └── ApiError                 a call to the bridge's own gRPC API failed (the client)
 
 Messages never contain secret material: adapters build them from error codes and
 their own words, never from request bodies or tokens.
@@ -96,3 +99,29 @@ class OutputError(BridgeError):
     """An output could not be written; the previous file stays in place."""
 
     prefix = "output"
+
+
+class ServingError(BridgeError):
+    """A listener (gRPC socket or port, metadata or health HTTP) could not be set up."""
+
+    prefix = "serving"
+
+
+class PermanentFailureError(BridgeError):
+    """A target needs a config or IAM fix and the operator asked to stop, not retry
+    (`refresh.exit_on_permanent_failure`)."""
+
+    prefix = "permanent failure"
+
+
+class ApiError(BridgeError):
+    """A call to the bridge's gRPC API failed; `code` is the gRPC status name
+    (PERMISSION_DENIED, UNAVAILABLE, ...)."""
+
+    prefix = "spiffe-bridge API"
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}",
+                         retryable=code in {"UNAVAILABLE", "DEADLINE_EXCEEDED"},
+                         reason=code.lower())
+        self.code = code

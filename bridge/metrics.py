@@ -7,6 +7,8 @@ reason words, output kinds; never tokens, keys or ARNs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -15,8 +17,6 @@ from bridge import __version__
 from bridge.model import State
 
 _P = "spiffe_bridge_"
-OUTPUT_KINDS = ("aws_credentials", "aws_process", "gcp_token", "gcp_json",
-                "gcp_external_account", "jwt", "directory")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -80,12 +80,16 @@ class Metrics:
             "last reload (the previous config keeps running).", registry=registry)
         for result in ("applied", "unchanged", "rejected"):
             self.config_reloads.labels(result)
-        for output in OUTPUT_KINDS:  # so increase() sees the first failure, too
-            self.output_write_failures.labels(output)
         Info(_P + "build", "Build information.", registry=registry).info(
             {"version": __version__})
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
+
+    def init_outputs(self, outputs: Iterable[str]) -> None:
+        """Create the write-failure series of every output kind (the clouds' files, jwt,
+        directory), so increase() sees the first failure, too."""
+        for output in outputs:
+            self.output_write_failures.labels(output)
 
     def init_target(self, target: str) -> None:
         """Create every per-target series at start, so dashboards and alerts see zeros."""

@@ -1,4 +1,4 @@
-"""Immutable values that flow through the bridge: SVIDs, cloud credentials, target status.
+"""Immutable values that flow through the bridge: SVIDs, tokens, credentials, target status.
 
 Secret fields are `repr=False`, so a value that reaches a log line or a traceback by
 accident shows its shape, never its material. Times are UTC epoch seconds (float).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -33,65 +34,48 @@ class JwtSvid:
     issued_at: float
     token: str = field(repr=False)
 
-
-@dataclass(frozen=True, slots=True)
-class AwsCredentials:
-    """Temporary AWS credentials from STS."""
-
-    access_key_id: str = field(repr=False)
-    secret_access_key: str = field(repr=False)
-    session_token: str = field(repr=False)
-    expires_at: float
-    assumed_role_arn: str = ""
+    def secrets(self) -> tuple[str, ...]:
+        return (self.token,)
 
 
-@dataclass(frozen=True, slots=True)
-class GcpToken:
-    """A Google OAuth access token (federated, or a service account's).
+class Material(Protocol):
+    """What a hop produces and the next consumes: an SVID, an OIDC token, or a cloud's
+    own credential (the clouds define theirs beside their hops)."""
 
-    `federated_token` is kept when impersonation happened, because the next hop of a
-    GCP->AWS chain mints the Google ID token with the federated principal's rights.
-    """
+    @property
+    def expires_at(self) -> float: ...
 
-    access_token: str = field(repr=False)
-    expires_at: float
-    principal: str  # service account email, or the workload identity provider
-    federated_token: str | None = field(default=None, repr=False)
-    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret string in it, for the log redactor."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
-class GoogleIdToken:
-    """A Google-signed OIDC ID token for a service account (GCP -> AWS chains)."""
+class IdToken:
+    """An OIDC ID token minted by one hop for the next (a Google ID token for AWS, ...):
+    a JWT that a cloud's STS accepts like a JWT-SVID."""
 
     token: str = field(repr=False)
     subject: str
     expires_at: float
 
-
-Material = JwtSvid | AwsCredentials | GcpToken | GoogleIdToken
+    def secrets(self) -> tuple[str, ...]:
+        return (self.token,)
 
 
 @dataclass(frozen=True, slots=True)
 class Credential:
-    """What a target delivers: the final hop's material; `expires_at` is the earliest
+    """What a target delivers: the final hop's `material`; `expires_at` is the earliest
     expiry among the chain's hops, so nothing outlives a link it was derived from."""
 
     target: str
     issued_at: float
     expires_at: float
     svid_expires_at: float
-    aws: AwsCredentials | None = None
-    gcp: GcpToken | None = None
+    material: Material
 
     def secrets(self) -> tuple[str, ...]:
-        values: list[str] = []
-        if self.aws is not None:
-            values += [self.aws.access_key_id, self.aws.secret_access_key,
-                       self.aws.session_token]
-        if self.gcp is not None:
-            values.append(self.gcp.access_token)
-        return tuple(values)
+        return self.material.secrets()
 
 
 class State(enum.StrEnum):

@@ -7,8 +7,6 @@ the same daemon `run` runs, and prints what a user needs to try the credentials.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import socket
 import sys
 import tempfile
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from bridge import daemon as d
+from bridge.app import run_until_signalled
 from bridge.config import load_config
 from bridge.devstack.stack import (
     DEMO_ROLE_ARN,
@@ -115,18 +113,6 @@ def run_demo(workdir: Path | None, *, redactor: Redactor) -> int:
         config_path = write_demo_config(stack, base)
         config = load_config(config_path)
         print(usage(config_path, stack), flush=True)
-        asyncio.run(_serve(config_path, redactor))
-        del config
+        asyncio.run(run_until_signalled(config_path, config, redactor=redactor))
     print("spiffe-bridge dev stopped", file=sys.stderr)
     return 0
-
-
-async def _serve(config_path: Path, redactor: Redactor) -> None:
-    config = load_config(config_path)
-    d.use_worker_threads(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await d.serve(d.build(config, redactor=redactor), stop)

@@ -1,20 +1,15 @@
-"""Where credentials go: the tmpfs credential directory (and, later, gRPC and metadata).
+"""Where credentials go on disk: the tmpfs credential directory.
 
-An output takes a whole snapshot of the store and makes the outside world match it;
-outputs never call a token service themselves.
+The directory is cloud-agnostic: each cloud describes its files as values (`files`),
+the `directory` mirrors the store into them atomically (`atomic`), and the `writer`
+drives it from store changes. Outputs never call a token service.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from bridge.outputs.directory import CredentialDirectory, OutputFailure, recover_svids
+from bridge.outputs.files import SharedFile, TargetFile
+from bridge.outputs.writer import OutputWriter
 
-from bridge.model import TargetStatus
-
-
-class Output(Protocol):
-    name: str
-
-    def apply(self, statuses: Mapping[str, TargetStatus], now: float) -> None:
-        """Make this output reflect `statuses` (blocking; raises OutputError)."""
-        ...
+__all__ = ["CredentialDirectory", "OutputFailure", "OutputWriter", "SharedFile", "TargetFile",
+           "recover_svids"]

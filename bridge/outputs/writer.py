@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from bridge.clock import Clock
 from bridge.metrics import Metrics
 from bridge.model import TargetStatus
-from bridge.outputs.files import CredentialDirectory, OutputFailure
+from bridge.outputs.directory import CredentialDirectory, OutputFailure
 
 log = logging.getLogger(__name__)
 

@@ -152,7 +152,7 @@ def bytecode_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def warm_bytecode(env: dict[str, str]) -> None:
     """One throw-away interpreter that imports what `run` imports, filling the cache."""
-    subprocess.run([PYTHON, "-c", "import bridge.cli, bridge.daemon, bridge.supervisor"],
+    subprocess.run([PYTHON, "-c", "import bridge.cli, bridge.app"],
                    env=env, cwd=ROOT, check=True, timeout=120)
 
 

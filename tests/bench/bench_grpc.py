@@ -65,14 +65,14 @@ def _credential_status(now: float) -> Any:
 
 def _serve_bridge(socket: str, guarded: bool, bundle: bytes, ready: Any) -> None:
     """The bridge's own GrpcService over a store holding one AWS credential."""
+    from bridge.config_serving import GrpcConfig
     from prometheus_client import CollectorRegistry
     from spiffe import JwtBundle, JwtBundleSet, TrustDomain
 
     from bridge.config import AwsTarget, TargetConfig
-    from bridge.config_serving import GrpcConfig
-    from bridge.grpc_api.callers import CallerVerifier
-    from bridge.grpc_api.server import GrpcService
     from bridge.metrics import Metrics
+    from bridge.serving.grpc.callers import CallerVerifier
+    from bridge.serving.grpc.server import GrpcService
     from bridge.store import CredentialStore
 
     store = CredentialStore([TARGET])
@@ -189,7 +189,7 @@ def _load(socket: str, kind: str, concurrency: int, calls: int,
 
 def _response_body() -> bytes:
     from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
-    from bridge.grpc_api.convert import credential_message
+    from bridge.serving.grpc.convert import credential_message
 
     now = time.time()
     return pb.GetCredentialResponse(
@@ -211,7 +211,7 @@ def _start(target: Callable[..., None], *args: Any) -> multiprocessing.process.B
 def _start_spire(workdir: Path) -> tuple[Any, str]:
     """(the SPIRE deployment, "") or (None, why it is skipped): the integration tests'
     harness, server and agent only, with one entry for this uid."""
-    from tests.integration.spire._spire import TRUST_DOMAIN, SpireDeployment, find_spire, tool_dir
+    from tests.support.spire import TRUST_DOMAIN, SpireDeployment, find_spire, tool_dir
 
     spiffe_id = f"spiffe://{TRUST_DOMAIN}/bench"
 

@@ -43,11 +43,11 @@ SERVERS = ("bridge", "minimal", "minimal-1w")
 
 
 def _serve_bridge(token_file: str, ready: Any, port: Any) -> None:
+    from bridge.config_serving import ContainerEndpoint
     from prometheus_client import CollectorRegistry
 
+    from bridge.clouds.aws.container import ContainerServer
     from bridge.config import AwsTarget, TargetConfig
-    from bridge.config_serving import ContainerEndpoint
-    from bridge.metadata.container import ContainerServer
     from bridge.metrics import Metrics
     from bridge.model import AwsCredentials, Credential
     from bridge.store import CredentialStore
@@ -141,7 +141,7 @@ def _load(port: int, headers: dict[str, str], concurrency: int,
 
 
 def _bridge_body() -> bytes:
-    from bridge.metadata.container import _render
+    from bridge.clouds.aws.container import _render
     from bridge.model import AwsCredentials, Credential
 
     now = time.time()

@@ -91,7 +91,7 @@ def _direct(socket: str, sts_url: str, role_arn: str, outdir: Path) -> Callable[
 
 async def _measure(config_path: Path, direct: Callable[[], None], refreshes: int,
                    warmup: int, profile: Path | None = None) -> dict[str, list[float]]:
-    from bridge import daemon as d
+    from bridge.app import daemon as d
     from bridge.config import load_config
     from bridge.logs import Redactor, setup_logging
 
@@ -100,7 +100,7 @@ async def _measure(config_path: Path, direct: Callable[[], None], refreshes: int
     devnull = open(os.devnull, "w")  # noqa: SIM115 - closed below
     setup_logging(redactor, level="INFO", stream=devnull)
     d.use_worker_threads(config)
-    daemon = d.build(config, redactor=redactor, serve_http=False, serve_grpc=False)
+    daemon = d.build(config, redactor=redactor)
     d._prepare(daemon)  # the directory checks `serve` does first
     (pipeline,) = daemon.scheduler._pipelines
     times: dict[str, list[float]] = {"bridge": [], "direct": []}

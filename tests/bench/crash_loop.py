@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(__file__).resolve().parents[2]
     if str(root) not in sys.path:  # run as a script: make `tests` and `bridge` importable
         sys.path.insert(0, str(root))
-    from tests.integration.reliability.crashkit import DaemonKiller, KillStats, ShortLivedStack
+    from tests.support.crashkit import DaemonKiller, KillStats, ShortLivedStack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=1000, help="SIGKILLs in all")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy._support import (
+from tests.support.deploy import (
     RENDERINGS,
     Doc,
     raw_manifests,

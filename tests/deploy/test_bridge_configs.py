@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy._support import (
+from tests.support.deploy import (
     KUBERNETES,
     RENDERINGS,
     SYSTEMD,

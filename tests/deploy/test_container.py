@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from tests.deploy._support import CHART, CONTAINER, KUBERNETES, REPO, load_docs, pod_spec
+from tests.support.deploy import CHART, CONTAINER, KUBERNETES, REPO, load_docs, pod_spec
 
 DOCKERFILE = CONTAINER / "Dockerfile"
 IGNORE = CONTAINER / "Dockerfile.dockerignore"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy._support import (
+from tests.support.deploy import (
     ALERT_JOB,
     ALERTS,
     CHART,

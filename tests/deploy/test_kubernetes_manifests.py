@@ -10,7 +10,7 @@ import copy
 
 import yaml
 
-from tests.deploy._support import (
+from tests.support.deploy import (
     ALERT_JOB,
     ALERTS,
     Doc,

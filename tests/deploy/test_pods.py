@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.deploy._support import (
+from tests.support.deploy import (
     KUBERNETES,
     RENDERINGS,
     BridgeContainer,

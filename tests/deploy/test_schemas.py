@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.deploy._support import KUBERNETES, RENDERINGS
 from tests.deploy.conftest import BROKEN
+from tests.support.deploy import KUBERNETES, RENDERINGS
 
 RAW = [f"kubernetes/{p.name}" for p in sorted(KUBERNETES.glob("*.yaml"))]
 CHART = [f"chart:{name}" for name in RENDERINGS]

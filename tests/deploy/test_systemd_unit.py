@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.deploy._support import SYSTEMD, bridge_cli, run, systemd_analyze
+from tests.support.deploy import SYSTEMD, bridge_cli, run, systemd_analyze
 
 UNIT = SYSTEMD / "spiffe-bridge.service"
 BINARY = "/usr/local/bin/spiffe-bridge"

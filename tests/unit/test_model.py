@@ -6,7 +6,7 @@ import time
 
 from bridge.errors import ExchangeError
 from bridge.model import TargetStatus, utc_iso
-from tests.helpers import fresh_status, svid
+from tests.support.values import fresh_status, svid
 
 
 def test_reprs_of_credentials_svids_and_statuses_hide_secrets() -> None:
@@ -16,7 +16,7 @@ def test_reprs_of_credentials_svids_and_statuses_hide_secrets() -> None:
     s = svid(now=now)
     full = TargetStatus(**{**{f: getattr(status, f) for f in status.__slots__}, "svid": s})
     assert full.credential is not None
-    aws = full.credential.aws
+    aws = full.credential.material
     text = repr(full) + str(full) + repr(s) + repr(aws)
     for secret in (aws.access_key_id, aws.secret_access_key, aws.session_token, s.token):
         assert secret not in text

@@ -19,5 +19,5 @@ def test_readme_configuration_example_loads() -> None:
     config = parse_config(block.group(1), env={})
     names = [t.name for t in config.targets]
     assert names == ["etl-s3", "bq-writer", "aws-to-gcp", "gcp-to-aws"]
-    assert config.metadata.container is not None
+    assert config.metadata.get("container") is not None
     assert config.targets[0].allowed_callers

@@ -21,18 +21,20 @@ from typing import Any
 import pytest
 import yaml
 
+from bridge.app.daemon import Daemon, build, serve, use_worker_threads
+from bridge.clouds.aws import AwsCredentials
+from bridge.clouds.aws.container import ContainerServer
 from bridge.config import load_config
-from bridge.daemon import Daemon, build, serve, use_worker_threads
 from bridge.devstack import DevStack
 from bridge.devstack.aws_sts import MIN_DURATION, AwsStsEmulator
 from bridge.devstack.stack import DEMO_ROLE_ARN
 from bridge.logs import Redactor, pin_third_party_loggers
-from bridge.metadata import ContainerServer, LoopbackServer
 from bridge.model import Credential, TargetStatus
+from bridge.serving.metadata import LoopbackServer
 from tests.conftest import WriteConfig
-from tests.helpers import trusting_sts
+from tests.support.values import trusting_sts
 
-CLIENTS = Path(__file__).with_name("clients.py")
+CLIENTS = Path(__file__).parents[2] / "support" / "metadata_clients.py"
 
 
 class _Records(logging.Handler):
@@ -75,7 +77,8 @@ class Bridge:
 
     def keys(self, name: str) -> list[str]:
         """Access key IDs the store has held for `name`, in order."""
-        return [c.aws.access_key_id for c in self.history if c.target == name and c.aws]
+        return [c.material.access_key_id for c in self.history
+                if c.target == name and isinstance(c.material, AwsCredentials)]
 
     def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -128,7 +131,7 @@ def start_bridge(write_config: WriteConfig) -> Iterator[StartBridge]:
         leaked = [s for s in bridge.all_secrets() if any(s in line for line in handler.lines)]
         assert not leaked, f"{len(leaked)} credential value(s) or token(s) reached the logs"
         assert bridge.history, "the run delivered nothing to check"
-    assert any("bridge.scheduler: refreshed" in line for line in handler.lines), (
+    assert any("bridge.refresh.scheduler: refreshed" in line for line in handler.lines), (
         "no daemon log was captured: the secrets check above would prove nothing")
 
 
@@ -227,7 +230,7 @@ class ClientRun:
 
 def run_client(args: list[str], env: Mapping[str, str], home: Path,
                timeout: float = 60) -> ClientRun:
-    """`clients.py` in a fresh interpreter whose environment is exactly `env` plus PATH
+    """`metadata_clients.py` in a fresh interpreter whose environment is exactly `env` plus PATH
     and an empty HOME: no inherited AWS_*/GOOGLE_*/proxy variables, no ~/.aws."""
     home.mkdir(exist_ok=True)
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.clouds.aws import AwsCredentials
 from bridge.devstack.aws_sts import AwsStsEmulator
 from tests.integration.metadata.conftest import (
     Bridge,
@@ -19,7 +20,7 @@ from tests.integration.metadata.conftest import (
     aws_target,
     run_client,
 )
-from tests.unit.test_metadata_http import call
+from tests.support.local_http import call
 
 pytestmark = pytest.mark.integration
 LIFETIME = 12.0  # real seconds per STS session: the daemon refreshes about every 3 s
@@ -35,7 +36,8 @@ def _sha(value: str) -> str:
 def _check_seen(bridge: Bridge, lines: list[dict[str, str]], *, method: str) -> None:
     """Each key the SDK was handed is one the store held, with its secret and token,
     and STS accepted it (GetCallerIdentity signed with it)."""
-    by_key = {c.aws.access_key_id: c.aws for c in bridge.history if c.aws is not None}
+    by_key = {c.material.access_key_id: c.material for c in bridge.history
+              if isinstance(c.material, AwsCredentials)}
     for line in lines:
         aws = by_key[line["key"]]
         assert (line["secret"], line["token"]) == (_sha(aws.secret_access_key),

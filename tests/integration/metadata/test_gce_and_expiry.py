@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bridge.clouds.gcp import GcpToken
 from bridge.devstack import DevStack
 from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY
 from bridge.devstack.faults import HttpFailure
@@ -22,7 +23,7 @@ from tests.integration.metadata.conftest import (
     aws_target,
     run_client,
 )
-from tests.unit.test_metadata_http import call
+from tests.support.local_http import call
 
 pytestmark = pytest.mark.integration
 FLAVOR = {"Metadata-Flavor": "Google"}
@@ -54,8 +55,8 @@ def test_google_auth_default_and_compute_engine_credentials(
     got = run.first("kind")
     credential = bridge.credential("bq")
     assert credential is not None
-    assert credential.gcp is not None
-    want = hashlib.sha256(credential.gcp.access_token.encode()).hexdigest()
+    assert isinstance(credential.material, GcpToken)
+    want = hashlib.sha256(credential.material.access_token.encode()).hexdigest()
     assert got["kind"] == "google.auth.compute_engine.credentials.Credentials"
     assert (got["project"], got["email"], got["token"]) == ("dev-project",
                                                             DEMO_SERVICE_ACCOUNT, want)
@@ -64,7 +65,7 @@ def test_google_auth_default_and_compute_engine_credentials(
     assert (explicit["explicit_token"], explicit["explicit_email"]) == (want,
                                                                        DEMO_SERVICE_ACCOUNT)
     # the same token the Google emulator issued for the service account
-    assert stack.gcp.whoami(credential.gcp.access_token) is not None
+    assert stack.gcp.whoami(credential.material.access_token) is not None
 
     port = gce.port
     for headers in ({}, {**FLAVOR, "Host": f"metadata.google.internal:{port}"},

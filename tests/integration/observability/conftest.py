@@ -34,8 +34,7 @@ from bridge.devstack import DevStack
 from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY, AwsStsEmulator
 from bridge.devstack.faults import HttpFailure
 from bridge.devstack.stack import DEMO_ROLE_ARN
-from tests.helpers import trusting_sts
-from tests.integration.observability._support import (
+from tests.support.prometheus import (
     ALERTS,
     Prometheus,
     free_port,
@@ -43,6 +42,7 @@ from tests.integration.observability._support import (
     require_tool,
     wait_for,
 )
+from tests.support.values import trusting_sts
 
 SKEWED_LIFETIME = 60  # seconds left on a 15-minute session from the skewed STS
 UNAVAILABLE = HttpFailure(503, "ServiceUnavailable")

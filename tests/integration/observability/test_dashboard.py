@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.integration.observability._support import (
+from tests.support.prometheus import (
     dashboard_exprs,
     dashboard_panels,
     load_dashboard,

@@ -12,7 +12,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.observability._support import (
+from tests.integration.observability.conftest import SKEWED_LIFETIME, Deployment
+from tests.support.prometheus import (
     JOB,
     Prometheus,
     dashboard_exprs,
@@ -22,7 +23,6 @@ from tests.integration.observability._support import (
     substitute,
     wait_for,
 )
-from tests.integration.observability.conftest import SKEWED_LIFETIME, Deployment
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.integration.observability._support import (
+from tests.support.prometheus import (
     ALERTS,
     PROMTOOL_TESTS,
     RUNBOOK,

@@ -16,9 +16,9 @@ import pytest
 
 from bridge.cli import main
 from bridge.devstack import DevStack
-from tests import helpers
 from tests.conftest import WriteConfig
-from tests.integration.reliability.crashkit import (
+from tests.support import values
+from tests.support.crashkit import (
     EXPECTED_FILES,
     DaemonKiller,
     ForkKiller,
@@ -37,7 +37,7 @@ FORK_KILLS = 240
 
 @pytest.fixture
 def tmpfs_dir() -> Iterator[Path]:
-    base = helpers.tmpfs_dir()
+    base = values.tmpfs_dir()
     yield base
     shutil.rmtree(base, ignore_errors=True)
 

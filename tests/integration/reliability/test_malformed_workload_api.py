@@ -35,7 +35,7 @@ from bridge.devstack.faults import SvidEntry
 from bridge.errors import SourceError
 from bridge.sources.workload_api import WorkloadApiSource
 from tests.integration.reliability.conftest import DEMO, OTHER
-from tests.integration.reliability.forge import DROP, Forge, b64url
+from tests.support.forge import DROP, Forge, b64url
 
 pytestmark = pytest.mark.integration
 AWS_AUDIENCE = "sts.amazonaws.com"

@@ -34,10 +34,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge import daemon as bridge_daemon
+from bridge.app import daemon as bridge_daemon
 from bridge.config import load_config
 from bridge.model import TargetStatus
-from tests.integration.spire._spire import (
+from tests.support.spire import (
     ProcessExitedError,
     SpireDeployment,
     free_port,
@@ -139,7 +139,7 @@ def run_once() -> RunOnce:
 
         async def go() -> list[TargetStatus]:
             bridge_daemon.use_worker_threads(config)
-            daemon = bridge_daemon.build(config, registry=registry, serve_http=False)
+            daemon = bridge_daemon.build(config, registry=registry)
             return await bridge_daemon.run_once(daemon)
 
         statuses = asyncio.run(go())

@@ -16,7 +16,13 @@ from google.auth.transport.urllib3 import Request
 from spiffe import SpiffeId
 from spiffe.errors import PySpiffeError
 
-from tests.integration.spire._spire import (
+from tests.integration.spire.conftest import (
+    RunOnce,
+    StartBridge,
+    WriteBridgeConfig,
+    wait_for_sample,
+)
+from tests.support.spire import (
     AWS_AUDIENCE,
     DEFAULT_JWT_TTL,
     GCP_PROVIDER,
@@ -32,12 +38,6 @@ from tests.integration.spire._spire import (
     jwt_claims,
     jwt_header,
     wait_until,
-)
-from tests.integration.spire.conftest import (
-    RunOnce,
-    StartBridge,
-    WriteBridgeConfig,
-    wait_for_sample,
 )
 
 pytestmark = pytest.mark.integration

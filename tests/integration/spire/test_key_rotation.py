@@ -33,7 +33,8 @@ import urllib3
 from google.auth.transport.urllib3 import Request
 from google.oauth2 import sts as google_sts
 
-from tests.integration.spire._spire import (
+from tests.integration.spire.conftest import RunOnce, WriteBridgeConfig
+from tests.support.spire import (
     GCP_PROVIDER,
     ROLE_ANY,
     SERVICE_ACCOUNT,
@@ -44,7 +45,6 @@ from tests.integration.spire._spire import (
     unique_audience,
     wait_until,
 )
-from tests.integration.spire.conftest import RunOnce, WriteBridgeConfig
 
 pytestmark = pytest.mark.integration
 

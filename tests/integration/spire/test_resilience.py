@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from spiffe.errors import PySpiffeError
 
-from tests.integration.spire._spire import (
+from tests.integration.spire.conftest import BridgeProcess, StartBridge, wait_for_sample
+from tests.support.spire import (
     ROLE_ANY,
     WORKLOAD_A,
     SpireDeployment,
@@ -23,7 +24,6 @@ from tests.integration.spire._spire import (
     unique_audience,
     wait_until,
 )
-from tests.integration.spire.conftest import BridgeProcess, StartBridge, wait_for_sample
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,215 @@
+"""Assembly: the one place where configuration becomes running objects.
+
+`build` wires config to source, the clouds' sessions and hops, pipelines, store,
+outputs, metrics and services; `serve` runs them until a stop event, `run_once`
+refreshes everything once. Nothing here runs at import time, and every collaborator
+can be injected (clock, registry, source).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from bridge.clock import Clock, SystemClock
+from bridge.clouds import CLOUDS, CloudSession, HopContext, cloud_of, endpoints
+from bridge.clouds.chain import build_hops
+from bridge.config import Config, OutputsConfig, TargetConfig
+from bridge.logs import Redactor
+from bridge.metrics import Metrics
+from bridge.model import TargetStatus
+from bridge.outputs import CredentialDirectory, OutputWriter, recover_svids
+from bridge.outputs.directory import DIRECTORY_OUTPUT, JWT_OUTPUT
+from bridge.refresh import Scheduler, TargetPipeline
+from bridge.serving import Service
+from bridge.serving.grpc import CallerVerifier, GrpcService
+from bridge.serving.health import HealthServer
+from bridge.serving.metadata import LocalTokens, MetadataContext
+from bridge.skew import ClockSkew
+from bridge.sources import SvidSource
+from bridge.sources.workload_api import WorkloadApiSource
+from bridge.store import CredentialStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Daemon:
+    config: Config
+    clock: Clock
+    metrics: Metrics
+    redactor: Redactor
+    store: CredentialStore
+    source: SvidSource
+    scheduler: Scheduler
+    directory: CredentialDirectory
+    writer: OutputWriter
+    services: list[Service] = field(default_factory=list)
+    carried: frozenset[str] = frozenset()  # targets whose state a reload kept
+
+
+def build(config: Config, *, clock: Clock | None = None,
+          registry: CollectorRegistry | None = None, redactor: Redactor | None = None,
+          source: SvidSource | None = None, metrics: Metrics | None = None,
+          carried: Mapping[str, TargetStatus] | None = None,
+          tokens: LocalTokens | None = None) -> Daemon:
+    """Wire a daemon from config. Must be called inside the event loop that will run it.
+
+    `carried` are statuses a previous generation held for unchanged targets (SIGHUP);
+    `tokens` are the local endpoints' secrets that outlive a generation.
+    """
+    clock = clock or SystemClock()
+    metrics = metrics or Metrics(registry or CollectorRegistry())
+    metrics.init_outputs([*(k for c in CLOUDS.values() for k in c.output_kinds),
+                          JWT_OUTPUT, DIRECTORY_OUTPUT])
+    redactor = redactor or Redactor()
+    # Two generations of 4 secrets and an SVID per target: nothing live is ever evicted.
+    redactor.reserve(16 * len(config.targets) + 256)
+    if source is None:
+        metrics.workload_api_up.set(0)
+        source = WorkloadApiSource(
+            config.workload_api.socket, timeout=config.workload_api.timeout, now=clock.time,
+            on_up=lambda up: metrics.workload_api_up.set(1 if up else 0))
+    names = [t.name for t in config.targets]
+    skew = ClockSkew(lambda service, seconds: metrics.clock_skew.labels(service).set(seconds))
+    store = CredentialStore(names)
+    kept = {n: s for n, s in (carried or {}).items() if n in names}
+    for status in kept.values():
+        store.seed(status)
+    # One session per cloud in use: a cloud no target names is never imported.
+    hop_context = HopContext(timeout=config.workload_api.timeout, skew=skew)
+    sessions: dict[str, CloudSession] = {}
+    for t in config.targets:
+        for hop in t.hops:
+            if hop.cloud not in sessions:
+                sessions[hop.cloud] = cloud_of(hop).session(hop_context)
+    pipelines = [
+        TargetPipeline(t, source=source, hops=build_hops(t.hops, sessions),
+                       monotonic=clock.monotonic, now=clock.time)
+        for t in config.targets
+    ]
+    scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
+                          redactor=redactor, concurrency=config.refresh.concurrency,
+                          exit_on_permanent=config.refresh.exit_on_permanent_failure)
+    directory = credential_directory(config.outputs, config.targets)
+    writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics)
+    store.subscribe(writer.notify)
+    verifier = CallerVerifier(source.jwt_bundles, audience=config.grpc.caller_audience,
+                              now=clock.time)
+    services: list[Service] = [
+        GrpcService(config.grpc, config.targets, store=store, now=clock.time,
+                    verifier=verifier, metrics=metrics),
+        HealthServer(config.http_address, registry=metrics.registry, statuses=store.snapshot,
+                     now=clock.time,
+                     seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick),
+    ]
+    # Cloud-metadata listeners, one per configured `metadata.*` section (none by default).
+    context = MetadataContext(store=store, clock=clock, tokens=tokens or LocalTokens(),
+                              metrics=metrics, redactor=redactor)
+    for key, (_, endpoint) in endpoints().items():
+        listener = config.metadata.get(key)
+        served = [t for t in config.targets if key in t.serve]
+        if listener is not None and served:
+            services.append(endpoint.build(listener, served[:1] if endpoint.single else served,
+                                           context))
+    return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
+                  source=source, scheduler=scheduler, directory=directory, writer=writer,
+                  services=services, carried=frozenset(kept))
+
+
+def credential_directory(outputs: OutputsConfig,
+                         targets: Sequence[TargetConfig]) -> CredentialDirectory:
+    """The directory with every target's files, as its final cloud describes them."""
+    out = outputs.directory
+    return CredentialDirectory(
+        out, allow_non_tmpfs=outputs.allow_non_tmpfs,
+        files={t.name: cloud_of(t.final).files(t, out) for t in targets},
+        shared=[f for c in CLOUDS.values() for f in c.shared_files(
+            [t for t in targets if t.final.cloud == c.name])],
+        jwt_targets=[t.name for t in targets if t.jwt_file],
+        subdirs=list(CLOUDS))
+
+
+def use_worker_threads(config: Config) -> None:
+    """Blocking SDK calls run in threads: size the pool to the refresh concurrency."""
+    workers = config.refresh.concurrency + 4
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="io"))
+
+
+def _prepare(daemon: Daemon) -> None:
+    """Check the directory, then take back what a previous run left that is still valid."""
+    os.umask(0o077)
+    daemon.directory.prepare()
+    now = daemon.clock.time()
+    out = daemon.config.outputs.directory
+    targets = [t for t in daemon.config.targets if t.name not in daemon.carried]
+    for t in targets:
+        credential = cloud_of(t.final).recover(out, t, now)
+        if credential is not None:
+            daemon.scheduler.recovered(credential)
+    for name, svid in recover_svids(out, targets, now).items():
+        daemon.redactor.add(svid.token)
+        daemon.store.svid_updated(name, svid)
+
+
+async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
+    """Run until `stop` is set. Raises OutputError when the directory is unusable."""
+    _prepare(daemon)
+    started: list[Service] = []
+    try:
+        for service in daemon.services:
+            service.start()
+            started.append(service)
+            log.info("serving %s", service.describe())
+    except BaseException:
+        _stop(started)
+        daemon.source.close()
+        raise
+    log.info("spiffe-bridge running: %d target(s), outputs in %s",
+             len(daemon.config.targets), daemon.config.outputs.directory)
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(daemon.scheduler.run()),
+                     group.create_task(daemon.writer.run())]
+            await stop.wait()
+            for t in tasks:
+                t.cancel()
+    except BaseExceptionGroup as failed:  # one clear error, not a group, for the CLI
+        raise _first(failed) from None
+    finally:
+        _stop(started)
+        daemon.source.close()
+        log.info("spiffe-bridge stopped")
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _stop(services: list[Service]) -> None:
+    for service in reversed(services):
+        try:
+            service.stop()
+        except Exception:  # one stuck server must not keep the others up
+            log.exception("stopping %s failed", service.describe())
+
+
+async def run_once(daemon: Daemon) -> list[TargetStatus]:
+    """Refresh every target once and write every output (`once`, init containers)."""
+    _prepare(daemon)
+    try:
+        statuses = await daemon.scheduler.refresh_all_once()
+        failures = await daemon.writer.flush()
+    finally:
+        daemon.source.close()
+    if failures:
+        raise failures[0].error
+    return statuses

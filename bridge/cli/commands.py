@@ -1,0 +1,73 @@
+"""The commands that run the bridge: `run`, `once`, `check`, `dev`.
+
+Each loads the config, sets up redacted logging and hands over to the app; the SDK
+imports are deferred to the commands that need them, so `check` and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from bridge.config import Config, load_config
+from bridge.logs import Redactor, setup_logging
+
+if TYPE_CHECKING:
+    from bridge.model import TargetStatus
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{args.config}: OK ({len(config.targets)} target"
+          f"{'s' if len(config.targets) != 1 else ''}: "
+          f"{', '.join(t.name for t in config.targets)})")
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    setup_logging(_REDACTOR, level=args.log_level, fmt=args.log_format)
+    from bridge.app import run_until_signalled  # deferred: the SDK imports
+
+    asyncio.run(run_until_signalled(args.config, config, redactor=_REDACTOR))
+    return EXIT_OK
+
+
+def once(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    setup_logging(_REDACTOR, level=args.log_level, fmt=args.log_format)
+    statuses = asyncio.run(_once(config))
+    now = datetime.now(UTC).timestamp()
+    ok = True
+    print(f"{'TARGET':<24} {'RESULT':<8} {'EXPIRES IN':>10}  DETAIL")
+    for s in statuses:
+        c = s.valid_credential(now)
+        good = s.consecutive_failures == 0 and c is not None
+        ok = ok and good
+        left = f"{(c.expires_at - now) / 60:.0f}m" if c else "-"
+        detail = "" if good else (s.last_error_detail or "")
+        print(f"{s.name:<24} {'ok' if good else 'FAILED':<8} {left:>10}  {detail}")
+    print(f"outputs written to {config.outputs.directory}")
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
+async def _once(config: Config) -> list[TargetStatus]:
+    from bridge import app
+
+    app.use_worker_threads(config)
+    return list(await app.run_once(app.build(config, redactor=_REDACTOR)))
+
+
+def dev(args: argparse.Namespace) -> int:
+    from bridge.devstack.demo import run_demo
+
+    setup_logging(_REDACTOR, level=args.log_level, fmt=args.log_format)
+    return int(run_demo(args.workdir, redactor=_REDACTOR))
+
+
+# One redactor for the process: everything the daemon learns is masked in every log line.
+_REDACTOR = Redactor()

@@ -1,0 +1,72 @@
+"""`spiffe-bridge`: the parser and the error-to-exit-code mapping (the commands are in
+`commands` and `readers`).
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error. Errors are one
+clear line each on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge import __version__
+from bridge.cli.commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, check, dev, once, run
+from bridge.cli.readers import add_daemon_arguments, credential_process, status
+from bridge.errors import BridgeError, ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"spiffe-bridge: invalid configuration ({len(exc.problems)} problem"
+              f"{'s' if len(exc.problems) != 1 else ''}):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except BridgeError as exc:
+        print(f"spiffe-bridge: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spiffe-bridge", description=(
+        "Turns SPIFFE JWT-SVIDs into fresh AWS credentials (files, metrics)."))
+    p.add_argument("--version", action="version", version=f"spiffe-bridge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text, description=help_text)
+        c.add_argument("--log-level", default="INFO",
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+        c.add_argument("--log-format", default="text", choices=["text", "json"])
+        return c
+
+    c = command("run", "Run the daemon: keep every target's credentials fresh.")
+    c.add_argument("--config", required=True, type=Path)
+    c.set_defaults(func=run)
+    c = command("once", "Refresh every target once, write all outputs, print a summary.")
+    c.add_argument("--config", required=True, type=Path)
+    c.set_defaults(func=once)
+    c = command("check", "Validate a config file; list every problem with its key path.")
+    c.add_argument("--config", required=True, type=Path)
+    c.set_defaults(func=check)
+    c = command("credential-process",
+                "AWS credential_process helper: print a target's credentials as JSON.")
+    c.add_argument("--target", required=True)
+    add_daemon_arguments(c)
+    c.add_argument("--directory", type=Path, help="read the daemon's output files instead")
+    c.set_defaults(func=credential_process)
+    c = command("status", "Show every target's state and time to expiry (running daemon).")
+    add_daemon_arguments(c)
+    c.set_defaults(func=status)
+    c = command("dev", "Run the embedded development stack and the bridge on a demo config.")
+    c.add_argument("--workdir", type=Path, help="where to put sockets, config and outputs")
+    c.set_defaults(func=dev)
+    return p

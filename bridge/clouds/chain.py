@@ -1,0 +1,68 @@
+"""The chain rules, in one place: what may follow what, and how each hop is fed.
+
+A target is a chain of hops: the first is fed the JWT-SVID; each next one is fed by
+the one before, either with its own material (`Link.NATIVE`: an AWS session for
+AssumeRole or for GCP's `aws4_request` exchange) or with an ID token that the one
+before mints for its audience (`Link.TOKEN`: a Google ID token for AWS). Each cloud
+says how its hops may be fed (`Cloud.link`) and whether its hops can mint
+(`Cloud.mint_problem`); `plan` applies those rules, and both the config check and the
+chain builder go through it, so a chain that loads is a chain that builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bridge.clouds import CloudSession, Hop, HopConfig, Link, cloud_of
+
+MAX_CHAIN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One configured hop and how it is fed."""
+
+    hop: HopConfig
+    link: Link
+
+
+def plan(hops: Sequence[HopConfig]) -> tuple[list[Step], list[str]]:
+    """The steps of a chain, and every rule it breaks (empty when it may run)."""
+    problems: list[str] = []
+    if len(hops) > MAX_CHAIN:
+        problems.append(f"at most {MAX_CHAIN} hops in all, got {len(hops)}")
+    steps: list[Step] = []
+    prev: HopConfig | None = None
+    for i, hop in enumerate(hops):
+        cloud = cloud_of(hop)
+        where = f"hop {i + 1} of the chain"
+        link = cloud.link(prev, hop)
+        if isinstance(link, str):
+            problems.append(f"{where}: {link}")
+        elif link is Link.TOKEN and prev is not None:
+            minter = cloud_of(prev)
+            if why := minter.mint_problem(prev):
+                problems.append(f"{where}: an {cloud.title} hop after {minter.title} {why}")
+            steps.append(Step(hop, link))
+        else:
+            steps.append(Step(hop, link))
+        prev = hop
+    return steps, problems
+
+
+def build_hops(hops: Sequence[HopConfig], sessions: Mapping[str, CloudSession]) -> list[Hop]:
+    """The runtime hops of a chain, in order; `sessions` hold one per cloud it uses.
+
+    Raises ValueError for a chain `plan` refuses (the config loader refuses it first).
+    """
+    steps, problems = plan(hops)
+    if problems:
+        raise ValueError("; ".join(problems))
+    runtime: list[Hop] = []
+    for i, step in enumerate(steps):
+        if step.link is Link.TOKEN:
+            prev = hops[i - 1]
+            runtime += sessions[prev.cloud].mint(prev, audience=step.hop.audience)
+        runtime += sessions[step.hop.cloud].build(step.hop, link=step.link, earlier=hops[:i])
+    return runtime

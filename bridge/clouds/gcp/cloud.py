@@ -1,0 +1,129 @@
+"""GCP as the engine sees it: the `Cloud` behind every GCP hop and target.
+
+Chain rules (its share): a GCP hop after AWS presents the AWS session as an
+`aws4_request` subject token; after GCP it would be a delegation, which is written as
+`delegates` of one hop instead; after any other cloud it takes an ID token minted for
+its provider. A GCP hop mints an ID token for a next hop (`generateIdToken`) only as a
+service account, so it needs `service_account`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bridge.clouds.base import Endpoint, Hop, HopConfig, HopContext, Link, Target
+from bridge.clouds.gcp import config, files
+from bridge.clouds.gcp.config import GcpHopConfig
+from bridge.clouds.gcp.gce import GceEndpoint
+from bridge.clouds.gcp.material import GcpToken
+from bridge.model import Credential, Material
+from bridge.outputs.files import SharedFile, TargetFile
+from bridge.schema import Section
+
+if TYPE_CHECKING:
+    import urllib3
+
+    from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
+
+# google-auth treats a token as stale 3 min 45 s before its expiry (REFRESH_THRESHOLD).
+MIN_REMAINING = 3 * 60.0 + 45.0
+PROTO_CLOUD_GCP = 2  # spiffebridge.v1.CLOUD_GCP
+
+
+class GcpCloud:
+    name = "gcp"
+    title = "GCP"
+    proto_cloud = PROTO_CLOUD_GCP
+    min_remaining = MIN_REMAINING
+    endpoints: tuple[Endpoint, ...] = (GceEndpoint(),)
+    output_kinds: tuple[str, ...] = (files.TOKEN_OUTPUT, files.JSON_OUTPUT,
+                                     files.EXTERNAL_ACCOUNT_OUTPUT)
+
+    def read_section(self, section: Section) -> list[HopConfig | None]:
+        return [config.read_hop(section)]
+
+    def read_hop(self, section: Section) -> HopConfig | None:
+        return config.read_hop(section)
+
+    def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | str:
+        if prev is None:
+            return Link.SVID
+        if prev.cloud == "aws":
+            return Link.NATIVE
+        if prev.cloud == self.name:
+            return ("GCP after GCP is a delegation; list the service accounts in "
+                    "`delegates` of the GCP hop instead")
+        return Link.TOKEN
+
+    def mint_problem(self, hop: HopConfig) -> str | None:
+        assert isinstance(hop, GcpHopConfig)
+        if hop.service_account:
+            return None
+        return ("needs a Google ID token, so the GCP hop before it must set "
+                "`service_account`")
+
+    def hop_problems(self, hop: HopConfig, *, position: int,
+                     jwt_file: bool) -> list[tuple[str, str]]:
+        assert isinstance(hop, GcpHopConfig)
+        if hop.external_account_file and (position != 0 or not jwt_file):
+            return [("gcp.external_account_file", "needs `jwt_file: true` and the GCP hop "
+                     "first: the SDK then exchanges the JWT-SVID file itself")]
+        return []
+
+    def session(self, context: HopContext) -> GcpSession:
+        return GcpSession(context)
+
+    def files(self, target: Target, directory: Path) -> list[TargetFile]:
+        first = target.hops[0]
+        return files.target_files(target.name, first if isinstance(first, GcpHopConfig)
+                                  else None, directory)
+
+    def shared_files(self, targets: Sequence[Target]) -> list[SharedFile]:
+        return []
+
+    def recover(self, directory: Path, target: Target, now: float) -> Credential | None:
+        return files.recover(directory, target.name, now)
+
+    def to_proto(self, material: Material, message: pb.Credential) -> None:
+        assert isinstance(material, GcpToken)
+        message.gcp.access_token = material.access_token
+        message.gcp.token_type = material.token_type
+        message.gcp.principal = material.principal
+
+    def from_proto(self, message: pb.Credential, expires_at: float) -> Material | None:
+        if not message.HasField("gcp"):
+            return None
+        g = message.gcp
+        return GcpToken(access_token=g.access_token, expires_at=expires_at,
+                        principal=g.principal, token_type=g.token_type or "Bearer")
+
+
+class GcpSession:
+    """GCP hops for one daemon generation, sharing one urllib3 pool."""
+
+    def __init__(self, context: HopContext) -> None:
+        self._context = context
+        self._http: urllib3.PoolManager | None = None
+
+    def build(self, hop: HopConfig, *, link: Link,
+              earlier: Sequence[HopConfig]) -> list[Hop]:
+        # Deferred: google-auth costs ~40 ms of start-up, for AWS-only configs nothing.
+        from bridge.clouds.gcp.federation import GcpFederationHop
+
+        assert isinstance(hop, GcpHopConfig)
+        return [GcpFederationHop(hop, http=self._pool())]
+
+    def mint(self, hop: HopConfig, *, audience: str) -> list[Hop]:
+        from bridge.clouds.gcp.id_token import GcpIdTokenHop
+
+        assert isinstance(hop, GcpHopConfig)
+        return [GcpIdTokenHop(hop, audience=audience, http=self._pool())]
+
+    def _pool(self) -> urllib3.PoolManager:
+        from bridge.clouds.gcp.federation import pool
+
+        if self._http is None:
+            self._http = pool(self._context.timeout, self._context.skew)
+        return self._http

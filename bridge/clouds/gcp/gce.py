@@ -1,0 +1,187 @@
+"""The GCE metadata server, enough for google-auth's `compute_engine.Credentials`.
+
+    GCE_METADATA_HOST=127.0.0.1:PORT   # token, account info, project ID
+    GCE_METADATA_IP=127.0.0.1:PORT     # the detection ping (google.auth.default())
+
+What google-auth (compute_engine/_metadata.py) calls, always with `Metadata-Flavor:
+Google`, and what it checks:
+
+- `GET /` (ping): 200 and the response header `Metadata-Flavor: Google`.
+- `GET /computeMetadata/v1/instance/service-accounts/default/?recursive=true`: JSON
+  (parsed only with `Content-Type: application/json`) with `email` (required), `scopes`
+  and `aliases`.
+- `GET .../default/token[?scopes=a,b]`: JSON `access_token`, `expires_in`,
+  `token_type`. Requested scopes are ignored, as on Compute Engine: the token has the
+  target's scopes. google-auth retries 5xx, so 503 (no valid token) rides out a refresh.
+- `GET /computeMetadata/v1/project/project-id`: text; `universe/universe-domain`.
+
+Also served: `.../default/email`, `.../scopes` (one per line), `.../aliases`, the
+directory listings, and every `default` path spelled with the account's email. The
+flavor header is required on every request (403 without) and sent on every reply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bridge.clouds.base import Target
+from bridge.clouds.gcp.config import GcpHopConfig
+from bridge.clouds.gcp.material import GcpToken
+from bridge.metrics import Metrics
+from bridge.model import Credential
+from bridge.schema import Section, check_loopback_address, clip
+from bridge.serving.metadata import (
+    LoopbackServer,
+    MetadataContext,
+    Reply,
+    Request,
+    json_reply,
+    text,
+)
+from bridge.store import CredentialStore
+
+V1 = "/computeMetadata/v1/"
+ACCOUNTS = V1 + "instance/service-accounts/"
+FLAVOR = ("Metadata-Flavor", "Google")
+_PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", re.ASCII)
+_PROJECT_FROM_EMAIL = re.compile(
+    r"[^@]+@(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class GceConfig:
+    """`metadata.gce`: the listener, and the project ID it reports (else the service
+    account's project)."""
+
+    address: str
+    project_id: str | None = None
+
+
+class GceEndpoint:
+    """The `metadata.gce` section and `serve: [gce]` (an `Endpoint`)."""
+
+    key = "gce"
+    single = True
+
+    def read(self, section: Section, *, directory: str) -> GceConfig | None:
+        address = section.get("address", str, "", required=True,
+                              check=check_loopback_address)
+        project_id = section.get("project_id", str, "", check=_check_project_id) or None
+        return GceConfig(address=address, project_id=project_id) if address else None
+
+    def serve_problem(self, target: Target) -> str | None:
+        final = target.final
+        if not isinstance(final, GcpHopConfig):
+            return "gce needs a GCP credential; this target's last hop is another cloud"
+        if not final.service_account:
+            return "gce needs `service_account`: SDKs ask the metadata server for the " \
+                   "account's email"
+        return None
+
+    def build(self, config: object, targets: Sequence[Target],
+              context: MetadataContext) -> GceServer:
+        assert isinstance(config, GceConfig)
+        return GceServer(config, targets[0], store=context.store, now=context.clock.time,
+                         metrics=context.metrics)
+
+
+def _check_project_id(v: str) -> str | None:
+    if _PROJECT_ID.fullmatch(v):
+        return None
+    return f"{clip(v)} is not a Google Cloud project ID (6-30 of [a-z0-9-])"
+
+
+def project_from_email(email: str | None) -> str | None:
+    match = _PROJECT_FROM_EMAIL.fullmatch(email or "")
+    return match.group("project") if match else None
+
+
+class GceServer(LoopbackServer):
+    endpoint = "gce"
+
+    def __init__(self, config: GceConfig, target: Target, *, store: CredentialStore,
+                 now: Callable[[], float], metrics: Metrics | None = None) -> None:
+        super().__init__(config.address, metrics=metrics)
+        final = target.final
+        gcp = final if isinstance(final, GcpHopConfig) else None
+        self._target = target.name
+        self._email = gcp.service_account if gcp is not None else None
+        self._scopes = tuple(gcp.scopes) if gcp is not None else ()
+        self._project = config.project_id or project_from_email(self._email)
+        self._store = store
+        self._now = now
+
+    def describe(self) -> str:
+        return (f"GCE metadata emulation on {self.url} for {self._target} "
+                "(GCE_METADATA_HOST and GCE_METADATA_IP)")
+
+    def reply_headers(self) -> tuple[tuple[str, str], ...]:
+        return (FLAVOR,)
+
+    def precheck(self, request: Request) -> Reply | None:
+        if request.single("Metadata-Flavor") != "Google":
+            return text(403, "Missing required header: Metadata-Flavor: Google\n",
+                        refusal="flavor")
+        return None
+
+    def handle(self, request: Request) -> Reply:
+        path = request.path
+        listings = {"/": "computeMetadata/\n", "/computeMetadata/": "v1/\n",
+                    V1: "instance/\nproject/\nuniverse/\n", V1 + "instance/": "service-accounts/\n",
+                    V1 + "project/": "project-id\n", V1 + "universe/": "universe-domain\n"}
+        if path in listings:
+            return text(200, listings[path])
+        if path == V1 + "project/project-id":
+            return text(200, self._project) if self._project else _not_found()
+        if path == V1 + "universe/universe-domain":
+            return text(200, "googleapis.com")
+        if path in (ACCOUNTS, ACCOUNTS[:-1]):
+            return text(200, "".join(f"{a}/\n" for a in self._aliases()))
+        if path.startswith(ACCOUNTS):
+            account, _, leaf = path[len(ACCOUNTS):].partition("/")
+            if account in self._aliases():
+                return self._account(leaf, recursive=request.param("recursive") == "true")
+        return _not_found()
+
+    def _aliases(self) -> tuple[str, ...]:
+        return ("default", self._email) if self._email else ("default",)
+
+    def _account(self, leaf: str, *, recursive: bool) -> Reply:
+        if leaf == "" and recursive:
+            info: dict[str, object] = {"aliases": ["default"], "scopes": list(self._scopes)}
+            if self._email:
+                info["email"] = self._email
+            return json_reply(200, info)
+        if leaf == "token":
+            return self._token()
+        if leaf == "email":
+            return text(200, self._email) if self._email else _not_found()
+        values = {"": "aliases\nemail\nscopes\ntoken\n", "aliases": "default\n",
+                  "scopes": "".join(f"{s}\n" for s in self._scopes)}
+        return text(200, values[leaf]) if leaf in values else _not_found()
+
+    def _token(self) -> Reply:
+        now = self._now()
+        status = self._store.get(self._target)
+        credential = status.valid_credential(now) if status is not None else None
+        if credential is None or not isinstance(credential.material, GcpToken) or int(
+                credential.expires_at - now) < 1:
+            return json_reply(503, {"error": "unavailable",
+                                    "error_description": f"no valid token for {self._target} "
+                                                         "right now; retry later"})
+        return Reply(200, _token_body(credential, now), "application/json")
+
+
+def _token_body(credential: Credential, now: float) -> bytes:
+    gcp = credential.material
+    assert isinstance(gcp, GcpToken)
+    return json.dumps({"access_token": gcp.access_token,
+                       "expires_in": int(credential.expires_at - now),
+                       "token_type": gcp.token_type}).encode()
+
+
+def _not_found() -> Reply:
+    return text(404, "Not Found\n")

@@ -1,0 +1,60 @@
+"""The refresh policy: pure functions of times and a jitter draw, so they can be proven.
+
+- Refresh at about half the credential's lifetime (±10 % jitter), but early enough that
+  what we hand out always has `min_remaining` left (SDKs re-fetch inside that window,
+  which each cloud gives: botocore 15 min, google-auth 3 min 45 s), and never earlier
+  than a quarter of the lifetime, so a credential shorter than the window cannot make us hammer STS.
+- Retry failures after 1 s doubling to 5 min, at 75-100 % of that step (Vault's shape),
+  reset on success; a permanent failure goes straight to the cap. While a good credential
+  is still in hand, never wait past the moment it must be replaced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+JWT_MIN_REMAINING = 30.0  # the JWT file: readers exchange it themselves, fast
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 300.0
+MIN_DELAY = 1.0
+LEAD = 60.0  # refresh this long before the hand-out window opens, to absorb one slow call
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    min_remaining: float
+    backoff_base: float = BACKOFF_BASE
+    backoff_cap: float = BACKOFF_CAP
+
+    def next_refresh(self, *, issued_at: float, expires_at: float, now: float,
+                     jitter: float) -> float:
+        """Seconds from `now` until the next refresh; `jitter` is a draw in [-1, 1]."""
+        lifetime = max(0.0, expires_at - issued_at)
+        half = issued_at + lifetime * 0.5 * (1.0 + 0.1 * _clamp(jitter, -1.0, 1.0))
+        latest = expires_at - self.min_remaining - LEAD
+        floor = issued_at + lifetime * 0.25
+        at = min(half, max(latest, floor))
+        return max(MIN_DELAY, at - now)
+
+    def retry_delay(self, *, failures: int, permanent: bool, jitter: float,
+                    now: float, replace_by: float | None) -> float:
+        """Seconds until the next attempt after `failures` consecutive failures (>= 1).
+
+        `jitter` is a draw in [0, 1]; `replace_by` is when the credential in hand must
+        be replaced (expiry minus the hand-out window), or None when none is held.
+        """
+        steps = max(0, failures - 1)
+        step = self.backoff_cap if permanent else min(
+            self.backoff_cap, self.backoff_base * (2.0 ** min(steps, 32)))
+        delay = step * (0.75 + 0.25 * _clamp(jitter, 0.0, 1.0))
+        if replace_by is not None and replace_by > now:
+            delay = min(delay, replace_by - now)
+        return max(min(MIN_DELAY, step), delay)
+
+    def hand_out_ok(self, *, expires_at: float, now: float) -> bool:
+        """True while a credential still has the SDKs' refresh window left."""
+        return expires_at - now >= self.min_remaining
+
+
+def _clamp(v: float, lo: float, hi: float) -> float:
+    return lo if v < lo else hi if v > hi else v

@@ -1,0 +1,246 @@
+"""The refresh loop: one task per target, timed by `policy`, bounded by a semaphore.
+
+Each target refreshes at about half its credential's life and retries failures with
+jittered backoff; between refreshes it wakes at the credential's real expiry to take it
+out of service, so nothing expired is ever handed out. A refresh is single-flight per
+target (only its own task refreshes it) and at most `concurrency` run at once across
+targets, so a thousand targets never stampede STS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+
+from bridge.clock import Clock
+from bridge.clouds import cloud_of
+from bridge.config import TargetConfig
+from bridge.errors import BridgeError, ExchangeError, PermanentFailureError, SourceError
+from bridge.logs import Redactor
+from bridge.metrics import Metrics
+from bridge.model import Credential, JwtSvid, State, TargetStatus
+from bridge.refresh.pipeline import TargetPipeline, Timings
+from bridge.refresh.policy import JWT_MIN_REMAINING, Policy
+from bridge.store import CredentialStore
+
+log = logging.getLogger(__name__)
+HEARTBEAT = 5.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        pipelines: Sequence[TargetPipeline],
+        *,
+        store: CredentialStore,
+        clock: Clock,
+        metrics: Metrics,
+        redactor: Redactor,
+        concurrency: int,
+        policy: Policy | None = None,
+        rng: random.Random | None = None,
+        deadline: float = 120.0,
+        exit_on_permanent: bool = False,
+    ) -> None:
+        self._pipelines = list(pipelines)
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._redactor = redactor
+        self._policies = {p.target.name: policy or _policy_for(p.target) for p in pipelines}
+        self._jwt_policy = Policy(min_remaining=JWT_MIN_REMAINING)
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._deadline = deadline
+        self._exit_on_permanent = exit_on_permanent
+        self.last_tick = clock.monotonic()
+        for p in self._pipelines:
+            metrics.init_target(p.target.name)
+
+    async def run(self) -> None:
+        """Refresh every target forever (until cancelled)."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._heartbeat())
+            for p in self._pipelines:
+                group.create_task(self._run_target(p), name=f"refresh:{p.target.name}")
+                if p.target.jwt_file:
+                    group.create_task(self._run_jwt(p), name=f"jwt:{p.target.name}")
+
+    async def refresh_all_once(self) -> list[TargetStatus]:
+        """One refresh of every target (and its JWT file), concurrently (`once`)."""
+        async def one(p: TargetPipeline) -> TargetStatus:
+            if p.target.jwt_file:
+                await self._refresh_jwt(p)
+            return await self.refresh(p)
+        return list(await asyncio.gather(*(one(p) for p in self._pipelines)))
+
+    async def refresh(self, p: TargetPipeline) -> TargetStatus:
+        """One attempt for one target: update the store and the metrics, never raise."""
+        name = p.target.name
+        timings = Timings()
+        async with self._semaphore:
+            start = self._clock.monotonic()
+            try:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+                # lands as the call returns (gh-86296), and SIGTERM would be ignored.
+                async with asyncio.timeout(self._deadline):
+                    credential, svid = await p.refresh(timings)
+            except (BridgeError, TimeoutError) as exc:
+                return self._failed(p, exc, timings)
+            finally:
+                timings.add("total", self._clock.monotonic() - start)
+                for stage, seconds in timings.stages.items():
+                    self._metrics.refresh_duration.labels(name, stage).observe(seconds)
+        self._redactor.add(svid.token, *credential.secrets())
+        now = self._clock.time()
+        status = self._store.succeeded(name, credential, now)
+        m = self._metrics
+        m.refresh_total.labels(name, "success").inc()
+        m.expiry.labels(name).set(credential.expires_at)
+        m.last_success.labels(name).set(now)
+        m.svid_expiry.labels(name).set(svid.expires_at)
+        m.permanent_failure.labels(name).set(0)
+        m.set_state(name, status.state)
+        log.info("refreshed %s: valid for %.0fs (%s)", name, credential.expires_at - now,
+                 ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in timings.stages.items()),
+                 extra={"fields": {"target": name, "event": "refresh", "result": "success",
+                                   "expires_in": round(credential.expires_at - now),
+                                   "stages": timings.stages}})
+        return status
+
+    def recovered(self, credential: Credential) -> None:
+        """Serve a still-valid credential a previous run left (as stale until the first
+        refresh replaces it): store, metrics and redactor in step."""
+        self._redactor.add(*credential.secrets())
+        status = self._store.recovered(credential.target, credential)
+        self._metrics.set_state(credential.target, status.state)
+        self._metrics.expiry.labels(credential.target).set(credential.expires_at)
+        log.info("recovered a valid credential for %s from the previous run (%.0fs left)",
+                 credential.target, credential.expires_at - self._clock.time())
+
+    def _failed(self, p: TargetPipeline, exc: BaseException, timings: Timings) -> TargetStatus:
+        name = p.target.name
+        stage, reason, retryable = _classify(exc)
+        detail = str(exc) if isinstance(exc, BridgeError) else "refresh timed out"
+        status = self._store.failed(name, reason, detail, self._clock.time(),
+                                    permanent=not retryable)
+        m = self._metrics
+        m.refresh_total.labels(name, "failure").inc()
+        m.refresh_failures.labels(name, stage, reason).inc()
+        m.permanent_failure.labels(name).set(0 if retryable else 1)
+        m.set_state(name, status.state)
+        level = logging.WARNING if retryable else logging.ERROR
+        log.log(level, "refresh of %s failed at %s (%s, %s): %s; serving %s", name, stage,
+                reason, "will retry" if retryable else "permanent: fix config or IAM", detail,
+                "the last good credential" if status.credential else "nothing",
+                extra={"fields": {"target": name, "event": "refresh", "result": "failure",
+                                  "stage": stage, "reason": reason, "retryable": retryable,
+                                  "stages": timings.stages}})
+        return status
+
+    async def _run_target(self, p: TargetPipeline) -> None:
+        held = self._store.get(p.target.name)
+        if held is not None and held.state is State.FRESH and held.valid_credential(
+                self._clock.time()):
+            # Kept across a reload: refresh when it is due, not all at once now.
+            await self._wait(p.target.name, self._next_delay(held))
+        while True:
+            status = await self.refresh(p)
+            if status.last_error_permanent and self._exit_on_permanent:
+                raise PermanentFailureError(
+                    f"target {p.target.name} failed permanently ({status.last_error}): "
+                    f"{status.last_error_detail}; exiting (refresh.exit_on_permanent_failure)",
+                    reason=status.last_error or "permanent")
+            await self._wait(p.target.name, self._next_delay(status))
+
+    def _next_delay(self, status: TargetStatus) -> float:
+        now = self._clock.time()
+        c = status.credential
+        policy = self._policies[status.name]
+        if status.consecutive_failures == 0 and c is not None:
+            return policy.next_refresh(issued_at=c.issued_at, expires_at=c.expires_at,
+                                             now=now, jitter=self._rng.uniform(-1.0, 1.0))
+        replace_by = c.expires_at - policy.min_remaining if c else None
+        return policy.retry_delay(
+            failures=max(1, status.consecutive_failures), permanent=status.last_error_permanent,
+            jitter=self._rng.random(), now=now, replace_by=replace_by)
+
+    async def _wait(self, name: str, delay: float) -> None:
+        """Sleep `delay` seconds (monotonic), waking at the credential's expiry to drop it."""
+        wake = self._clock.monotonic() + delay
+        while (left := wake - self._clock.monotonic()) > 0:
+            status = self._store.get(name)
+            c = status.credential if status else None
+            until_expiry = (c.expires_at - self._clock.time()) if c else None
+            if until_expiry is not None and until_expiry <= 0:
+                self._expire(name)
+                continue
+            await self._clock.sleep(min(left, until_expiry) if until_expiry else left)
+
+    def _expire(self, name: str) -> None:
+        status = self._store.expire(name, self._clock.time())
+        self._metrics.set_state(name, status.state)
+        log.error("credential for %s expired; it is no longer served", name)
+
+    async def _run_jwt(self, p: TargetPipeline) -> None:
+        failures = 0
+        while True:
+            svid = await self._refresh_jwt(p)
+            now = self._clock.time()
+            if svid is not None:
+                failures = 0
+                delay = self._jwt_policy.next_refresh(
+                    issued_at=svid.issued_at, expires_at=svid.expires_at, now=now,
+                    jitter=self._rng.uniform(-1.0, 1.0))
+            else:
+                failures += 1
+                status = self._store.get(p.target.name)
+                held = status.svid if status else None
+                delay = self._jwt_policy.retry_delay(
+                    failures=failures, permanent=False, jitter=self._rng.random(), now=now,
+                    replace_by=held.expires_at - JWT_MIN_REMAINING if held else None)
+            await self._clock.sleep(delay)
+
+    async def _refresh_jwt(self, p: TargetPipeline) -> JwtSvid | None:
+        """Fetch the SVID for the opt-in JWT file; failures keep the last file until expiry."""
+        timings = Timings()
+        try:
+            async with self._semaphore:
+                async with asyncio.timeout(self._deadline):
+                    svid = await p.fetch_svid(timings)
+        except (BridgeError, TimeoutError) as exc:
+            _, reason, _ = _classify(exc)
+            self._metrics.refresh_failures.labels(p.target.name, "svid", reason).inc()
+            log.warning("JWT-SVID refresh for %s failed (%s)", p.target.name, reason)
+            return None
+        self._redactor.add(svid.token)
+        self._store.svid_updated(p.target.name, svid)
+        self._metrics.svid_expiry.labels(p.target.name).set(svid.expires_at)
+        return svid
+
+    async def _heartbeat(self) -> None:
+        """Proves the event loop is alive (for /healthz), independent of refresh timing.
+
+        Real time on purpose: liveness is about this process's loop, not the schedule.
+        """
+        while True:
+            self.last_tick = self._clock.monotonic()
+            await asyncio.sleep(HEARTBEAT)
+
+
+def _policy_for(target: TargetConfig) -> Policy:
+    """The hand-out window is the final cloud's SDKs' refresh window."""
+    return Policy(min_remaining=cloud_of(target.final).min_remaining)
+
+
+def _classify(exc: BaseException) -> tuple[str, str, bool]:
+    """(stage, reason, retryable) for metrics labels: all bounded words."""
+    if isinstance(exc, SourceError):
+        return "svid", exc.reason, exc.retryable
+    if isinstance(exc, ExchangeError):
+        return exc.hop, exc.reason, exc.retryable
+    if isinstance(exc, BridgeError):
+        return "refresh", exc.reason, exc.retryable
+    return "refresh", "timeout", True

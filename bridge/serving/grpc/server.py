@@ -1,0 +1,172 @@
+"""The gRPC server: CredentialService plus standard health checking and reflection.
+
+It runs on its own thread and event loop, so a flood of readers cannot delay a refresh
+and a slow refresh cannot stall a reader. The unix socket is created under umask 077
+and then opened up to `socket_mode`, so it is never wider than asked, even briefly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
+from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
+from bridge.config import GrpcConfig, TargetConfig
+from bridge.errors import ServingError
+from bridge.metrics import Metrics
+from bridge.serving.grpc.callers import CallerVerifier
+from bridge.serving.grpc.changes import Changes
+from bridge.serving.grpc.servicer import CredentialServicer
+from bridge.serving.health import is_ready
+from bridge.store import CredentialStore
+
+log = logging.getLogger(__name__)
+SERVICE = pb.DESCRIPTOR.services_by_name["CredentialService"].full_name
+START_TIMEOUT = 30.0
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024),  # requests are a target name
+    ("grpc.max_metadata_size", 32 * 1024),           # room for one JWT-SVID
+    ("grpc.so_reuseport", 0),                        # a second bridge must fail to bind
+]
+
+
+class GrpcService:
+    """A `Service`: start() returns once the socket accepts calls."""
+
+    def __init__(self, config: GrpcConfig, targets: Sequence[TargetConfig], *,
+                 store: CredentialStore, now: Callable[[], float], verifier: CallerVerifier,
+                 metrics: Metrics) -> None:
+        self._config = config
+        self._targets = {t.name: t for t in targets}
+        self._store = store
+        self._now = now
+        self._verifier = verifier
+        self._metrics = metrics
+        self._path = Path(urlsplit(config.socket).path)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._health_pending = False
+        self.tcp_port: int | None = None
+
+    def describe(self) -> str:
+        tcp = f" and {self._config.tcp_address.rpartition(':')[0]}:{self.tcp_port}" if (
+            self._config.tcp_address) else ""
+        return f"gRPC API on unix://{self._path}{tcp}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="grpc", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT):
+            raise ServingError(f"the gRPC server did not start within {START_TIMEOUT:.0f}s",
+                               reason="grpc")
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        loop, stop, thread = self._loop, self._stop, self._thread
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # already stopped
+                loop.call_soon_threadsafe(stop.set)
+        if thread is not None:
+            thread.join(self._config.shutdown_grace + 5.0)
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            if not self._ready.is_set():
+                self._error = exc
+            else:
+                log.exception("the gRPC server failed")
+        finally:
+            self._ready.set()
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        server = grpc.aio.server(maximum_concurrent_rpcs=self._config.max_concurrent_rpcs,
+                                 options=_OPTIONS)
+        health_servicer = health.aio.HealthServicer()
+        changes = Changes(asyncio.get_running_loop(), self._targets,
+                          on_change=lambda: self._health_changed(health_servicer))
+        pb_grpc.add_CredentialServiceServicer_to_server(CredentialServicer(
+            self._targets, status=self._store.get, now=self._now, verifier=self._verifier,
+            metrics=self._metrics, changes=changes, max_watchers=self._config.max_watchers),
+            server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), server)
+        self._bind(server)
+        await server.start()
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._store.subscribe(changes.notify)
+        self._update_health(health_servicer)
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            changes.close()
+            await health_servicer.enter_graceful_shutdown()
+            await server.stop(self._config.shutdown_grace)
+            self._unlink()
+
+    def _bind(self, server: grpc.aio.Server) -> None:
+        path = self._path
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._unlink()
+        try:
+            server.add_insecure_port(f"unix:{path}")
+        except RuntimeError as exc:
+            raise ServingError(f"cannot listen on unix://{path}: {exc}", reason="grpc") from None
+        os.chmod(path, self._config.socket_mode)
+        if self._config.tcp_address:
+            try:
+                self.tcp_port = server.add_insecure_port(self._config.tcp_address)
+            except RuntimeError as exc:
+                raise ServingError(f"cannot listen on {self._config.tcp_address}: {exc}",
+                                  reason="grpc") from None
+
+    def _unlink(self) -> None:
+        """Remove a socket a previous run left; refuse to delete anything else."""
+        try:
+            st = self._path.lstat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ServingError(f"{self._path} exists and is not a socket: refusing to replace "
+                              "it (grpc.socket)", reason="grpc")
+        self._path.unlink(missing_ok=True)
+
+    def _health_changed(self, servicer: health.aio.HealthServicer) -> None:
+        """Coalesce a burst of store changes (1,000 targets refreshing) into one check."""
+        if not self._health_pending:
+            self._health_pending = True
+            asyncio.get_running_loop().call_soon(self._update_health, servicer)
+
+    def _update_health(self, servicer: health.aio.HealthServicer) -> None:
+        self._health_pending = False
+        ready = is_ready(self._store.snapshot(), self._now())
+        status = (health_pb2.HealthCheckResponse.SERVING if ready
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        task = asyncio.get_running_loop().create_task(servicer.set(SERVICE, status))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,179 @@
+"""`spiffebridge.v1.CredentialService`: reads the store, decides who may read what.
+
+Every answer comes from the in-memory store; a reader never triggers an exchange. A
+target with `allowed_callers` needs the caller's JWT-SVID (see `callers`); one without
+is open to whoever can reach the socket. Denials carry a reason and never material.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import grpc
+
+from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
+from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
+from bridge.config import TargetConfig
+from bridge.metrics import Metrics
+from bridge.model import TargetStatus
+from bridge.serving.grpc.callers import CallerRejected, CallerVerifier, allows, bearer
+from bridge.serving.grpc.changes import Changes
+from bridge.serving.grpc.convert import credential_message, target_message
+
+log = logging.getLogger(__name__)
+
+
+class Denied(Exception):  # noqa: N818 - carries a status code, like grpc's own
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[misc]
+    def __init__(self, targets: Mapping[str, TargetConfig], *,
+                 status: Callable[[str], TargetStatus | None], now: Callable[[], float],
+                 verifier: CallerVerifier, metrics: Metrics, changes: Changes,
+                 max_watchers: int) -> None:
+        self._targets = dict(targets)
+        self._status = status
+        self._now = now
+        self._verifier = verifier
+        self._metrics = metrics
+        self._changes = changes
+        self._max_watchers = max_watchers
+        self._watchers = 0
+        self._responses: dict[str, tuple[TargetStatus, float, pb.GetCredentialResponse]] = {}
+        self._counters: dict[tuple[str, grpc.StatusCode], Any] = {}  # labels() once per pair
+
+    async def ListTargets(  # noqa: N802 - named by the proto
+            self, request: pb.ListTargetsRequest, context: grpc.aio.ServicerContext,
+    ) -> pb.ListTargetsResponse:
+        try:
+            caller = self._caller(context, required=False)
+            now = self._now()
+            visible = [self._targets[n] for n in self._targets if self._may_read(n, caller)]
+            response = pb.ListTargetsResponse(targets=[
+                target_message(t, self._current(t.name), now) for t in visible])
+        except Denied as exc:
+            await self._abort(context, "ListTargets", exc)
+        self._count("ListTargets", grpc.StatusCode.OK)
+        return response
+
+    async def GetCredential(  # noqa: N802 - named by the proto
+            self, request: pb.GetCredentialRequest, context: grpc.aio.ServicerContext,
+    ) -> pb.GetCredentialResponse:
+        try:
+            self._authorize(request.target, context)
+            response = self._deliverable(request.target)
+        except Denied as exc:
+            await self._abort(context, "GetCredential", exc)
+        self._count("GetCredential", grpc.StatusCode.OK)
+        return response
+
+    async def WatchCredential(  # noqa: N802 - named by the proto
+            self, request: pb.WatchCredentialRequest, context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.WatchCredentialResponse]:
+        try:
+            self._authorize(request.target, context)
+            self._admit_watcher()
+        except Denied as exc:
+            await self._abort(context, "WatchCredential", exc)
+        self._watchers += 1
+        try:
+            async for message in self._updates(request.target):
+                yield pb.WatchCredentialResponse(credential=message)
+        finally:
+            self._watchers -= 1
+            self._count("WatchCredential", grpc.StatusCode.OK)
+
+    async def _updates(self, name: str) -> AsyncIterator[pb.Credential]:
+        """The current value, then each change; wakes at expiry even if nothing else does."""
+        last: pb.Credential | None = None
+        while not self._changes.closed:
+            changed = self._changes.event(name)
+            status = self._current(name)
+            now = self._now()
+            message = credential_message(self._targets[name], status, now)
+            if message != last:
+                last = message
+                yield message
+            valid = status.valid_credential(now)
+            timeout = None if valid is None else max(0.0, valid.expires_at - now) + 0.01
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):  # not wait_for (gh-86296)
+                    await changed.wait()
+
+    def _deliverable(self, name: str) -> pb.GetCredentialResponse:
+        """The response for a valid credential, built once per store value: statuses are
+        immutable and replaced whole, so identity says nothing has changed."""
+        status = self._current(name)
+        now = self._now()
+        cached = self._responses.get(name)
+        if cached is not None and cached[0] is status and cached[1] > now:
+            return cached[2]
+        valid = status.valid_credential(now)
+        if valid is None:
+            raise Denied(grpc.StatusCode.UNAVAILABLE,
+                         f"target {name!r} has no valid credential right now (expired, or "
+                         "not yet delivered); retry later")
+        response = pb.GetCredentialResponse(
+            credential=credential_message(self._targets[name], status, now))
+        self._responses[name] = (status, valid.expires_at, response)
+        return response
+
+    def _admit_watcher(self) -> None:
+        if self._watchers >= self._max_watchers:
+            raise Denied(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{self._max_watchers} watchers already (grpc.max_watchers)")
+
+    def _current(self, name: str) -> TargetStatus:
+        status = self._status(name)
+        if status is None:  # the store knows every configured target
+            raise Denied(grpc.StatusCode.NOT_FOUND, f"no target named {name!r}")
+        return status
+
+    def _authorize(self, name: str, context: grpc.aio.ServicerContext) -> None:
+        target = self._targets.get(name)
+        if target is None:
+            raise Denied(grpc.StatusCode.NOT_FOUND, f"no target named {name!r}")
+        if not target.allowed_callers:
+            return
+        caller = self._caller(context, required=True)
+        if caller is None or not self._may_read(name, caller):
+            raise Denied(grpc.StatusCode.PERMISSION_DENIED,
+                         f"{caller} is not in allowed_callers of target {name!r}")
+
+    def _may_read(self, name: str, caller: str | None) -> bool:
+        allowed = self._targets[name].allowed_callers
+        return not allowed or (caller is not None and any(allows(p, caller) for p in allowed))
+
+    def _caller(self, context: grpc.aio.ServicerContext, *, required: bool) -> str | None:
+        """The caller's verified SPIFFE ID; None when it sent no SVID and none is needed."""
+        token = bearer(context.invocation_metadata())
+        if not token and not required:
+            return None
+        try:
+            return self._verifier.verify(token)
+        except CallerRejected as exc:
+            code = grpc.StatusCode.UNAVAILABLE if exc.unavailable else (
+                grpc.StatusCode.UNAUTHENTICATED)
+            raise Denied(code, str(exc)) from None
+
+    async def _abort(self, context: grpc.aio.ServicerContext, method: str,
+                     denied: Denied) -> Any:
+        self._count(method, denied.code)
+        if denied.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            log.info("%s denied: %s", method, denied.details)
+        await context.abort(denied.code, denied.details)
+
+    def _count(self, method: str, code: grpc.StatusCode) -> None:
+        counter = self._counters.get((method, code))
+        if counter is None:
+            counter = self._counters[(method, code)] = self._metrics.grpc_requests.labels(
+                method, code.name)
+        counter.inc()
