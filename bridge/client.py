@@ -75,7 +75,7 @@ class BridgeClient:
             for response in stream:
                 yield _credential(response.credential)
         except grpc.RpcError as exc:
-            raise _api_error(exc) from None
+            raise _api_error(exc) from exc
         finally:
             stream.cancel()
 
@@ -93,7 +93,7 @@ class BridgeClient:
         try:
             return method(request, timeout=self._timeout, metadata=self._metadata())
         except grpc.RpcError as exc:
-            raise _api_error(exc) from None
+            raise _api_error(exc) from exc
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self._svid()}"),) if self._svid else ()
@@ -110,7 +110,7 @@ def workload_api_svid(socket: str, audience: str, *, timeout: float = 5.0) -> Ca
                 return str(client.fetch_jwt_svid({audience}, timeout=timeout).token)
         except PySpiffeError as exc:
             raise ApiError("UNAUTHENTICATED", f"cannot get this process's JWT-SVID from "
-                           f"{socket}: {' '.join(str(exc).split())[:200]}") from None
+                           f"{socket}: {' '.join(str(exc).split())[:200]}") from exc
     return fetch
 
 

@@ -182,7 +182,7 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
             for t in tasks:
                 t.cancel()
     except BaseExceptionGroup as failed:  # one clear error, not a group, for the CLI
-        raise _first(failed) from None
+        raise _first(failed) from None  # it keeps its own cause; the group is noise
     finally:
         _stop(started)
         daemon.source.close()

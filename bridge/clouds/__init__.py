@@ -39,7 +39,9 @@ def endpoints() -> Mapping[str, tuple[Cloud, Endpoint]]:
 
 
 __all__ = [
+    "AWS",
     "CLOUDS",
+    "GCP",
     "Cloud",
     "CloudSession",
     "Endpoint",

@@ -31,9 +31,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([ConfigProblem("", f"{path} is not UTF-8 text")]) from None
+        raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem("", f"{path} is not UTF-8 text")]) from exc
     return parse_config(text, env=os.environ if env is None else env)
 
 
@@ -45,6 +45,7 @@ def parse_config(text: str, *, env: Mapping[str, str]) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "malformed YAML"
+        # Hidden: the YAML error quotes the document, which may hold an external_id.
         raise ConfigError([ConfigProblem("", f"not valid YAML{where}: {problem}")]) from None
     problems = Problems()
     if data is None:

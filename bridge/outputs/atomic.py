@@ -57,9 +57,9 @@ def open_dir(path: Path) -> Iterator[int]:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise OutputError(f"{path} is a symlink or not a directory; refusing it",
-                              reason="symlink") from None
+                              reason="symlink") from exc
         raise OutputError(f"cannot open {path}: {exc.strerror}", retryable=True,
-                          reason=os_error_reason(exc)) from None
+                          reason=os_error_reason(exc)) from exc
     try:
         yield fd
     finally:
@@ -74,7 +74,7 @@ def ensure_dir(parent_fd: int, name: str) -> None:
         pass
     except OSError as exc:
         raise OutputError(f"cannot create {name}/: {exc.strerror}", retryable=True,
-                          reason=os_error_reason(exc)) from None
+                          reason=os_error_reason(exc)) from exc
     st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if not stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{name} exists and is not a directory (symlink?); refusing it",
@@ -107,7 +107,7 @@ def write_file(dir_fd: int, name: str, data: bytes) -> None:
         fd = os.open(temp, flags, FILE_MODE, dir_fd=dir_fd)
     except OSError as exc:
         raise OutputError(f"cannot create a temp file for {name}: {exc.strerror}",
-                          retryable=True, reason=os_error_reason(exc)) from None
+                          retryable=True, reason=os_error_reason(exc)) from exc
     try:
         try:
             os.fchmod(fd, FILE_MODE)
@@ -122,7 +122,7 @@ def write_file(dir_fd: int, name: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp, dir_fd=dir_fd)
         raise OutputError(f"cannot write {name}: {exc.strerror}", retryable=True,
-                          reason=os_error_reason(exc)) from None
+                          reason=os_error_reason(exc)) from exc
     with contextlib.suppress(OSError):
         os.fsync(dir_fd)
 
@@ -135,7 +135,7 @@ def remove_file(dir_fd: int, name: str) -> None:
         return
     except OSError as exc:
         raise OutputError(f"cannot remove {name}: {exc.strerror}", retryable=True,
-                          reason=os_error_reason(exc)) from None
+                          reason=os_error_reason(exc)) from exc
 
 
 def sweep_temp_files(dir_fd: int) -> int:

@@ -90,7 +90,7 @@ class CredentialDirectory:
                 d.mkdir(mode=atomic.DIR_MODE)
             except OSError as exc:
                 raise OutputError(f"cannot create {d}: {exc.strerror}",
-                                  reason="permission") from None
+                                  reason="permission") from exc
         if not self._allow_non_tmpfs and not atomic.is_memory_backed(d):
             raise OutputError(
                 f"{d} is not on tmpfs/ramfs ({atomic.filesystem_type(d) or 'unknown'}); "
@@ -229,7 +229,7 @@ class _SubDir:
                                | os.O_CLOEXEC, dir_fd=self._root)
         except OSError as exc:
             raise OutputError(f"cannot open {self._name}/: {exc.strerror} (symlink?)",
-                              reason="symlink") from None
+                              reason="symlink") from exc
         return self._fd
 
     def __exit__(self, *_: object) -> None:

@@ -67,7 +67,7 @@ class TargetPipeline:
                 material = await asyncio.to_thread(hop.exchange, material)
             except ExchangeError as exc:
                 if len(self._hops) > 1:
-                    raise exc.at(position, len(self._hops)) from None
+                    raise exc.at(position, len(self._hops)) from exc
                 raise
             finally:
                 timings.add("exchange", self._monotonic() - start)

@@ -81,7 +81,7 @@ class HealthServer:
             self._server = ThreadingHTTPServer(self._bind, Handler)
         except OSError as exc:
             raise ServingError(f"cannot listen on http://{self.address}: {exc.strerror}",
-                               reason="http") from None
+                               reason="http") from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="http",
                                         daemon=True)

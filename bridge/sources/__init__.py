@@ -20,3 +20,6 @@ class SvidSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+__all__ = ["SvidSource"]

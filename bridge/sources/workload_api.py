@@ -80,7 +80,7 @@ class WorkloadApiSource:
         except PySpiffeError as exc:
             error = _classify(exc)
             self._on_up(error.reason not in {"unavailable", "timeout"})
-            raise error from None
+            raise error from exc
         self._on_up(True)
         svid = self._check(fetched, audience, spiffe_id)
         log.debug("fetched JWT-SVID for %s (aud %s), %.0fs left", svid.spiffe_id, audience,
@@ -135,6 +135,7 @@ class WorkloadApiSource:
             PyJwtSvid.parse_and_validate(token, bundle, {audience})
         except PySpiffeError as exc:
             raise SourceError(f"JWT-SVID failed local validation: {_safe(exc)}",
+                              # Hidden: token validation errors may quote claims.
                               retryable=True, reason="invalid_svid") from None
 
     def _connect(self) -> Any:
@@ -146,7 +147,7 @@ class WorkloadApiSource:
                 except ArgumentError as exc:
                     self._on_up(False)
                     raise SourceError(f"cannot reach the agent at {self._socket}: {_safe(exc)}",
-                                      retryable=True, reason="unavailable") from None
+                                      retryable=True, reason="unavailable") from exc
                 self._client = client
                 self._stream = client.stream_jwt_bundles(self._on_bundles, self._on_error)
         # Arm the local signature check before the first SVID is used: the agent sends

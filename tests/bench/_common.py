@@ -24,6 +24,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from tests.support.process import BRIDGE
+from tests.support.wait import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 T = TypeVar("T")
@@ -69,19 +72,6 @@ def threads(pid: int) -> int:
 
 
 # -- waiting -------------------------------------------------------------------------
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.01) -> T:
-    """Poll `check` until truthy, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 # -- directories ---------------------------------------------------------------------
@@ -162,8 +152,8 @@ class Daemon:
     def __init__(self, config: Path, log: Path, env: dict[str, str],
                  argv_prefix: Sequence[str] = ()) -> None:
         self.config, self.log, self.env = config, log, env
-        module = ["-m", "bridge"] if not os.environ.get("BENCH_WRAP") else [
-            os.environ["BENCH_WRAP"]]
+        module = BRIDGE[1:] if not os.environ.get("BENCH_WRAP") else (
+            os.environ["BENCH_WRAP"],)
         self.argv = [*argv_prefix, PYTHON, *module, "run", "--config", str(config),
                      "--log-level", "INFO"]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -209,7 +199,7 @@ class Daemon:
             def child() -> list[str] | None:
                 self.check_alive()
                 return children.read_text().split()
-            self._bridge_pid = int(wait_for(child, 10, "py-spy's child")[0])
+            self._bridge_pid = int(wait_for(child, "py-spy's child", timeout=10, interval=0.01)[0])
         return self._bridge_pid
 
     def stop(self, timeout: float = 15.0) -> None:

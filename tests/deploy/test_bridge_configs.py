@@ -13,11 +13,11 @@ from tests.support.deploy import (
     RENDERINGS,
     SYSTEMD,
     Doc,
-    bridge_cli,
     load_docs,
     one,
     render_chart,
 )
+from tests.support.process import bridge_cli
 
 SOURCES = [f"chart:{name}" for name in RENDERINGS] + [
     "kubernetes/configmap.yaml", "kubernetes/sidecar-example.yaml", "systemd/config.yaml"]

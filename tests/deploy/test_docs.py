@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.deploy import DOCS, REPO, bridge_cli
+from tests.support.deploy import DOCS, REPO
+from tests.support.process import bridge_cli
 
 PAGES = sorted(DOCS.glob("*.md"))
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)

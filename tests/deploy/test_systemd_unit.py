@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.deploy import SYSTEMD, bridge_cli, run, systemd_analyze
+from tests.support.deploy import SYSTEMD, run, systemd_analyze
+from tests.support.process import bridge_cli
 
 UNIT = SYSTEMD / "spiffe-bridge.service"
 BINARY = "/usr/local/bin/spiffe-bridge"

@@ -5,12 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -19,40 +14,21 @@ import yaml
 
 from bridge.devstack import DevStack
 from tests.conftest import WriteConfig
+from tests.support.process import bridge_cli, start_bridge, stop, with_http_port
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def _wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str, str]:
-    proc.send_signal(sig)
-    try:
-        out, err = proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    return proc.returncode, out, err
-
-
 def test_dev_runs_the_demo_until_ctrl_c(short_dir: Path) -> None:
     """`spiffe-bridge dev` prints where the credentials are; they load in boto3; SIGINT exits 0."""
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "dev", "--workdir",
-                             str(short_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_bridge("dev", "--workdir", str(short_dir))
     try:
         config_path = short_dir / "bridge.yaml"
-        _wait_for(config_path.exists)
+        wait_for(config_path.exists, "the dev config")
         config = yaml.safe_load(config_path.read_text())
         creds = Path(config["outputs"]["directory"]) / "aws" / "credentials"
-        _wait_for(creds.exists)
+        wait_for(creds.exists, "the credentials file")
         os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(creds)
         try:
             session = boto3.session.Session(profile_name="demo")
@@ -68,7 +44,7 @@ def test_dev_runs_the_demo_until_ctrl_c(short_dir: Path) -> None:
             except OSError:
                 return False
 
-        _wait_for(ready)
+        wait_for(ready, "/readyz ready")
         with urllib.request.urlopen(f"http://{address}/readyz", timeout=5) as r:
             body = json.loads(r.read())
         states = {name: t["state"] for name, t in body["targets"].items()}
@@ -76,7 +52,7 @@ def test_dev_runs_the_demo_until_ctrl_c(short_dir: Path) -> None:
         gcp_token = Path(config["outputs"]["directory"]) / "gcp" / "demo-gcp.token"
         assert gcp_token.read_text().startswith("ya29.")
     finally:
-        code, out, err = _stop(proc, signal.SIGINT)
+        code, out, err = stop(proc, signal.SIGINT)
     assert code == 0, err
     assert "AWS_SHARED_CREDENTIALS_FILE" in out
     assert "Traceback" not in err
@@ -87,17 +63,10 @@ def test_run_serves_metrics_and_stops_cleanly_on_sigterm(stack: DevStack,
                                                           outdir: Path) -> None:
     """`run`: credentials written, /metrics and /healthz answer, SIGTERM exits 0, no temp left."""
     config_path = write_config()
-    doc = yaml.safe_load(config_path.read_text())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    doc["http"]["address"] = f"127.0.0.1:{port}"
-    config_path.write_text(yaml.safe_dump(doc))
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "--config",
-                             str(config_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    port = with_http_port(config_path)
+    proc = start_bridge("run", "--config", str(config_path))
     try:
-        _wait_for((outdir / "aws" / "demo.json").exists)
+        wait_for((outdir / "aws" / "demo.json").exists, "the first credential")
 
         def metrics_up() -> bool:
             try:
@@ -107,11 +76,11 @@ def test_run_serves_metrics_and_stops_cleanly_on_sigterm(stack: DevStack,
             except OSError:
                 return False
 
-        _wait_for(metrics_up)
+        wait_for(metrics_up, "/metrics up")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
             assert json.loads(r.read())["live"] is True
     finally:
-        code, _, err = _stop(proc)
+        code, _, err = stop(proc)
     assert code == 0, err
     leftovers = [p for p in outdir.rglob("*") if ".tmp." in p.name]
     assert leftovers == []
@@ -125,9 +94,7 @@ def test_run_with_an_unusable_directory_exits_1_with_a_clear_message(
     doc = yaml.safe_load(config_path.read_text())
     doc["outputs"]["directory"] = str(Path("/var/tmp") / short_dir.name)
     config_path.write_text(yaml.safe_dump(doc))
-    proc = subprocess.run([sys.executable, "-m", "bridge", "run", "--config",
-                           str(config_path)], capture_output=True, text=True, timeout=30,
-                          check=False)
+    proc = bridge_cli("run", "--config", str(config_path), timeout=30)
     assert proc.returncode == 1
     assert "tmpfs" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -4,11 +4,7 @@ permanent refresh failure into exit 1 (init containers)."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,17 +13,10 @@ import yaml
 from bridge.devstack import DevStack
 from bridge.devstack.stack import DEMO_ROLE_ARN
 from tests.conftest import WriteConfig
+from tests.support.process import bridge_cli, start_bridge, with_http_port
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def _metric(port: int, line: str) -> bool:
@@ -38,36 +27,25 @@ def _metric(port: int, line: str) -> bool:
         return False
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_sighup_rejects_a_bad_config_then_applies_a_good_one(
         stack: DevStack, write_config: WriteConfig, outdir: Path) -> None:
     """A bad file: a clear log line naming the key, the metric set, the old config keeps
     serving. A good file adding a target: it is refreshed, and the unchanged target keeps
     its credential (no second STS call for it)."""
     config_path = write_config()
+    port = with_http_port(config_path)
     doc = yaml.safe_load(config_path.read_text())
-    port = _free_port()
-    doc["http"]["address"] = f"127.0.0.1:{port}"
-    config_path.write_text(yaml.safe_dump(doc))
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "--config",
-                             str(config_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_bridge("run", "--config", str(config_path))
     try:
-        _wait_for((outdir / "aws" / "demo.json").exists, "first credential")
+        wait_for((outdir / "aws" / "demo.json").exists, "first credential")
         first = (outdir / "aws" / "demo.json").read_text()
-        _wait_for(lambda: _metric(port, "spiffe_bridge_config_rejected 0.0"), "metrics up")
+        wait_for(lambda: _metric(port, "spiffe_bridge_config_rejected 0.0"), "metrics up")
 
         broken = {**doc, "targets": [{**doc["targets"][0], "aws": {
             **doc["targets"][0]["aws"], "role_arn": "arn:aws:iam::1:role/short"}}]}
         config_path.write_text(yaml.safe_dump(broken))
         proc.send_signal(signal.SIGHUP)
-        _wait_for(lambda: _metric(port, "spiffe_bridge_config_rejected 1.0"), "rejection")
+        wait_for(lambda: _metric(port, "spiffe_bridge_config_rejected 1.0"), "rejection")
         assert _metric(port, 'spiffe_bridge_config_reloads_total{result="rejected"} 1.0')
         assert proc.poll() is None
         assert (outdir / "aws" / "demo.json").read_text() == first
@@ -76,8 +54,8 @@ def test_sighup_rejects_a_bad_config_then_applies_a_good_one(
                                             "sts_endpoint": stack.aws_sts_url}}
         config_path.write_text(yaml.safe_dump({**doc, "targets": [*doc["targets"], second]}))
         proc.send_signal(signal.SIGHUP)
-        _wait_for((outdir / "aws" / "second.json").exists, "the added target")
-        _wait_for(lambda: _metric(port, "spiffe_bridge_config_rejected 0.0"), "recovery")
+        wait_for((outdir / "aws" / "second.json").exists, "the added target")
+        wait_for(lambda: _metric(port, "spiffe_bridge_config_rejected 0.0"), "recovery")
         assert _metric(port, 'spiffe_bridge_config_reloads_total{result="applied"} 1.0')
         assert (outdir / "aws" / "demo.json").read_text() == first
         assert len(stack.aws.issued) == 2  # demo once, second once: demo was carried over
@@ -99,9 +77,7 @@ def test_exit_on_permanent_failure(stack: DevStack, write_config: WriteConfig) -
     doc["refresh"] = {"exit_on_permanent_failure": True}
     config_path.write_text(yaml.safe_dump(doc))
     del doc
-    proc = subprocess.run([sys.executable, "-m", "bridge", "run", "--config",
-                           str(config_path)], capture_output=True, text=True, timeout=60,
-                          check=False)
+    proc = bridge_cli("run", "--config", str(config_path), timeout=60)
     assert proc.returncode == 1, proc.stderr
     assert "exit_on_permanent_failure" in proc.stderr
     assert "access_denied" in proc.stderr

@@ -34,7 +34,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -60,6 +59,7 @@ from bridge.model import (
     parse_utc_iso,
 )
 from bridge.outputs import atomic
+from tests.support.process import start_bridge
 
 AWS_LIFETIME = 8.0  # real seconds an AWS session from the lagging STS lives
 GCP_LIFETIME = 8.0  # real seconds a GCP access token from the lagging IAM lives
@@ -266,17 +266,13 @@ class DaemonKiller:
         self._pending: set[Path] = set()  # temp files a kill left, until a sweep is proven
         self._runs = 0
 
-    def _spawn(self) -> tuple[subprocess.Popen[bytes], Path]:
+    def _spawn(self) -> tuple[subprocess.Popen[str], Path]:
         self._runs += 1
         log = self.logdir / f"daemon-{self._runs % 2}.log"
-        with log.open("wb") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "--config",
-                                     str(self.config)], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=err)
-        return proc, log
+        return start_bridge("run", "--config", str(self.config), log=log), log
 
     @staticmethod
-    def _wait_running(proc: subprocess.Popen[bytes], log: Path, timeout: float) -> bool:
+    def _wait_running(proc: subprocess.Popen[str], log: Path, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if RUNNING_LINE in log.read_text(errors="replace"):

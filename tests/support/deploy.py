@@ -119,13 +119,6 @@ def run(args: list[str], *, stdin: str | None = None, timeout: float = 60,
                           env=env, cwd=REPO, check=False)
 
 
-def bridge_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m bridge ARGS` with this interpreter (the project's venv), from the repo
-    root, without SPIFFE_ENDPOINT_SOCKET (configs must name their socket)."""
-    env = {k: v for k, v in os.environ.items() if k != "SPIFFE_ENDPOINT_SOCKET"}
-    return run([sys.executable, "-m", "bridge", *args], env=env)
-
-
 # -- manifests as data -------------------------------------------------------------------
 
 

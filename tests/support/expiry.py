@@ -61,6 +61,7 @@ from bridge.model import State, parse_utc_iso
 from bridge.outputs import atomic
 from bridge.testing import FakeClock
 from tests.support.running import RunningBridge
+from tests.support.wait import wait_for
 
 FILE_GRACE = 1.0  # real seconds a file may outlive its credential (writer reaction time)
 CHECK_PERIOD = 0.02  # pause between two sweeps of every output
@@ -707,11 +708,7 @@ class Scenario:
             time.sleep(0.01)
 
     def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            time.sleep(0.01)
+        wait_for(check, what, timeout=timeout, interval=0.01)
 
 
 def target_doc(kind: str, stack: DevStack, *, name: str | None = None, metadata: bool = False,

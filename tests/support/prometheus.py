@@ -8,16 +8,16 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import yaml
+
+from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "spiffe-bridge.json"
@@ -44,19 +44,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.25) -> T:
-    """Poll `check` until it returns something truthy; bounded by `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def http_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
@@ -160,7 +147,8 @@ class Prometheus:
                  f"--web.listen-address=127.0.0.1:{self.port}",
                  "--storage.tsdb.retention.time=1h", "--log.level=warn"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self._ready, 30, f"prometheus ready on {self.url}; log: {self.log_path}")
+        wait_for(self._ready, f"prometheus ready on {self.url}; log: {self.log_path}",
+                 timeout=30, interval=0.25)
 
     def _ready(self) -> bool:
         assert self._proc is not None

@@ -42,6 +42,7 @@ from spiffe import JwtBundleSet, JwtSvid, SpiffeId, WorkloadApiClient
 
 from bridge.devstack.aws_sts import AwsStsEmulator
 from bridge.devstack.gcp import GcpEmulator, pool_principal_set
+from tests.support.wait import wait_for
 
 SPIRE_VERSION = "1.15.3"
 BINARIES = ("spire-server", "spire-agent", "oidc-discovery-provider")
@@ -114,26 +115,10 @@ class ProcessExitedError(AssertionError):
 
 def wait_until(check: Callable[[], T | None], timeout: float, what: str,
                interval: float = 0.1) -> T:
-    """Poll `check` until it returns something truthy; bounded by `timeout` seconds.
-
-    Exceptions from `check` count as "not yet" (the last one is reported on timeout),
-    except ProcessExitedError, which ends the wait at once.
-    """
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            result = check()
-        except ProcessExitedError:
-            raise
-        except Exception as exc:  # "not yet", reported on timeout
-            last, result = exc, None
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last!r})" if last is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
-        time.sleep(interval)
+    """`wait_for` where any error of `check` is "not yet", but a SPIRE process that
+    exited ends the wait at once."""
+    return wait_for(check, what, timeout=timeout, interval=interval, tolerate=(Exception,),
+                    fatal=(ProcessExitedError,))
 
 
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:

@@ -89,12 +89,15 @@ def read_process_json(directory: Path, target: str) -> dict[str, object]:
     path = directory / "aws" / f"{target}.json"
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise OutputError(f"no credentials for target {target!r} at {path} "
                           "(is the daemon running, and is the target healthy?)",
-                          reason="missing") from None
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"cannot read {path}: {exc}", reason="io_error") from None
+                          reason="missing") from exc
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror}", reason="io_error") from exc
+    except ValueError:
+        # Hidden: a JSONDecodeError holds the whole document, secrets and all.
+        raise OutputError(f"{path} is not valid JSON", reason="io_error") from None
     if not isinstance(data, dict):
         raise OutputError(f"{path} is not a JSON object", reason="io_error")
     return data

@@ -104,6 +104,7 @@ def _call(hop: str, skew: ClockSkew | None, call: Any, region: str,
         out = call(**params)
     except botocore.exceptions.ClientError as exc:
         _observe(skew, exc.response, sent)  # a skewed clock often shows up as an error
+        # Hidden: STS error messages may echo the request (the web identity token).
         raise _classify_client_error(exc, hop) from None
     except (botocore.exceptions.EndpointConnectionError,
             botocore.exceptions.ConnectionClosedError,
@@ -111,10 +112,11 @@ def _call(hop: str, skew: ClockSkew | None, call: Any, region: str,
             botocore.exceptions.ConnectTimeoutError) as exc:
         raise ExchangeError(f"cannot reach STS: {type(exc).__name__}", hop=hop,
                             code="ConnectionError", retryable=True,
-                            reason="unreachable") from None
+                            reason="unreachable") from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise ExchangeError(f"STS call failed: {type(exc).__name__}", hop=hop,
                             code="ClientFailure", retryable=True,
+                            # Hidden: parameter errors quote the value (the token).
                             reason="unavailable") from None
     _observe(skew, out, sent)
     c = out["Credentials"]

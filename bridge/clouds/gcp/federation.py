@@ -93,7 +93,7 @@ class GcpFederationHop:
             try:
                 federated.refresh(request)
             except exceptions.GoogleAuthError as exc:
-                raise classify_sts(exc) from None
+                raise classify_sts(exc) from exc
             return GcpToken(access_token=str(federated.token),
                             expires_at=_epoch(federated.expiry),
                             principal=t.workload_identity_provider)
@@ -110,7 +110,7 @@ class GcpFederationHop:
         try:
             impersonated.refresh(request)
         except exceptions.GoogleAuthError as exc:
-            raise classify_iam_refresh(exc, hop="gcp_iam") from None
+            raise classify_iam_refresh(exc, hop="gcp_iam") from exc
         # The federated token (kept for a following generateIdToken) is the refreshed copy's.
         federated_token = getattr(impersonated, "_source_credentials", None)
         return GcpToken(access_token=str(impersonated.token),

@@ -49,12 +49,13 @@ class GcpIdTokenHop:
         except urllib3.exceptions.HTTPError as exc:
             raise ExchangeError(f"cannot reach IAM Credentials: {type(exc).__name__}",
                                 hop=self.name, code="ConnectionError", retryable=True,
-                                reason="unreachable") from None
+                                reason="unreachable") from exc
         if response.status != 200:
             raise classify_iam(response.status, response.data, hop=self.name)
         try:
             token = str(json.loads(response.data)["token"])
         except (KeyError, ValueError, TypeError):
+            # Hidden: a JSONDecodeError holds the whole response, which may hold the token.
             raise ExchangeError("no token in the generateIdToken response", hop=self.name,
                                 code="BadResponse", retryable=True,
                                 reason="unavailable") from None

@@ -92,6 +92,7 @@ class CallerVerifier:
                                  "the caller's SVID is not from a trusted domain")
         try:
             svid = PyJwtSvid.parse_and_validate(token, bundle, {self._audience})
+        # Hidden causes below: parse errors of a caller's token may quote its claims.
         except PySpiffeError as exc:
             raise CallerRejected(f"invalid JWT-SVID: {_short(exc)}") from None
         except Exception:
@@ -103,7 +104,7 @@ def _unverified_subject(token: str) -> SpiffeId:
     try:
         claims: Any = jwt.decode(token, options={"verify_signature": False})
         return SpiffeId(str(claims["sub"]))
-    except Exception:
+    except Exception:  # hidden: the caller's token parse error may quote its claims
         raise CallerRejected("invalid JWT-SVID: not a JWT with a SPIFFE ID subject") from None
 
 

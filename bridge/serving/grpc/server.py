@@ -136,14 +136,14 @@ class GrpcService:
         try:
             server.add_insecure_port(f"unix:{path}")
         except RuntimeError as exc:
-            raise ServingError(f"cannot listen on unix://{path}: {exc}", reason="grpc") from None
+            raise ServingError(f"cannot listen on unix://{path}: {exc}", reason="grpc") from exc
         os.chmod(path, self._config.socket_mode)
         if self._config.tcp_address:
             try:
                 self.tcp_port = server.add_insecure_port(self._config.tcp_address)
             except RuntimeError as exc:
                 raise ServingError(f"cannot listen on {self._config.tcp_address}: {exc}",
-                                  reason="grpc") from None
+                                  reason="grpc") from exc
 
     def _unlink(self) -> None:
         """Remove a socket a previous run left; refuse to delete anything else."""

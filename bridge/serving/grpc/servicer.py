@@ -162,7 +162,7 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         except CallerRejected as exc:
             code = grpc.StatusCode.UNAVAILABLE if exc.unavailable else (
                 grpc.StatusCode.UNAUTHENTICATED)
-            raise Denied(code, str(exc)) from None
+            raise Denied(code, str(exc)) from exc
 
     async def _abort(self, context: grpc.aio.ServicerContext, method: str,
                      denied: Denied) -> Any:

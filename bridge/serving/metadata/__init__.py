@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from bridge.clock import Clock
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
-from bridge.serving.metadata.http import LoopbackServer, Reply, Request, json_reply, text
+from bridge.serving.metadata.http import LoopbackServer
+from bridge.serving.metadata.messages import Reply, Request, json_reply, text
 from bridge.serving.metadata.tokens import LocalTokens, write_token_file
 from bridge.store import CredentialStore
 

@@ -23,8 +23,6 @@ Subclasses implement `handle(request) -> Reply`, and may refuse earlier in `prec
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
 import logging
 import os
 import selectors
@@ -32,102 +30,19 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from email.message import Message
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
-from urllib.parse import parse_qs
 
 from bridge.metrics import Metrics
+from bridge.serving.metadata.messages import Reply, Request, host_allowed, text
 
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 128
 IDLE_TIMEOUT = 10.0
-_TEXT = "text/plain; charset=utf-8"
-_JSON = "application/json"
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
-
-
-@dataclass(slots=True)
-class Request:
-    """What a handler sees: method, path and raw query apart, headers as parsed, and the
-    lower-cased header names in order (one pass; `count` spots a repeated header)."""
-
-    method: str
-    path: str
-    query: str
-    headers: Message
-    names: list[str]
-
-    def single(self, name: str) -> str | None:
-        """The value of a header sent exactly once (None if absent or repeated)."""
-        if self.names.count(name.lower()) != 1:
-            return None
-        return self.headers.get(name)
-
-    def param(self, name: str) -> str | None:
-        values = parse_qs(self.query).get(name)
-        return values[-1] if values else None
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    body: bytes = b""
-    content_type: str = _TEXT
-    headers: tuple[tuple[str, str], ...] = ()
-    refusal: str | None = None  # metric reason when the caller was turned away
-    close: bool = False
-
-
-def text(status: int, body: str, *, refusal: str | None = None,
-         headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    return Reply(status, body.encode(), _TEXT, headers=headers, refusal=refusal)
-
-
-def json_reply(status: int, document: Mapping[str, Any], *,
-               content_type: str = _JSON) -> Reply:
-    return Reply(status, json.dumps(document).encode(), content_type)
-
-
-def host_allowed(value: str, port: int) -> bool:
-    """True for `localhost`, a loopback IPv4 literal or `[loopback IPv6]`, with `:port`
-    (which may be left out only when the port is 80, as clients do)."""
-    split = _split_host(value)
-    if split is None:
-        return False
-    name, port_text = split
-    if port_text is None:
-        port_ok = port == 80
-    else:
-        port_ok = port_text.isascii() and port_text.isdigit() and int(port_text) == port
-    if not port_ok:
-        return False
-    if name.lower() == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return ip.is_loopback and (ip.version == 6) == value.startswith("[")
-
-
-def _split_host(value: str) -> tuple[str, str | None] | None:
-    """`name` and `port` of a Host value (None when malformed); IPv6 only bracketed."""
-    if value.startswith("["):
-        end = value.find("]")
-        rest = value[end + 1:]
-        if end < 0 or (rest and not rest.startswith(":")):
-            return None
-        return value[1:end], (rest[1:] if rest else None)
-    name, sep, port_text = value.rpartition(":")
-    if not sep:
-        return value, None
-    return (name, port_text) if ":" not in name else None
 
 
 class LoopbackServer:

@@ -16,6 +16,7 @@ from bridge.clouds.gcp import GcpToken
 from bridge.devstack import DevStack
 from tests.support.configs import CALLER, aws_target
 from tests.support.running import RunningBridge, StartBridge
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -170,15 +171,15 @@ def test_key_rotation_is_followed_and_a_removed_key_stops_validating(
     old_kid = stack.authority.active_kid
     stack.rotate_keys()
     with BridgeClient(socket_uri, svid=lambda: svid(stack)) as client:
-        _eventually(lambda: isinstance(client.get_credential("guarded").material,
-                                        AwsCredentials))
+        wait_for(lambda: isinstance(client.get_credential("guarded").material, AwsCredentials),
+                 "the rotated key to authenticate the caller", timeout=10, tolerate=(ApiError,))
     stack.authority.revoke(old_kid)
 
     def refused() -> bool:
         result = raw_get(socket_uri, "guarded", old_token)
         return isinstance(result, grpc.RpcError) and (
             result.code() is grpc.StatusCode.UNAUTHENTICATED)
-    _eventually(refused)
+    wait_for(refused, "the revoked key to stop authenticating", timeout=10, tolerate=(ApiError,))
 
 
 def test_unknown_target_is_not_found(start_bridge: StartBridge, socket_uri: str) -> None:
@@ -210,16 +211,3 @@ def _assert_no_material(error: grpc.RpcError, secrets: list[str], token: str | N
         assert secret not in text
     if token:
         assert token not in text
-
-
-def _eventually(check: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except ApiError as exc:
-            last = exc
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {timeout}s (last error: {last})")

@@ -9,7 +9,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,6 +28,7 @@ from bridge.clouds.aws import AwsCredentials
 from bridge.devstack import DevStack
 from bridge.model import State
 from tests.support.configs import CALLER, aws_target
+from tests.support.process import bridge_cli
 from tests.support.running import StartBridge
 
 pytestmark = pytest.mark.integration
@@ -231,17 +231,14 @@ def test_cli_credential_process_and_status_read_through_grpc(
                            aws_target(stack, "guarded",
                                       allowed_callers=["spiffe://example.org/demo"])])
     config = str(short_dir / "bridge.yaml")
-    cli = [sys.executable, "-m", "bridge"]
-    env = {k: v for k, v in os.environ.items() if k != "SPIFFE_ENDPOINT_SOCKET"}
-    anonymous = subprocess.run([*cli, "credential-process", "--target", "guarded", "--config",
-                                config], capture_output=True, text=True, env=env, timeout=30,
-                               check=False)
+    anonymous = bridge_cli("credential-process", "--target", "guarded", "--config", config,
+                           timeout=30)
     assert anonymous.returncode == 1
     assert "UNAUTHENTICATED" in anonymous.stderr
     assert "Traceback" not in anonymous.stderr
-    proven = subprocess.run([*cli, "credential-process", "--target", "guarded", "--config",
-                             config, "--workload-api", stack.workload_socket_uri],
-                            capture_output=True, text=True, env=env, timeout=30, check=True)
+    proven = bridge_cli("credential-process", "--target", "guarded", "--config", config,
+                        "--workload-api", stack.workload_socket_uri, timeout=30)
+    assert proven.returncode == 0, proven.stderr
     doc = json.loads(proven.stdout)
     held = bridge.daemon.store.get("guarded")
     assert held is not None
@@ -250,9 +247,8 @@ def test_cli_credential_process_and_status_read_through_grpc(
     assert doc["Version"] == 1
     assert doc["AccessKeyId"] == held.credential.material.access_key_id
     assert doc["SessionToken"] == held.credential.material.session_token
-    status = subprocess.run([*cli, "status", "--config", config, "--workload-api",
-                             stack.workload_socket_uri], capture_output=True, text=True,
-                            env=env, timeout=30, check=False)
+    status = bridge_cli("status", "--config", config, "--workload-api",
+                        stack.workload_socket_uri, timeout=30)
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
     assert lines[0].split()[:3] == ["TARGET", "CLOUD", "STATE"]

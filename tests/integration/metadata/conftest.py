@@ -33,6 +33,7 @@ from bridge.model import Credential, TargetStatus
 from bridge.serving.metadata import LoopbackServer
 from tests.conftest import WriteConfig
 from tests.support.values import trusting_sts
+from tests.support.wait import wait_for
 
 CLIENTS = Path(__file__).parents[2] / "support" / "metadata_clients.py"
 
@@ -81,12 +82,7 @@ class Bridge:
                 if c.target == name and isinstance(c.material, AwsCredentials)]
 
     def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; log tail: "
-                                     f"{self.logs.lines[-5:]}")
-            time.sleep(0.05)
+        wait_for(check, what, timeout=timeout, detail=lambda: f"log tail: {self.logs.lines[-5:]}")
 
     def all_secrets(self) -> set[str]:
         values = set(self.secrets)

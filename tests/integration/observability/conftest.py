@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,15 +31,16 @@ from bridge.devstack import DevStack
 from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY, AwsStsEmulator
 from bridge.devstack.faults import HttpFailure
 from bridge.devstack.stack import DEMO_ROLE_ARN
+from tests.support.process import start_bridge, stop
 from tests.support.prometheus import (
     ALERTS,
     Prometheus,
     free_port,
     http_json,
     require_tool,
-    wait_for,
 )
 from tests.support.values import trusting_sts
+from tests.support.wait import wait_for
 
 SKEWED_LIFETIME = 60  # seconds left on a 15-minute session from the skewed STS
 UNAVAILABLE = HttpFailure(503, "ServiceUnavailable")
@@ -74,17 +72,6 @@ def _emulator(stack: DevStack, *, skew: float = 0.0) -> AwsStsEmulator:
 def _target(name: str, sts: AwsStsEmulator) -> dict[str, object]:
     return {"name": name, "aws": {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1",
                                   "duration": "15m", "sts_endpoint": sts.url}}
-
-
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="package")
@@ -123,12 +110,9 @@ def deployment() -> Iterator[Deployment]:
         config_path.write_text(yaml.safe_dump(config))
 
         log_path = workdir / "bridge.log"
-        with log_path.open("wb") as log:
-            bridge = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "run", "--config", str(config_path),
-                 "--log-format", "json"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        cleanup.callback(_stop_process, bridge)
+        bridge = start_bridge("run", "--config", str(config_path), "--log-format", "json",
+                              log=log_path)
+        cleanup.callback(stop, bridge)
 
         (workdir / "prometheus").mkdir()
         prometheus = Prometheus(workdir / "prometheus", [address], [ALERTS])
@@ -145,7 +129,7 @@ def deployment() -> Iterator[Deployment]:
                 return False
             return bool(body["targets"]["skewed"]["state"] == "fresh")
 
-        wait_for(skewed_fresh, 30, "the skewed target's first delivery")
+        wait_for(skewed_fresh, "the skewed target's first delivery", timeout=30)
         # From now on its STS fails, so its refresh (about 15 s from now) leaves it stale.
         skewed_sts.faults.fail_next(ASSUME_ROLE_WITH_WEB_IDENTITY, UNAVAILABLE, times=FOREVER)
         yield Deployment(stack=stack, prometheus=prometheus, bridge_address=address,

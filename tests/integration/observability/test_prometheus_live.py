@@ -21,8 +21,8 @@ from tests.support.prometheus import (
     load_rules,
     metric_names,
     substitute,
-    wait_for,
 )
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def _check_names(prom: Prometheus, expr: str) -> list[str]:
 def test_prometheus_scrapes_the_bridge(deployment: Deployment) -> None:
     """The `spiffe-bridge` job's target is up and its build_info is stored."""
     prom = deployment.prometheus
-    up = wait_for(lambda: prom.query(f'up{{job="{JOB}"}} == 1'), 15, "a successful scrape")
+    up = wait_for(lambda: prom.query(f'up{{job="{JOB}"}} == 1'), "a successful scrape", timeout=15)
     assert up[0]["metric"]["instance"] == deployment.bridge_address
     assert prom.query('spiffe_bridge_build_info{version!=""}')
 
@@ -76,7 +76,7 @@ def test_every_dashboard_query_returns_data(deployment: Deployment, target: str)
         return not still_empty
 
     try:
-        wait_for(all_filled, 30, "data for every panel", interval=1.0)
+        wait_for(all_filled, "data for every panel", timeout=30, interval=1.0)
     except AssertionError:
         raise AssertionError(f"panels without data: {still_empty}") from None
     problems = [p for q in queries.values() for p in _check_names(prom, q)]
@@ -97,7 +97,7 @@ def test_rules_are_loaded_and_evaluate_without_error(deployment: Deployment) -> 
             return None
         return rules
 
-    rules = wait_for(evaluated, 15, "every rule evaluated once")
+    rules = wait_for(evaluated, "every rule evaluated once", timeout=15)
     assert {name: r.get("lastError", "") for name, r in rules.items()
             if r["health"] != "ok"} == {}
 
@@ -114,12 +114,13 @@ def test_every_rule_expression_reads_live_series(deployment: Deployment,
         return not problems
 
     try:
-        wait_for(names_ok, 20, f"series for {rule['expr']!r}", interval=1.0)
+        wait_for(names_ok, f"series for {rule['expr']!r}", timeout=20, interval=1.0)
     except AssertionError:
         raise AssertionError(problems) from None
     prom.query(rule["expr"])  # the whole expression, comparison included: status success
     if "record" in rule:  # Prometheus evaluated it into series of its own
-        wait_for(lambda: prom.query(rule["record"]), 10, f"series of {rule['record']}")
+        wait_for(lambda: prom.query(rule["record"]), f"series of {rule['record']}",
+                 timeout=10)
 
 
 def test_refresh_failures_trip_the_alert_and_readyz(deployment: Deployment) -> None:
@@ -128,13 +129,13 @@ def test_refresh_failures_trip_the_alert_and_readyz(deployment: Deployment) -> N
     rules = {r["alert"]: r for r in load_rules() if "alert" in r}
     expr = rules["SpiffeBridgeRefreshFailing"]["expr"]
     firing = wait_for(lambda: [s for s in prom.query(expr) if s["metric"]["target"] == "down"],
-                      30, "the refresh-failure alert expression for `down`")
+                      "the refresh-failure alert expression for `down`", timeout=30)
     assert firing[0]["metric"]["job"] == JOB
     assert {s["metric"]["target"] for s in prom.query(expr)} == {"down"}
     # Prometheus evaluated the rule itself: pending (its `for` is 5 minutes).
     assert wait_for(lambda: prom.query(
         'ALERTS{alertname="SpiffeBridgeRefreshFailing",target="down",alertstate="pending"}'),
-        5, "the alert pending")
+        "the alert pending", timeout=5)
     assert prom.query('increase(spiffe_bridge_refresh_failures_total{target="down",'
                       'stage="aws_web_identity",reason="unavailable"}[1m]) > 0')
     # 503 is retryable: not a permanent failure.
@@ -157,7 +158,7 @@ def test_output_write_failures_are_counted(deployment: Deployment) -> None:
     prom = deployment.prometheus
     expr = next(r["expr"] for r in load_rules() if r.get("alert") ==
                 "SpiffeBridgeOutputWriteFailures")
-    result = wait_for(lambda: prom.query(expr), 20, "output write failures")
+    result = wait_for(lambda: prom.query(expr), "output write failures", timeout=20)
     assert {s["metric"]["output"] for s in result} == {"aws_process"}
 
 
@@ -169,7 +170,7 @@ def test_a_delivered_target_goes_stale_when_refreshes_fail(deployment: Deploymen
     assert left > 10, "the tests before this one took too long: the credential is expiring"
     wait_for(lambda: prom.query(
         'spiffe_bridge_credential_state{target="skewed",state="stale"} == 1'),
-        min(35, left - 5), "the skewed target stale")
+        "the skewed target stale", timeout=min(35, left - 5))
     status, body = deployment.readyz()
     skewed = body["targets"]["skewed"]
     assert skewed["state"] == "stale", (status, body)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from bridge.cli import main
 from bridge.devstack import DevStack
 from bridge.devstack.stack import DEMO_ROLE_ARN
 from tests.conftest import WriteConfig
+from tests.support.process import bridge_cli
 
 pytestmark = pytest.mark.integration
 
@@ -96,9 +96,7 @@ def test_credential_process_for_an_unknown_target_fails_cleanly(
     """A non-zero exit and one clear line, which botocore shows to the user."""
     config = write_config()
     assert main(["once", "--config", str(config)]) == 0
-    proc = subprocess.run([sys.executable, "-m", "bridge", "credential-process", "--target",
-                           "nope", "--config", str(config)], capture_output=True, text=True,
-                          check=False)
+    proc = bridge_cli("credential-process", "--target", "nope", "--config", str(config))
     assert proc.returncode == 1
     assert "'nope'" in proc.stderr
     assert "Traceback" not in proc.stderr

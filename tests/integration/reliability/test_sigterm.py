@@ -21,7 +21,6 @@ import asyncio
 import concurrent.futures
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from tests.support.expiry import (
     temp_files,
     write_config,
 )
+from tests.support.process import start_bridge
 
 pytestmark = pytest.mark.integration
 KILL_AT = (1, 4)  # SIGTERM on the creation of the 1st, then the 4th temp file of a run
@@ -63,9 +63,7 @@ def test_sigterm_during_a_write_exits_0_with_complete_files_and_no_temp(
     report = []
     for nth in KILL_AT:
         with inotify(subdirs) as events:
-            proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "--config",
-                                     str(path)], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+            proc = start_bridge("run", "--config", str(path))
             try:
                 created: list[str] = []
                 deadline = time.monotonic() + 20

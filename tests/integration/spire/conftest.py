@@ -22,7 +22,6 @@ import asyncio
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.app import daemon as bridge_daemon
 from bridge.config import load_config
 from bridge.model import TargetStatus
+from tests.support.process import start_bridge
 from tests.support.spire import (
     ProcessExitedError,
     SpireDeployment,
@@ -155,14 +155,11 @@ class BridgeProcess:
     config: Path
     address: str
     log: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None)
+    proc: subprocess.Popen[str] | None = field(default=None)
 
     def start(self) -> BridgeProcess:
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "run", "--config", str(self.config),
-                 "--log-format", "json", "--log-level", "DEBUG"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        self.proc = start_bridge("run", "--config", str(self.config), "--log-format", "json",
+                                 "--log-level", "DEBUG", log=self.log)
         wait_until(self._serving, 30, "the bridge to serve /metrics")
         return self
 
