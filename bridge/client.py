@@ -23,6 +23,7 @@ from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
 from bridge.clouds import CLOUDS
 from bridge.errors import ApiError
 from bridge.model import Material, State
+from bridge.serving.grpc.convert import material_of
 
 _STATES = {pb.STATE_FRESH: State.FRESH, pb.STATE_STALE: State.STALE,
            pb.STATE_EXPIRED: State.EXPIRED}
@@ -135,10 +136,7 @@ def _target(t: pb.Target) -> TargetInfo:
 
 def _credential(c: pb.Credential) -> ServedCredential:
     expires_at = _time(c.expires_at, c.HasField("expires_at"))
-    material = None
-    if expires_at is not None:
-        material = next((m for cloud in CLOUDS.values()
-                         if (m := cloud.from_proto(c, expires_at)) is not None), None)
+    material = material_of(c, expires_at) if expires_at is not None else None
     return ServedCredential(target=c.target, state=_STATES.get(c.state, State.EXPIRED),
                             expires_at=expires_at,
                             issued_at=_time(c.issued_at, c.HasField("issued_at")),

@@ -10,7 +10,8 @@ registry (`bridge.clouds.CLOUDS`). A cloud brings
   `ExchangeError` classified at their own edge;
 - its SDKs' refresh window (`min_remaining`): what it hands out always has that left;
 - its files in the credential directory (`files`, `shared_files`, `recover`);
-- its gRPC material (`to_proto`, `from_proto`) and its metadata endpoints (`endpoints`).
+- its gRPC material (`proto_field`: a message whose fields are its material's, by name)
+  and its metadata endpoints (`endpoints`).
 
 Everything here is a value or a protocol; nothing imports an SDK. A cloud imports its
 SDKs only when a target of it is wired, so a config without it never pays for them.
@@ -31,7 +32,6 @@ from bridge.schema import Section
 from bridge.skew import ClockSkew
 
 if TYPE_CHECKING:
-    from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
     from bridge.serving import Service
     from bridge.serving.metadata import MetadataContext
 
@@ -134,6 +134,8 @@ class Cloud(Protocol):
     name: str             # config key, output subdirectory, what `status` shows
     title: str            # how messages name it: AWS, GCP
     proto_cloud: int      # its `spiffebridge.v1.Cloud` value
+    proto_field: str      # its member of `Credential.material`; the message's fields are
+    material_type: type   # ... those of this dataclass that the message has, by name
     min_remaining: float  # its SDKs refresh inside this window: never hand out less
     endpoints: tuple[Endpoint, ...]
     output_kinds: tuple[str, ...]  # metric labels of its files
@@ -175,13 +177,6 @@ class Cloud(Protocol):
         """A still-valid credential a previous run left in `directory`, if any."""
         ...
 
-    def to_proto(self, material: Material, message: pb.Credential) -> None:
-        """Put `material` (this cloud's) into the API message."""
-        ...
-
-    def from_proto(self, message: pb.Credential, expires_at: float) -> Material | None:
-        """This cloud's material from an API message (the client), None if absent."""
-        ...
 
 
 def wrong_input(hop: str, material: object) -> ExchangeError:

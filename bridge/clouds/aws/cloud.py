@@ -19,12 +19,11 @@ from bridge.clouds.aws.container import ContainerEndpoint
 from bridge.clouds.aws.imds import ImdsEndpoint
 from bridge.clouds.aws.material import AwsCredentials
 from bridge.clouds.base import Endpoint, Hop, HopConfig, HopContext, Link, Target
-from bridge.model import Credential, Material
+from bridge.model import Credential
 from bridge.outputs.files import SharedFile, TargetFile
 from bridge.schema import Section
 
 if TYPE_CHECKING:
-    from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
     from bridge.clouds.aws.sts import StsClients
 
 # botocore refreshes in the background with 15 min left and blocks at 10 min: what we
@@ -37,6 +36,8 @@ class AwsCloud:
     name = "aws"
     title = "AWS"
     proto_cloud = PROTO_CLOUD_AWS
+    proto_field = "aws"  # Credential.aws: spiffebridge.v1.AwsCredentials
+    material_type: type = AwsCredentials
     min_remaining = MIN_REMAINING
     endpoints: tuple[Endpoint, ...] = (ContainerEndpoint(), ImdsEndpoint())
     output_kinds: tuple[str, ...] = (files.CREDENTIALS_OUTPUT, files.PROCESS_OUTPUT)
@@ -76,21 +77,6 @@ class AwsCloud:
     def recover(self, directory: Path, target: Target, now: float) -> Credential | None:
         return files.recover(directory, target.name, now)
 
-    def to_proto(self, material: Material, message: pb.Credential) -> None:
-        assert isinstance(material, AwsCredentials)
-        message.aws.access_key_id = material.access_key_id
-        message.aws.secret_access_key = material.secret_access_key
-        message.aws.session_token = material.session_token
-        message.aws.assumed_role_arn = material.assumed_role_arn
-
-    def from_proto(self, message: pb.Credential, expires_at: float) -> Material | None:
-        if not message.HasField("aws"):
-            return None
-        a = message.aws
-        return AwsCredentials(access_key_id=a.access_key_id,
-                              secret_access_key=a.secret_access_key,
-                              session_token=a.session_token, expires_at=expires_at,
-                              assumed_role_arn=a.assumed_role_arn)
 
 
 class AwsSession:

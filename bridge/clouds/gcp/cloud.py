@@ -18,14 +18,12 @@ from bridge.clouds.gcp import config, files
 from bridge.clouds.gcp.config import GcpHopConfig
 from bridge.clouds.gcp.gce import GceEndpoint
 from bridge.clouds.gcp.material import GcpToken
-from bridge.model import Credential, Material
+from bridge.model import Credential
 from bridge.outputs.files import SharedFile, TargetFile
 from bridge.schema import Section
 
 if TYPE_CHECKING:
     import urllib3
-
-    from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
 
 # google-auth treats a token as stale 3 min 45 s before its expiry (REFRESH_THRESHOLD).
 MIN_REMAINING = 3 * 60.0 + 45.0
@@ -36,6 +34,8 @@ class GcpCloud:
     name = "gcp"
     title = "GCP"
     proto_cloud = PROTO_CLOUD_GCP
+    proto_field = "gcp"  # Credential.gcp: spiffebridge.v1.GcpAccessToken
+    material_type: type = GcpToken
     min_remaining = MIN_REMAINING
     endpoints: tuple[Endpoint, ...] = (GceEndpoint(),)
     output_kinds: tuple[str, ...] = (files.TOKEN_OUTPUT, files.JSON_OUTPUT,
@@ -86,18 +86,6 @@ class GcpCloud:
     def recover(self, directory: Path, target: Target, now: float) -> Credential | None:
         return files.recover(directory, target.name, now)
 
-    def to_proto(self, material: Material, message: pb.Credential) -> None:
-        assert isinstance(material, GcpToken)
-        message.gcp.access_token = material.access_token
-        message.gcp.token_type = material.token_type
-        message.gcp.principal = material.principal
-
-    def from_proto(self, message: pb.Credential, expires_at: float) -> Material | None:
-        if not message.HasField("gcp"):
-            return None
-        g = message.gcp
-        return GcpToken(access_token=g.access_token, expires_at=expires_at,
-                        principal=g.principal, token_type=g.token_type or "Bearer")
 
 
 class GcpSession:

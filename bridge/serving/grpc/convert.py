@@ -1,14 +1,18 @@
-"""Store values to API messages. A message carries material only while the credential
-is valid at `now`; an expired target is described, never handed out."""
+"""Store values to API messages and back. A message carries material only while the
+credential is valid at `now`; an expired target is described, never handed out.
+
+A cloud's material travels in its member of `Credential.material` (`Cloud.proto_field`),
+a message whose fields are the material's own, by name: what the message does not have
+(an AWS session's region, a federated token kept for a next hop) never leaves."""
 
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
-from bridge.clouds import cloud_of
+from bridge.clouds import CLOUDS, cloud_of
 from bridge.config import TargetConfig
-from bridge.model import State, TargetStatus
+from bridge.model import Material, State, TargetStatus
 
 _STATES = {State.FRESH: pb.STATE_FRESH, State.STALE: pb.STATE_STALE,
            State.EXPIRED: pb.STATE_EXPIRED}
@@ -37,8 +41,24 @@ def credential_message(config: TargetConfig, status: TargetStatus, now: float
         return message
     message.expires_at.CopyFrom(_ts(valid.expires_at))
     message.issued_at.CopyFrom(_ts(valid.issued_at))
-    cloud_of(config.final).to_proto(valid.material, message)
+    cloud = cloud_of(config.final)
+    field = getattr(message, cloud.proto_field)
+    for name in field.DESCRIPTOR.fields_by_name:
+        setattr(field, name, getattr(valid.material, name))
     return message
+
+
+def material_of(message: pb.Credential, expires_at: float) -> Material | None:
+    """The material an API message carries, as its cloud's own type (the client)."""
+    for cloud in CLOUDS.values():
+        if message.HasField(cloud.proto_field):
+            field = getattr(message, cloud.proto_field)
+            values = {n: getattr(field, n) for n in field.DESCRIPTOR.fields_by_name}
+            # proto3 sends "" for an unset string: leave those to the type's defaults
+            material: Material = cloud.material_type(
+                expires_at=expires_at, **{n: v for n, v in values.items() if v != ""})
+            return material
+    return None
 
 
 def _ts(epoch: float) -> Timestamp:
