@@ -56,7 +56,6 @@ import secrets
 import string
 import threading
 import time
-import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
@@ -66,8 +65,15 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 from bridge.devstack._emulator import RecordingEmulator
-from bridge.devstack._http import HttpRequest, HttpResponse, http_date
-from bridge.devstack.jwks import IssuerKeys, IssuerUnreachableError, signature_valid
+from bridge.devstack._http import HttpRequest, HttpResponse, form_fields, http_date
+from bridge.devstack.globs import string_like
+from bridge.devstack.jwks import (
+    IssuerKeys,
+    IssuerUnreachableError,
+    JsonFetcher,
+    fetch_json,
+    signature_valid,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -98,8 +104,6 @@ _ROLE_ARN = re.compile(
 )
 _UPPER_ALNUM = string.ascii_uppercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
-_DISCOVERY_PATH = "/.well-known/openid-configuration"
-_MAX_IDP_DOCUMENT = 1 << 20
 
 NOT_AUTHORIZED = "Not authorized to perform sts:AssumeRoleWithWebIdentity"
 CHAINED_DURATION_EXCEEDED = (
@@ -140,27 +144,6 @@ _KNOWN_ERRORS: Mapping[str, tuple[int, str]] = {
     "ValidationError": (400, "1 validation error detected"),
 }
 
-JsonFetcher = Callable[[str, float], Any]
-"""Fetches and parses a JSON document: (url, timeout seconds) -> value.
-
-Raises OSError or ValueError when the document cannot be had."""
-
-
-def fetch_json(url: str, timeout: float) -> Any:
-    """GET a JSON document over http(s), ignoring proxy environment variables.
-
-    Raises:
-        OSError: connection failure, timeout or non-2xx status.
-        ValueError: not an http(s) URL, or the body is not JSON.
-    """
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    with opener.open(request, timeout=timeout) as response:
-        return json.loads(response.read(_MAX_IDP_DOCUMENT))
-
-
 def _random(alphabet: str, length: int) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
@@ -168,12 +151,6 @@ def _random(alphabet: str, length: int) -> str:
 def _normalize_provider_url(url: str) -> str:
     url = url.strip().rstrip("/")
     return url if "://" in url else f"https://{url}"
-
-
-def string_like(pattern: str) -> re.Pattern[str]:
-    """IAM StringLike: `*` any run of characters, `?` one character, the rest literal."""
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,13 +458,8 @@ class AwsStsEmulator(RecordingEmulator[RecordedRequest]):
 
     @staticmethod
     def _params(request: HttpRequest) -> dict[str, str]:
-        pairs = parse_qsl(request.query, keep_blank_values=True)
-        if request.method == "POST":
-            pairs += parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
-        params: dict[str, str] = {}
-        for key, value in pairs:
-            params.setdefault(key, value)
-        return params
+        body = request.body.decode("utf-8", "replace") if request.method == "POST" else ""
+        return form_fields(request.query, body)
 
     def _reply(self, status: int, document: ET.Element, request_id: str) -> HttpResponse:
         body = ET.tostring(document, encoding="utf-8", xml_declaration=False)

@@ -69,10 +69,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from bridge.devstack._emulator import RecordingEmulator
-from bridge.devstack._http import HttpRequest, HttpResponse, http_date
-from bridge.devstack.aws_sts import JsonFetcher, fetch_json, string_like
+from bridge.devstack._http import HttpRequest, HttpResponse, form_fields, http_date
 from bridge.devstack.faults import HttpFailure
-from bridge.devstack.jwks import IssuerKeys, IssuerUnreachableError, signature_valid
+from bridge.devstack.globs import string_like
+from bridge.devstack.jwks import (
+    IssuerKeys,
+    IssuerUnreachableError,
+    JsonFetcher,
+    fetch_json,
+    signature_valid,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -900,7 +906,7 @@ class GcpEmulator(RecordingEmulator[GoogleRecordedRequest]):
         return {"token": self._id_token(target, str(body["audience"]), body, now)}
 
     def _bearer(self, request: HttpRequest) -> GoogleToken:
-        scheme, _, token = _header(request, "Authorization").partition(" ")
+        scheme, _, token = request.header("Authorization").partition(" ")
         with self._lock:
             grant = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
         if grant is None or grant.expires_at <= self._clock():
@@ -958,24 +964,15 @@ class _SignedAwsRequest:
     body: bytes = field(repr=False)
 
 
-def _header(request: HttpRequest, name: str) -> str:
-    """A request header by case-insensitive name (google-auth sends `authorization`)."""
-    wanted = name.lower()
-    return next((v for k, v in request.headers.items() if k.lower() == wanted), "")
-
-
 def _parse_body(request: HttpRequest) -> tuple[dict[str, str], Any]:
     """(form fields, None) for form bodies; ({}, parsed JSON or None) for JSON bodies."""
     text = request.body.decode("utf-8", "replace")
-    if "json" in _header(request, "Content-Type"):
+    if "json" in request.header("Content-Type"):
         try:
             return {}, json.loads(text) if text else None
         except ValueError:
             return {}, None
-    form: dict[str, str] = {}
-    for key, value in parse_qsl(text, keep_blank_values=True):
-        form.setdefault(key, value)
-    return form, None
+    return form_fields(text), None
 
 
 def _parse_aws_token(token: str) -> _SignedAwsRequest:
