@@ -7,7 +7,7 @@ service, and has fault switches for reliability tests:
 - `JwtAuthority` (authority.py): ES256 keys, SPIRE-shaped JWT-SVIDs, JWKS, rotation;
 - `WorkloadApiServer` (workload_api.py): the SPIFFE Workload API, JWT profile;
 - `OidcDiscoveryServer` (oidc.py): `/.well-known/openid-configuration` and `/keys`;
-- `AwsStsEmulator` (aws_sts.py): STS AssumeRoleWithWebIdentity, query protocol + XML;
+- `AwsStsEmulator` (aws/): STS web identity, AssumeRole, GetCallerIdentity; query protocol + XML;
 - `FaultSwitches` and friends (faults.py): queued failures, latency, bad SVIDs;
 - `DevStack` (stack.py): all of the above wired together.
 """
@@ -15,7 +15,7 @@ service, and has fault switches for reliability tests:
 from __future__ import annotations
 
 from bridge.devstack.authority import JwtAuthority, SigningKey
-from bridge.devstack.aws_sts import (
+from bridge.devstack.aws import (
     AwsStsEmulator,
     IssuedCredentials,
     OidcProvider,

@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from bridge.devstack import DevStack
-from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY, AwsStsEmulator
+from bridge.devstack.aws import ASSUME_ROLE_WITH_WEB_IDENTITY, AwsStsEmulator
 from bridge.devstack.faults import HttpFailure
 from bridge.devstack.stack import DEMO_ROLE_ARN
 from tests.support.prometheus import (

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from bridge.devstack import DevStack
-from bridge.devstack.aws_sts import AwsStsEmulator
+from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.stack import (
     DEMO_ROLE_ARN,
     DEMO_SERVICE_ACCOUNT,

@@ -15,7 +15,7 @@ import jwt
 import pytest
 from spiffe import TrustDomain
 
-from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY
+from bridge.devstack.aws import ASSUME_ROLE_WITH_WEB_IDENTITY
 from bridge.devstack.faults import HttpFailure
 from bridge.devstack.gcp import OP_TOKEN
 from bridge.devstack.oidc import KEYS_PATH

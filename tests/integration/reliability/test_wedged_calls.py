@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY
+from bridge.devstack.aws import ASSUME_ROLE_WITH_WEB_IDENTITY
 from bridge.devstack.workload_api import FETCH_JWT_SVID
 from tests.support.expiry import MakeScenario, channels
 

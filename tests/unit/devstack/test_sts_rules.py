@@ -15,7 +15,7 @@ import pytest
 
 from bridge.devstack._http import HttpRequest
 from bridge.devstack.authority import JwtAuthority
-from bridge.devstack.aws_sts import STS_NAMESPACE, AwsStsEmulator
+from bridge.devstack.aws import STS_NAMESPACE, AwsStsEmulator
 from bridge.devstack.faults import HttpFailure
 
 ISSUER = "https://issuer.test"
