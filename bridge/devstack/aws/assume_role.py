@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 
 from bridge.devstack._http import HttpRequest
-from bridge.devstack.aws.account import StsAccount
 from bridge.devstack.aws.authentication import authenticate
+from bridge.devstack.aws.context import StsContext
 from bridge.devstack.aws.documents import assume_role_result
 from bridge.devstack.aws.errors import CHAINED_DURATION_EXCEEDED, StsError
 from bridge.devstack.aws.params import check_parameters
@@ -23,7 +23,7 @@ CHAINED_MAX_DURATION = 3600  # AWS caps sessions assumed with role-session crede
 
 
 def assume_role(
-    account: StsAccount, params: Mapping[str, str], request: HttpRequest
+    context: StsContext, params: Mapping[str, str], request: HttpRequest
 ) -> ET.Element:
     """The action's result for this signed request.
 
@@ -31,9 +31,9 @@ def assume_role(
         StsError: authentication (see `authentication`), parameters, AccessDenied, or
             a DurationSeconds too long for role chaining or for the role.
     """
-    caller = authenticate(request, account.sessions, account.clock())
+    caller = authenticate(request, context.sessions, context.clock())
     checked = check_parameters(params, web_identity=False)
-    role = account.directory.role(checked.role_arn)
+    role = context.directory.role(checked.role_arn)
     if (
         role is None
         or not role.trusts_session(caller)
@@ -48,9 +48,9 @@ def assume_role(
     if checked.duration > CHAINED_MAX_DURATION:
         raise StsError.of("ValidationError", CHAINED_DURATION_EXCEEDED)
     checked.check_duration(role)
-    credentials = account.sessions.issue(
+    credentials = context.sessions.issue(
         role, checked.session_name, caller.assumed_role_arn,
-        expires=int(account.clock()) + checked.duration,
+        expires=int(context.clock()) + checked.duration,
     )
     return assume_role_result(
         credentials, packed_policy_size=checked.packed_policy_size

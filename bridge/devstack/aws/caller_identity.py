@@ -11,17 +11,17 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 
 from bridge.devstack._http import HttpRequest
-from bridge.devstack.aws.account import StsAccount
 from bridge.devstack.aws.authentication import authenticate
+from bridge.devstack.aws.context import StsContext
 from bridge.devstack.aws.documents import caller_identity_result
 
 
 def get_caller_identity(
-    account: StsAccount, params: Mapping[str, str], request: HttpRequest
+    context: StsContext, params: Mapping[str, str], request: HttpRequest
 ) -> ET.Element:
     """The caller's assumed-role ARN, role session ID and account.
 
     Raises:
         StsError: authentication failed (see `authentication`).
     """
-    return caller_identity_result(authenticate(request, account.sessions, account.clock()))
+    return caller_identity_result(authenticate(request, context.sessions, context.clock()))

@@ -18,18 +18,18 @@ import logging
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from bridge.devstack._emulator import RecordingEmulator
 from bridge.devstack._http import HttpRequest, HttpResponse, form_fields, http_date
-from bridge.devstack.aws.account import Action, StsAccount
 from bridge.devstack.aws.assume_role import assume_role
 from bridge.devstack.aws.caller_identity import get_caller_identity
+from bridge.devstack.aws.context import Action, StsContext
 from bridge.devstack.aws.documents import error_document, response_document
 from bridge.devstack.aws.errors import StsError
-from bridge.devstack.aws.roles import IamDirectory, OidcProvider
+from bridge.devstack.aws.roles import IamDirectory
 from bridge.devstack.aws.sessions import IssuedCredentials, SessionStore
 from bridge.devstack.aws.web_identity import assume_role_with_web_identity
 from bridge.devstack.jwks import IssuerKeys, JsonFetcher, fetch_json
@@ -81,26 +81,16 @@ class AwsStsEmulator(IamDirectory, RecordingEmulator[RecordedRequest]):
         `clock` drives `exp` checks, credential expiry and the `Date` header, so a test
         can play clock skew; `fetch` is how discovery documents and JWKS are read.
         """
-        IamDirectory.__init__(self)
+        keys = IssuerKeys(fetch, timeout=idp_timeout, cache_seconds=jwks_cache_seconds)
+        IamDirectory.__init__(self, keys)
         RecordingEmulator.__init__(self, port=port, name="devstack-aws-sts")
         self._clock = clock
         self._sessions = SessionStore()
-        self._keys = IssuerKeys(fetch, timeout=idp_timeout, cache_seconds=jwks_cache_seconds)
-        self._account = StsAccount(self, self._sessions, self._keys, clock)
-
-    def register_oidc_provider(self, url: str, client_ids: Iterable[str]) -> OidcProvider:
-        """Register (or replace) an IAM OIDC provider for issuer `url`; forgets its keys.
-
-        Raises:
-            ValueError: no client IDs.
-        """
-        provider = super().register_oidc_provider(url, client_ids)
-        self._keys.forget(provider.url)
-        return provider
+        self._context = StsContext(self, self._sessions, keys, clock)
 
     def clear_jwks_cache(self) -> None:
         """Forget every cached JWKS (the next token refetches its issuer's keys)."""
-        self._keys.forget()
+        self._context.keys.forget()
 
     @property
     def issued(self) -> tuple[IssuedCredentials, ...]:
@@ -149,7 +139,7 @@ class AwsStsEmulator(IamDirectory, RecordingEmulator[RecordedRequest]):
                 "InvalidAction",
                 f"Could not find operation {action} for version {params.get('Version', '')}",
             )
-        return handler(self._account, params, request)
+        return handler(self._context, params, request)
 
     def _reply(self, status: int, body: bytes, request_id: str) -> HttpResponse:
         headers = {

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from bridge.devstack.aws.ids import new_role_id
 from bridge.devstack.globs import string_like
+from bridge.devstack.jwks import IssuerKeys
 
 DEFAULT_MAX_SESSION_DURATION = 3600
 MAX_DURATION = 43200
@@ -116,15 +117,20 @@ class TrustedRole:
 
 
 class IamDirectory:
-    """OIDC providers by normalized URL and roles by ARN. Thread-safe."""
+    """OIDC providers by normalized URL and roles by ARN. Thread-safe.
 
-    def __init__(self) -> None:
+    `keys` is the cache of issuers' JWKS: (re-)registering a provider forgets its
+    issuer's keys, so a test that replaces an issuer is not served stale ones.
+    """
+
+    def __init__(self, keys: IssuerKeys) -> None:
+        self._keys = keys
         self._lock = threading.Lock()
         self._providers: dict[str, OidcProvider] = {}
         self._roles: dict[str, TrustedRole] = {}
 
     def register_oidc_provider(self, url: str, client_ids: Iterable[str]) -> OidcProvider:
-        """Register (or replace) an IAM OIDC provider for issuer `url`.
+        """Register (or replace) an IAM OIDC provider for issuer `url`; forgets its keys.
 
         Raises:
             ValueError: no client IDs.
@@ -135,6 +141,7 @@ class IamDirectory:
         provider = OidcProvider(normalize_provider_url(url), accepted)
         with self._lock:
             self._providers[provider.url] = provider
+            self._keys.forget(provider.url)
         return provider
 
     def add_role(

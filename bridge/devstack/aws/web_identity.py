@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.devstack._http import HttpRequest
-from bridge.devstack.aws.account import StsAccount
+from bridge.devstack.aws.context import StsContext
 from bridge.devstack.aws.documents import web_identity_result
 from bridge.devstack.aws.errors import IDP_UNREACHABLE, NOT_AUTHORIZED, StsError
 from bridge.devstack.aws.params import check_parameters
@@ -45,7 +45,7 @@ class _ParsedToken:
 
 
 def assume_role_with_web_identity(
-    account: StsAccount, params: Mapping[str, str], request: HttpRequest
+    context: StsContext, params: Mapping[str, str], request: HttpRequest
 ) -> ET.Element:
     """The action's result for these parameters.
 
@@ -55,22 +55,22 @@ def assume_role_with_web_identity(
     checked = check_parameters(params, web_identity=True)
     parsed = _parse_token(checked.token)
     issuer = parsed.claims.get("iss")
-    provider = _provider_for(account.directory, issuer)
-    _verify_signature(account.keys, checked.token, parsed, provider)
+    provider = _provider_for(context.directory, issuer)
+    _verify_signature(context.keys, checked.token, parsed, provider)
     audience = _audiences(parsed.claims.get("aud"))
     matched_aud = next((a for a in audience if a in provider.client_ids), None)
     if matched_aud is None:
         raise StsError.of("InvalidIdentityToken", "Incorrect token audience")
-    _check_times(parsed.claims, int(account.clock()))
+    _check_times(parsed.claims, int(context.clock()))
     sub = parsed.claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise StsError.of("InvalidIdentityToken", "The web identity token has no sub claim")
-    role = account.directory.role(checked.role_arn)
+    role = context.directory.role(checked.role_arn)
     if role is None or role.provider_url != provider.url or not role.trusts(audience, sub):
         raise StsError.of("AccessDenied", NOT_AUTHORIZED)
     checked.check_duration(role)
-    credentials = account.sessions.issue(
-        role, checked.session_name, sub, expires=int(account.clock()) + checked.duration
+    credentials = context.sessions.issue(
+        role, checked.session_name, sub, expires=int(context.clock()) + checked.duration
     )
     return web_identity_result(
         credentials,

@@ -1,7 +1,7 @@
 """What every STS action works on, passed to each as one value. DEVELOPMENT ONLY.
 
 The emulator owns the state; the actions (`web_identity`, `assume_role`,
-`caller_identity`) are plain functions of (account, parameters, request), so each can
+`caller_identity`) are plain functions of (context, parameters, request), so each can
 be read and tested on its own.
 """
 
@@ -18,7 +18,7 @@ from bridge.devstack.jwks import IssuerKeys
 
 
 @dataclass(frozen=True, slots=True)
-class StsAccount:
+class StsContext:
     """Providers and roles, issued sessions, issuers' keys, and the emulator's clock."""
 
     directory: IamDirectory
@@ -27,7 +27,7 @@ class StsAccount:
     clock: Callable[[], float]
 
 
-Action = Callable[[StsAccount, Mapping[str, str], HttpRequest], ET.Element]
-"""One STS action: (account, request parameters, request) -> its `...Result` element.
+Action = Callable[[StsContext, Mapping[str, str], HttpRequest], ET.Element]
+"""One STS action: (context, request parameters, request) -> its `...Result` element.
 
 Raises StsError for every error reply."""
