@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge.devstack import DevStack
-from bridge.devstack.stack import DEMO_ROLE_ARN
+from bridge.devstack import DEMO_ROLE_ARN, DevStack
 from tests.conftest import WriteConfig
 
 pytestmark = pytest.mark.integration
