@@ -1,10 +1,13 @@
-"""What the emulators' unit tests share: one issuer, one instant, an in-memory IdP."""
+"""What the emulators' unit tests share: one issuer, one instant, an in-memory IdP,
+and form posts for calling `handle` without a socket."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
-from bridge.devstack import JwtAuthority
+from bridge.devstack import HttpRequest, JwtAuthority
 
 ISSUER = "https://issuer.test"
 SUB = "spiffe://example.org/ns/app"
@@ -28,3 +31,16 @@ class FakeIdp:
         if url == ISSUER + "/keys":
             return self.authority.jwks()
         raise OSError(f"404 {url}")
+
+
+def form_post(
+    path: str, form: Mapping[str, str], *, content_type: str = "application/x-www-form-urlencoded"
+) -> HttpRequest:
+    """A form-urlencoded POST of `form` to `path`, as an SDK sends it."""
+    return HttpRequest(
+        method="POST",
+        path=path,
+        query="",
+        headers={"Content-Type": content_type},
+        body=urlencode(form).encode(),
+    )

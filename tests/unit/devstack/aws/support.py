@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from typing import Any
-from urllib.parse import urlencode
 
 import jwt
 
-from bridge.devstack import HttpRequest, JwtAuthority
+from bridge.devstack import JwtAuthority
 from bridge.devstack.aws import STS_NAMESPACE, AwsStsEmulator
-from tests.unit.devstack.fakes import SUB
+from tests.unit.devstack.fakes import SUB, form_post
 
 ROLE = "arn:aws:iam::111122223333:role/path/demo"
 NS = {"sts": STS_NAMESPACE}
@@ -29,12 +28,8 @@ def with_header(token: str, header: dict[str, str]) -> str:
 
 def call_sts(sts: AwsStsEmulator, **params: str) -> tuple[int, ET.Element, dict[str, str]]:
     form = {"Action": "AssumeRoleWithWebIdentity", "Version": "2011-06-15", **params}
-    request = HttpRequest(
-        method="POST",
-        path="/",
-        query="",
-        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
-        body=urlencode(form).encode(),
+    request = form_post(
+        "/", form, content_type="application/x-www-form-urlencoded; charset=utf-8"
     )
     response = sts.handle(request)
     return response.status, ET.fromstring(response.body), dict(response.headers)

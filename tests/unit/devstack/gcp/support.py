@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
 
 from google.auth import aws
 
@@ -18,7 +17,7 @@ from bridge.devstack.gcp import (
     TOKEN_EXCHANGE_GRANT,
     GcpEmulator,
 )
-from tests.unit.devstack.fakes import SUB
+from tests.unit.devstack.fakes import SUB, form_post
 
 POOL = "projects/123456/locations/global/workloadIdentityPools/spire"
 PROVIDER = f"//iam.googleapis.com/{POOL}/providers/spire"
@@ -73,13 +72,7 @@ def exchange(gcp: GcpEmulator, token: str, **overrides: str) -> tuple[int, dict[
         "subject_token_type": JWT_TOKEN_TYPE,
         **overrides,
     }
-    request = HttpRequest(
-        method="POST",
-        path="/v1/token",
-        query="",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-        body=urlencode(form).encode(),
-    )
+    request = form_post("/v1/token", form)
     response = gcp.handle(request)
     return response.status, json.loads(response.body)
 
