@@ -8,6 +8,7 @@ status and text AWS would send.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from bridge.devstack.faults import HttpFailure
 
@@ -29,7 +30,7 @@ IDP_UNREACHABLE = (
     "AssumeRoleWithWebIdentity documentation for requirements"
 )
 
-KNOWN_ERRORS: Mapping[str, tuple[int, str]] = {
+KNOWN_ERRORS: Mapping[str, tuple[int, str]] = MappingProxyType({
     "AccessDenied": (403, NOT_AUTHORIZED),
     "ExpiredToken": (400, "The security token included in the request is expired"),
     "ExpiredTokenException": (400, "Token expired"),
@@ -50,7 +51,7 @@ KNOWN_ERRORS: Mapping[str, tuple[int, str]] = {
     "SignatureDoesNotMatch": (403, SIGNATURE_MISMATCH),
     "Throttling": (400, "Rate exceeded"),
     "ValidationError": (400, "1 validation error detected"),
-}
+})
 """Default HTTP status and message per error code."""
 
 

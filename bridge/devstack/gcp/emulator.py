@@ -41,7 +41,6 @@ from bridge.devstack.jwks import IssuerKeys, JsonFetcher, fetch_json
 
 STS_TOKEN_PATH = "/v1/token"
 OP_TOKEN = "token"
-_NOT_FOUND = {"error": {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +165,8 @@ class GcpEmulator(GcpProject, RecordingEmulator[GoogleRecordedRequest]):
             return json_response(200, self.discovery_document(), self._clock())
         if request.method == "GET" and request.path == GOOGLE_CERTS_PATH:
             return json_response(200, self.google_jwks(), self._clock())
-        return json_response(404, _NOT_FOUND, self._clock())
+        not_found = {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}
+        return json_response(404, {"error": not_found}, self._clock())
 
 
 def _parse_body(request: HttpRequest) -> tuple[dict[str, str], Any]:

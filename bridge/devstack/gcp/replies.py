@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar, Self
 
 from bridge.devstack._http import HttpResponse, http_date
@@ -19,12 +20,12 @@ from bridge.devstack.faults import HttpFailure
 _log = logging.getLogger(__name__)
 
 # Google's HTTP status per RFC 6749 code (STS) and per canonical error status (IAM).
-_STS_STATUS_CODES: Mapping[str, int] = {
+_STS_STATUS_CODES: Mapping[str, int] = MappingProxyType({
     "temporarily_unavailable": 503,
     "server_error": 500,
     "rate_limit_exceeded": 429,
-}
-_IAM_STATUS_CODES: Mapping[str, int] = {
+})
+_IAM_STATUS_CODES: Mapping[str, int] = MappingProxyType({
     "INVALID_ARGUMENT": 400,
     "FAILED_PRECONDITION": 400,
     "UNAUTHENTICATED": 401,
@@ -34,7 +35,7 @@ _IAM_STATUS_CODES: Mapping[str, int] = {
     "INTERNAL": 500,
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
-}
+})
 _UNAVAILABLE = "The service is currently unavailable."
 
 
