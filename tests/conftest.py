@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.devstack import DevStack
-from bridge.devstack.aws_sts import AwsStsEmulator
+from bridge.devstack import DEMO_ROLE_ARN, DevStack
+from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.gcp import GcpEmulator
-from bridge.devstack.stack import DEMO_ROLE_ARN
 from bridge.logs import pin_third_party_loggers
 
 

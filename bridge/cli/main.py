@@ -19,6 +19,7 @@ from bridge.errors import BridgeError, ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (0 ok, 1 failure, 2 usage or config)."""
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ class HttpRequest:
     headers: Mapping[str, str]
     body: bytes = field(default=b"", repr=False)
 
+    def header(self, name: str) -> str:
+        """A header by case-insensitive name, "" when absent (SDKs differ in case)."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), "")
+
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
@@ -50,6 +55,15 @@ class HttpResponse:
 
 
 Handler = Callable[[HttpRequest], HttpResponse]
+
+
+def form_fields(*encoded: str) -> dict[str, str]:
+    """Fields of form-urlencoded strings (query, then body); the first value of a name wins."""
+    fields: dict[str, str] = {}
+    for text in encoded:
+        for key, value in parse_qsl(text, keep_blank_values=True):
+            fields.setdefault(key, value)
+    return fields
 
 
 def http_date(epoch_seconds: float) -> str:

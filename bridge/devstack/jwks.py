@@ -3,21 +3,45 @@
 Like AWS and Google, they read `<issuer>/.well-known/openid-configuration`, follow its
 `jwks_uri`, cache the keys for a while, and fetch again when a token names a `kid` they
 do not know (the issuer may have rotated). Each emulator turns `IssuerUnreachableError` into
-its own cloud's error.
+its own cloud's error. Documents are read with `fetch_json` unless a test injects its own
+`JsonFetcher`.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jwt
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+_MAX_DOCUMENT = 1 << 20  # far above any real discovery document or JWKS
+
 JsonFetcher = Callable[[str, float], Any]
+"""Fetches and parses a JSON document: (url, timeout seconds) -> value.
+
+Raises OSError or ValueError when the document cannot be had."""
+
 Keys = tuple[Mapping[str, Any], ...]
+
+
+def fetch_json(url: str, timeout: float) -> Any:
+    """GET a JSON document over http(s), ignoring proxy environment variables.
+
+    Raises:
+        OSError: connection failure, timeout or non-2xx status.
+        ValueError: not an http(s) URL, or the body is not JSON.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with opener.open(request, timeout=timeout) as response:
+        return json.loads(response.read(_MAX_DOCUMENT))
 
 
 class IssuerUnreachableError(Exception):

@@ -21,8 +21,8 @@ from typing import Any
 
 from bridge.devstack._emulator import HttpEmulator
 from bridge.devstack._http import HttpRequest, HttpResponse
+from bridge.devstack.jwks import DISCOVERY_PATH
 
-DISCOVERY_PATH = "/.well-known/openid-configuration"
 KEYS_PATH = "/keys"
 
 JwksSource = Callable[[], Mapping[str, Any]]

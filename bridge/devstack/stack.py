@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 
 from bridge.devstack.authority import JwtAuthority
-from bridge.devstack.aws_sts import AwsStsEmulator
+from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.gcp import GcpEmulator, pool_principal_set
 from bridge.devstack.oidc import OidcDiscoveryServer
 from bridge.devstack.workload_api import DEFAULT_SVID_TTL, Identity, WorkloadApiServer

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class OutputWriter:
+    """Keeps the credential directory in step with the store (see the module docstring)."""
+
     def __init__(self, directory: CredentialDirectory, *,
                  snapshot: Callable[[], Mapping[str, TargetStatus]], clock: Clock,
                  metrics: Metrics, rng: random.Random | None = None) -> None:

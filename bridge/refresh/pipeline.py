@@ -31,6 +31,8 @@ class Timings:
 
 
 class TargetPipeline:
+    """One target's chain: a fresh JWT-SVID, then each hop in turn."""
+
     def __init__(self, target: TargetConfig, *, source: SvidSource, hops: Sequence[Hop],
                  monotonic: Callable[[], float], now: Callable[[], float]) -> None:
         self.target = target

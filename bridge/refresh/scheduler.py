@@ -30,6 +30,8 @@ HEARTBEAT = 5.0
 
 
 class Scheduler:
+    """Runs every target's refresh on the policy's clock; the only writer of the store."""
+
     def __init__(
         self,
         pipelines: Sequence[TargetPipeline],

@@ -14,6 +14,7 @@ _PORT = re.compile(r"\d{1,5}", re.ASCII)
 
 
 def check_spiffe_id(v: str) -> str | None:
+    """A canonical SPIFFE ID (lower-case trust domain, no empty, `.` or `..` segments)."""
     segments = v.removeprefix("spiffe://").split("/")[1:]
     if _SPIFFE_ID.fullmatch(v) and not {".", ".."} & set(segments) and len(v) <= 2048:
         return None
@@ -30,6 +31,7 @@ def split_url(v: str) -> SplitResult | None:
 
 
 def check_unix_uri(v: str) -> str | None:
+    """`unix:///absolute/path`, short enough for AF_UNIX."""
     parts = split_url(v)
     if parts is None:
         return f"{clip(v)} is not a valid URI: use unix:///absolute/path"
@@ -43,6 +45,7 @@ def check_unix_uri(v: str) -> str | None:
 
 
 def check_abs_path(v: str) -> str | None:
+    """An absolute path without `..`, newlines or NUL."""
     if not v.startswith("/"):
         return f"{clip(v)} must be an absolute path"
     if ".." in Path(v).parts:
@@ -53,6 +56,7 @@ def check_abs_path(v: str) -> str | None:
 
 
 def check_host_port(v: str) -> str | None:
+    """`HOST:PORT` with an IP literal (or localhost): nothing to resolve."""
     host, sep, port = v.rpartition(":")
     host = host.strip("[]")
     if not sep or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
@@ -66,6 +70,7 @@ def check_host_port(v: str) -> str | None:
 
 
 def is_loopback_host(host: str) -> bool:
+    """`localhost`, or an IP literal on the loopback network."""
     if host == "localhost":
         return True
     try:
@@ -75,6 +80,7 @@ def is_loopback_host(host: str) -> bool:
 
 
 def check_loopback_address(v: str) -> str | None:
+    """`HOST:PORT` on loopback: local listeners never face the network."""
     if message := check_host_port(v):
         return message
     host = v.rpartition(":")[0]
@@ -84,6 +90,7 @@ def check_loopback_address(v: str) -> str | None:
 
 
 def check_endpoint(v: str) -> str | None:
+    """An https URL, or plain http to a loopback host (the dev stack, a local proxy)."""
     parts = split_url(v)
     if parts is None:
         return f"{clip(v)} is not a valid URL"
@@ -95,11 +102,13 @@ def check_endpoint(v: str) -> str | None:
 
 
 def clip(v: str) -> str:
+    """A user value for a message: repr'd (control characters shown) and at most 80 chars."""
     text = repr(v)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_audience(v: str) -> str | None:
+    """A JWT audience: non-empty, no surrounding whitespace, at most 255 characters."""
     if not v.strip() or v != v.strip():
         return "must be a non-empty string without surrounding whitespace"
     return None if len(v) <= 255 else "must be at most 255 characters"

@@ -20,9 +20,7 @@ WEB_IDENTITY = "AssumeRoleWithWebIdentity"
 def _child(conn: multiprocessing.connection.Connection, workdir: str, workers: int) -> None:
     import logging
 
-    from bridge.devstack import _http
-    from bridge.devstack.stack import DEMO_ROLE_ARN, DevStack
-    from bridge.devstack.workload_api import WorkloadApiServer
+    from bridge.devstack import DEMO_ROLE_ARN, DevStack, WorkloadApiServer, _http
 
     logging.basicConfig(level=logging.ERROR)
     # The emulators' stdlib server listens with socketserver's backlog of 5 and closes

@@ -231,7 +231,7 @@ def _start_spire(workdir: Path) -> tuple[Any, str]:
 
 
 def run(calls: int, rounds: int, spire: bool = True) -> dict[str, Any]:
-    from bridge.devstack.authority import JwtAuthority
+    from bridge.devstack import JwtAuthority
 
     authority = JwtAuthority("example.org")
     bundle = json.dumps(authority.spiffe_bundle()).encode()
@@ -306,7 +306,7 @@ def profile_bridge(out: Path, calls: int = 20000, concurrency: int = 8) -> float
     import signal
     import subprocess
 
-    from bridge.devstack.authority import JwtAuthority
+    from bridge.devstack import JwtAuthority
     from tests.bench._common import py_spy
 
     exe = py_spy()

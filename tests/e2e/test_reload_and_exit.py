@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge.devstack import DevStack
-from bridge.devstack.stack import DEMO_ROLE_ARN
+from bridge.devstack import DEMO_ROLE_ARN, DevStack
 from tests.conftest import WriteConfig
 from tests.support.process import bridge_cli, start_bridge, with_http_port
 from tests.support.wait import wait_for

@@ -9,8 +9,7 @@ from typing import Any
 
 import yaml
 
-from bridge.devstack import DevStack
-from bridge.devstack.stack import DEMO_ROLE_ARN, DEMO_SERVICE_ACCOUNT, GCP_PROVIDER
+from bridge.devstack import DEMO_ROLE_ARN, DEMO_SERVICE_ACCOUNT, GCP_PROVIDER, DevStack
 
 ENV_SOCKET = "SPIFFE_ENDPOINT_SOCKET"
 FILE_SOCKET = "unix:///run/spire/agent-sockets/api.sock"

@@ -47,10 +47,9 @@ from bridge.app.daemon import credential_directory
 from bridge.clouds.aws import AwsCredentials
 from bridge.clouds.gcp import GcpToken
 from bridge.config import OutputsConfig, TargetConfig, parse_config
-from bridge.devstack import DevStack
-from bridge.devstack.aws_sts import AwsStsEmulator
+from bridge.devstack import DEMO_ROLE_ARN, DEMO_SERVICE_ACCOUNT, GCP_PROVIDER, DevStack
+from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.gcp import GcpEmulator
-from bridge.devstack.stack import DEMO_ROLE_ARN, DEMO_SERVICE_ACCOUNT, GCP_PROVIDER
 from bridge.model import (
     Credential,
     JwtSvid,

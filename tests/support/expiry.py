@@ -53,10 +53,9 @@ from bridge.client import ApiError, BridgeClient
 from bridge.clouds.aws import AwsCredentials
 from bridge.clouds.gcp import GcpToken
 from bridge.config import Config
-from bridge.devstack import DevStack
-from bridge.devstack.aws_sts import AwsStsEmulator, IssuedCredentials
+from bridge.devstack import DEMO_ROLE_ARN, DEMO_SERVICE_ACCOUNT, GCP_PROVIDER, DevStack
+from bridge.devstack.aws import AwsStsEmulator, IssuedCredentials
 from bridge.devstack.gcp import GcpEmulator
-from bridge.devstack.stack import DEMO_ROLE_ARN, DEMO_SERVICE_ACCOUNT, GCP_PROVIDER
 from bridge.model import State, parse_utc_iso
 from bridge.outputs import atomic
 from bridge.testing import FakeClock

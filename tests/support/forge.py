@@ -17,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm
 
-from bridge.devstack.authority import JwtAuthority
+from bridge.devstack import JwtAuthority
 
 DROP: Any = object()
 """Pass as a claim or header value to leave that member out."""

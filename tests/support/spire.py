@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import pytest
 from spiffe import JwtBundleSet, JwtSvid, SpiffeId, WorkloadApiClient
 
-from bridge.devstack.aws_sts import AwsStsEmulator
+from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.gcp import GcpEmulator, pool_principal_set
 from tests.support.wait import wait_for
 

@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 from bridge.clouds.aws import AwsCredentials
-from bridge.devstack import DevStack
-from bridge.devstack.aws_sts import AwsStsEmulator
-from bridge.devstack.stack import AWS_AUDIENCE, DEMO_ROLE_ARN, DEMO_ROLE_MAX_SESSION
+from bridge.devstack import AWS_AUDIENCE, DEMO_ROLE_ARN, DEMO_ROLE_MAX_SESSION, DevStack
+from bridge.devstack.aws import AwsStsEmulator
 from bridge.model import Credential, JwtSvid, State, TargetStatus
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import types
 from pathlib import Path
@@ -64,7 +65,17 @@ def test_all_lists_every_public_name_of_the_face(name: str) -> None:
 def _belongs(binding: str, value: object, package: str) -> bool:
     if isinstance(value, types.ModuleType):
         return False
-    if binding.isupper():
-        return True  # a constant the face holds
+    if binding.isupper() or isinstance(value, types.UnionType | types.GenericAlias):
+        return True  # a constant or a type alias the face holds
     owner = getattr(value, "__module__", None) or type(value).__module__
     return str(owner) == package or str(owner).startswith(package + ".")
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_exported_class_and_function_says_why(name: str) -> None:
+    """Exported classes and functions carry a docstring."""
+    module = importlib.import_module(name)
+    for exported in module.__all__:
+        value = getattr(module, exported)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), f"{name}.{exported} has no docstring"

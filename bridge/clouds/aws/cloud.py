@@ -33,6 +33,8 @@ PROTO_CLOUD_AWS = 1  # spiffebridge.v1.CLOUD_AWS
 
 
 class AwsCloud:
+    """AWS behind the `Cloud` protocol (see the module docstring for its chain rules)."""
+
     name = "aws"
     title = "AWS"
     proto_cloud = PROTO_CLOUD_AWS

@@ -31,6 +31,8 @@ PROTO_CLOUD_GCP = 2  # spiffebridge.v1.CLOUD_GCP
 
 
 class GcpCloud:
+    """GCP behind the `Cloud` protocol (see the module docstring for its chain rules)."""
+
     name = "gcp"
     title = "GCP"
     proto_cloud = PROTO_CLOUD_GCP

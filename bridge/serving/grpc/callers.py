@@ -34,6 +34,8 @@ class CallerRejected(Exception):  # noqa: N818 - a verdict, not a malfunction
 
 
 class CallerVerifier:
+    """Verifies callers' JWT-SVIDs against the watched bundles, with a verdict cache."""
+
     def __init__(self, bundles: Callable[[], JwtBundleSet | None], *, audience: str,
                  now: Callable[[], float]) -> None:
         self._bundles = bundles

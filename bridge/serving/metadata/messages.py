@@ -49,11 +49,13 @@ class Reply:
 
 def text(status: int, body: str, *, refusal: str | None = None,
          headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    """A text/plain reply."""
     return Reply(status, body.encode(), _TEXT, headers=headers, refusal=refusal)
 
 
 def json_reply(status: int, document: Mapping[str, Any], *,
                content_type: str = _JSON) -> Reply:
+    """A JSON reply."""
     return Reply(status, json.dumps(document).encode(), content_type)
 
 

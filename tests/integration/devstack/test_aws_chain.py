@@ -11,8 +11,13 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from bridge.devstack import DEMO_ROLE_ARN, AwsStsEmulator, DevStack
-from bridge.devstack.stack import FROM_GCP_ROLE_ARN, TENANT_ROLE_ARN
+from bridge.devstack import (
+    DEMO_ROLE_ARN,
+    FROM_GCP_ROLE_ARN,
+    TENANT_ROLE_ARN,
+    AwsStsEmulator,
+    DevStack,
+)
 
 pytestmark = pytest.mark.integration
 

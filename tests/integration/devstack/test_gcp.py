@@ -15,9 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.auth import aws, exceptions, identity_pool, impersonated_credentials
 from google.auth.transport.urllib3 import Request
 
-from bridge.devstack import DEMO_ROLE_ARN, DevStack, HttpFailure
-from bridge.devstack.gcp import AWS_TOKEN_TYPE, JWT_TOKEN_TYPE, federated_principal
-from bridge.devstack.stack import (
+from bridge.devstack import (
+    DEMO_ROLE_ARN,
     DEMO_SERVICE_ACCOUNT,
     DEMO_SERVICE_ACCOUNT_ID,
     FROM_GCP_ROLE_ARN,
@@ -25,7 +24,10 @@ from bridge.devstack.stack import (
     GCP_PROVIDER,
     GOOGLE_ID_TOKEN_AUDIENCE,
     TENANT_ROLE_ARN,
+    DevStack,
+    HttpFailure,
 )
+from bridge.devstack.gcp import AWS_TOKEN_TYPE, JWT_TOKEN_TYPE, federated_principal
 
 pytestmark = pytest.mark.integration
 

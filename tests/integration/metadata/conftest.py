@@ -25,9 +25,8 @@ from bridge.app.daemon import Daemon, build, serve, use_worker_threads
 from bridge.clouds.aws import AwsCredentials
 from bridge.clouds.aws.container import ContainerServer
 from bridge.config import load_config
-from bridge.devstack import DevStack
-from bridge.devstack.aws_sts import MIN_DURATION, AwsStsEmulator
-from bridge.devstack.stack import DEMO_ROLE_ARN
+from bridge.devstack import DEMO_ROLE_ARN, DevStack
+from bridge.devstack.aws import MIN_DURATION, AwsStsEmulator
 from bridge.logs import Redactor, pin_third_party_loggers
 from bridge.model import Credential, TargetStatus
 from bridge.serving.metadata import LoopbackServer

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.clouds.aws import AwsCredentials
-from bridge.devstack.aws_sts import AwsStsEmulator
+from bridge.devstack.aws import AwsStsEmulator
 from tests.integration.metadata.conftest import (
     Bridge,
     StartBridge,

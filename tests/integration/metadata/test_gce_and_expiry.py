@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 
 from bridge.clouds.gcp import GcpToken
-from bridge.devstack import DevStack
-from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY
-from bridge.devstack.faults import HttpFailure
-from bridge.devstack.stack import DEMO_SERVICE_ACCOUNT, GCP_PROVIDER
+from bridge.devstack import DEMO_SERVICE_ACCOUNT, GCP_PROVIDER, DevStack, HttpFailure
+from bridge.devstack.aws import ASSUME_ROLE_WITH_WEB_IDENTITY
 from tests.integration.metadata.conftest import (
     Bridge,
     StartBridge,

@@ -27,10 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.devstack import DevStack
-from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY, AwsStsEmulator
-from bridge.devstack.faults import HttpFailure
-from bridge.devstack.stack import DEMO_ROLE_ARN
+from bridge.devstack import DEMO_ROLE_ARN, DevStack, HttpFailure
+from bridge.devstack.aws import ASSUME_ROLE_WITH_WEB_IDENTITY, AwsStsEmulator
 from tests.support.process import start_bridge, stop
 from tests.support.prometheus import (
     ALERTS,

@@ -13,16 +13,16 @@ import google.oauth2.credentials
 import pytest
 
 from bridge.cli import main
-from bridge.devstack import DevStack
-from bridge.devstack.gcp import pool_principal_set
-from bridge.devstack.stack import (
+from bridge.devstack import (
     DEMO_ROLE_ARN,
     DEMO_SERVICE_ACCOUNT,
     FROM_GCP_ROLE_ARN,
     GCP_AWS_PROVIDER,
     GCP_PROVIDER,
     TENANT_ROLE_ARN,
+    DevStack,
 )
+from bridge.devstack.gcp import pool_principal_set
 from tests.conftest import WriteConfig
 
 pytestmark = pytest.mark.integration

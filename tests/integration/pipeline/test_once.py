@@ -12,8 +12,7 @@ import botocore.session
 import pytest
 
 from bridge.cli import main
-from bridge.devstack import DevStack
-from bridge.devstack.stack import DEMO_ROLE_ARN
+from bridge.devstack import DEMO_ROLE_ARN, DevStack
 from tests.conftest import WriteConfig
 from tests.support.process import bridge_cli
 
@@ -176,7 +175,7 @@ def test_a_restart_keeps_valid_credentials_while_refresh_fails(
         stack: DevStack, write_config: WriteConfig, outdir: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Still-valid credentials from the previous run survive a restart whose refresh fails."""
-    from bridge.devstack.faults import HttpFailure
+    from bridge.devstack import HttpFailure
 
     config = write_config()
     assert main(["once", "--config", str(config)]) == 0
@@ -193,7 +192,7 @@ def test_a_restart_keeps_valid_credentials_while_refresh_fails(
 def test_expired_leftovers_are_not_recovered(stack: DevStack, write_config: WriteConfig,
                                              outdir: Path) -> None:
     """A credentials file whose Expiration passed is removed, never served again."""
-    from bridge.devstack.faults import HttpFailure
+    from bridge.devstack import HttpFailure
 
     config = write_config()
     assert main(["once", "--config", str(config)]) == 0

@@ -12,9 +12,7 @@ import pytest
 from bridge.cli import main
 from bridge.clouds.aws import AwsHopConfig
 from bridge.clouds.aws.sts import AwsWebIdentityHop, StsClients
-from bridge.devstack import DevStack
-from bridge.devstack.faults import GrpcFailure, HttpFailure
-from bridge.devstack.stack import DEMO_ROLE_ARN
+from bridge.devstack import DEMO_ROLE_ARN, DevStack, GrpcFailure, HttpFailure
 from bridge.errors import ExchangeError, SourceError
 from bridge.model import JwtSvid
 from bridge.sources.workload_api import WorkloadApiSource

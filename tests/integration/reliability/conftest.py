@@ -18,10 +18,9 @@ import pytest
 import yaml
 
 from bridge.config import Config
-from bridge.devstack import DevStack, Identity
-from bridge.devstack.aws_sts import AwsStsEmulator
+from bridge.devstack import DEMO_ROLE_ARN, DEMO_SERVICE_ACCOUNT, GCP_PROVIDER, DevStack, Identity
+from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.gcp import GcpEmulator
-from bridge.devstack.stack import DEMO_ROLE_ARN, DEMO_SERVICE_ACCOUNT, GCP_PROVIDER
 from tests.support.expiry import (
     ExpiryChecker,
     Issued,

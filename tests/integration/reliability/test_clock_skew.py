@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge.devstack import DevStack
-from bridge.devstack.aws_sts import AwsStsEmulator
-from bridge.devstack.stack import (
+from bridge.devstack import (
     DEMO_ROLE_ARN,
     DEMO_SERVICE_ACCOUNT,
     GCP_PROVIDER,
+    DevStack,
 )
+from bridge.devstack.aws import AwsStsEmulator
 from tests.support.expiry import StartChecker
 from tests.support.running import RunningBridge
 from tests.support.values import trusting_sts

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from bridge.config import load_config
-from bridge.devstack.aws_sts import IssuedCredentials
+from bridge.devstack.aws import IssuedCredentials
 from bridge.model import utc_iso
 from tests.support.expiry import FILE_GRACE, ExpiryChecker, Issued, VirtualTime
 

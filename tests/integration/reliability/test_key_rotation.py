@@ -15,11 +15,9 @@ import jwt
 import pytest
 from spiffe import TrustDomain
 
-from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY
-from bridge.devstack.faults import HttpFailure
+from bridge.devstack import FETCH_JWT_SVID, KEYS_PATH, HttpFailure
+from bridge.devstack.aws import ASSUME_ROLE_WITH_WEB_IDENTITY
 from bridge.devstack.gcp import OP_TOKEN
-from bridge.devstack.oidc import KEYS_PATH
-from bridge.devstack.workload_api import FETCH_JWT_SVID
 from tests.support.expiry import FOREVER, MakeScenario, Scenario, channels
 
 pytestmark = pytest.mark.integration

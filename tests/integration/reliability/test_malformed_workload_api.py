@@ -30,8 +30,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
-from bridge.devstack import DevStack
-from bridge.devstack.faults import SvidEntry
+from bridge.devstack import DevStack, SvidEntry
 from bridge.errors import SourceError
 from bridge.sources.workload_api import WorkloadApiSource
 from tests.integration.reliability.conftest import DEMO, OTHER

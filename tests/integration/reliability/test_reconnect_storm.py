@@ -28,8 +28,7 @@ import grpc
 import pytest
 
 from bridge.client import BridgeClient
-from bridge.devstack.faults import GrpcFailure
-from bridge.devstack.workload_api import FETCH_JWT_BUNDLES, FETCH_JWT_SVID
+from bridge.devstack import FETCH_JWT_BUNDLES, FETCH_JWT_SVID, GrpcFailure
 from tests.support.expiry import FOREVER, MakeScenario, _http, open_fds
 
 pytestmark = pytest.mark.integration

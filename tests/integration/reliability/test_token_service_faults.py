@@ -20,11 +20,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from bridge.devstack import DevStack
-from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY
-from bridge.devstack.faults import HttpFailure
+from bridge.devstack import (
+    AWS_AUDIENCE,
+    DEMO_ROLE_ARN,
+    DEMO_ROLE_MAX_SESSION,
+    DevStack,
+    HttpFailure,
+)
+from bridge.devstack.aws import ASSUME_ROLE_WITH_WEB_IDENTITY
 from bridge.devstack.gcp import OP_GENERATE_ACCESS_TOKEN, OP_TOKEN
-from bridge.devstack.stack import AWS_AUDIENCE, DEMO_ROLE_ARN, DEMO_ROLE_MAX_SESSION
 from bridge.refresh.policy import BACKOFF_CAP
 from bridge.serving.health import readiness
 from tests.support.expiry import FOREVER, MakeScenario, assert_backoff, channels

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from bridge.devstack.aws_sts import ASSUME_ROLE_WITH_WEB_IDENTITY
-from bridge.devstack.workload_api import FETCH_JWT_SVID
+from bridge.devstack import FETCH_JWT_SVID
+from bridge.devstack.aws import ASSUME_ROLE_WITH_WEB_IDENTITY
 from tests.support.expiry import MakeScenario, channels
 
 pytestmark = pytest.mark.integration

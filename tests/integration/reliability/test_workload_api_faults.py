@@ -22,8 +22,7 @@ import grpc
 import pytest
 from spiffe import TrustDomain
 
-from bridge.devstack.faults import GrpcFailure
-from bridge.devstack.workload_api import FETCH_JWT_BUNDLES, FETCH_JWT_SVID
+from bridge.devstack import FETCH_JWT_BUNDLES, FETCH_JWT_SVID, GrpcFailure
 from bridge.refresh.policy import BACKOFF_CAP
 from bridge.serving.health import readiness
 from tests.support.expiry import (

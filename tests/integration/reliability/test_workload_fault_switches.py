@@ -9,8 +9,7 @@ import pytest
 import spiffe
 from spiffe import JwtBundleSet
 
-from bridge.devstack import DevStack
-from bridge.devstack.faults import SvidEntry, WorkloadFaults
+from bridge.devstack import DevStack, SvidEntry, WorkloadFaults
 from tests.integration.reliability.conftest import DEMO, OTHER
 
 pytestmark = pytest.mark.integration

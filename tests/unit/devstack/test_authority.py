@@ -7,7 +7,7 @@ import threading
 import jwt
 import pytest
 
-from bridge.devstack.authority import JwtAuthority, SigningKey
+from bridge.devstack import JwtAuthority, SigningKey
 
 SUB = "spiffe://example.org/demo"
 

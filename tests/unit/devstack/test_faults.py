@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from bridge.devstack.faults import (
+from bridge.devstack import (
     ANY_OPERATION,
     FaultSwitches,
     GrpcFailure,

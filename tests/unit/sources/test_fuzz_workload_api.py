@@ -27,8 +27,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from bridge.devstack.authority import JwtAuthority
-from bridge.devstack.workload_api import WorkloadApiServer
+from bridge.devstack import JwtAuthority, WorkloadApiServer
 from bridge.errors import SourceError
 from bridge.model import JwtSvid
 from bridge.sources.workload_api import LEEWAY, MAX_SVID_LENGTH, WorkloadApiSource

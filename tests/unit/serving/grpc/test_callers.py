@@ -8,7 +8,7 @@ import time
 import pytest
 from spiffe import JwtBundle, JwtBundleSet, TrustDomain
 
-from bridge.devstack.authority import JwtAuthority
+from bridge.devstack import JwtAuthority
 from bridge.serving.grpc.callers import CallerRejected, CallerVerifier, bearer
 
 CALLER = "spiffe://example.org/ns/a/sa/b"

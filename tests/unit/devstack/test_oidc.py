@@ -7,10 +7,7 @@ from typing import Any
 
 import pytest
 
-from bridge.devstack._http import HttpRequest
-from bridge.devstack.authority import JwtAuthority
-from bridge.devstack.faults import HttpFailure
-from bridge.devstack.oidc import OidcDiscoveryServer
+from bridge.devstack import HttpFailure, HttpRequest, JwtAuthority, OidcDiscoveryServer
 
 ISSUER = "https://oidc.example.org"
 
