@@ -8,16 +8,16 @@ waits on a stopped server) and the context-manager protocol are the same for all
 from __future__ import annotations
 
 import threading
-from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, TypeVar
 
 from bridge.devstack._http import HttpRequest, HttpResponse, LoopbackHttpServer
+from bridge.devstack._lifecycle import StartStop
 from bridge.devstack.faults import FaultSwitches, HttpFailure
 
 R = TypeVar("R")
 
 
-class HttpEmulator:
+class HttpEmulator(StartStop):
     def __init__(self, *, port: int, name: str) -> None:
         """Create the (not yet listening) server on `port` (0: any) and the fault switches."""
         self.faults: FaultSwitches[HttpFailure] = FaultSwitches()
@@ -54,13 +54,6 @@ class HttpEmulator:
         self.faults.interrupt()
         self._http.stop()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 class RecordingEmulator(HttpEmulator, Generic[R]):

@@ -17,9 +17,10 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from bridge.devstack._lifecycle import StartStop
 
 _log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(response.body)
 
 
-class LoopbackHttpServer:
+class LoopbackHttpServer(StartStop):
     """Serves a `Handler` on 127.0.0.1 in a daemon thread; restartable on the same port."""
 
     def __init__(self, app: Handler, *, port: int = 0, name: str = "devstack-http") -> None:
@@ -209,15 +210,3 @@ class LoopbackHttpServer:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5.0)
-
-    def __enter__(self) -> LoopbackHttpServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

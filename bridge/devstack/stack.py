@@ -39,8 +39,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 
+from bridge.devstack._lifecycle import StartStop
 from bridge.devstack.authority import JwtAuthority
 from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.gcp import GcpEmulator, pool_principal_set
@@ -67,7 +67,7 @@ GOOGLE_ID_TOKEN_AUDIENCE = AWS_AUDIENCE
 SOCKET_NAME = "agent.sock"
 
 
-class DevStack:
+class DevStack(StartStop):
     """Owns and wires the emulators; `start()`/`stop()` or use as a context manager."""
 
     def __init__(
@@ -218,14 +218,3 @@ class DevStack:
         self.gcp.stop()
         self.aws.stop()
         self.oidc.stop()
-
-    def __enter__(self) -> DevStack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, NoReturn
 
 import grpc
@@ -37,6 +36,7 @@ import jwt
 from google.protobuf.struct_pb2 import Struct
 
 from bridge._proto.spiffe import workload_pb2
+from bridge.devstack._lifecycle import StartStop
 from bridge.devstack.authority import JwtAuthority
 from bridge.devstack.faults import GrpcFailure, WorkloadFaults
 
@@ -85,7 +85,7 @@ def _trust_domain_of(spiffe_id: str) -> str | None:
     return name or None
 
 
-class WorkloadApiServer:
+class WorkloadApiServer(StartStop):
     """The fake agent. Thread-safe; `start()`/`stop()` may be repeated (agent restarts)."""
 
     def __init__(
@@ -237,17 +237,6 @@ class WorkloadApiServer:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> WorkloadApiServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- gRPC plumbing -----------------------------------------------------------------
 

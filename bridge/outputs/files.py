@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bridge.model import Credential
+from bridge.model import Credential, Material
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +36,10 @@ class SharedFile:
     targets: frozenset[str]
     render: Callable[[Sequence[Credential]], bytes]
 
+
+def recovered(target: str, material: Material, now: float) -> Credential | None:
+    """A credential a previous run wrote, read back: served only while still valid."""
+    if material.expires_at <= now:
+        return None
+    return Credential(target=target, issued_at=now, expires_at=material.expires_at,
+                      svid_expires_at=0.0, material=material)

@@ -33,8 +33,9 @@ from bridge.clouds.base import Target
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
 from bridge.model import Credential, utc_iso
-from bridge.schema import Section, check_abs_path, check_loopback_address
+from bridge.schema import Section, check_abs_path
 from bridge.serving.metadata import (
+    CloudEndpoint,
     LocalTokens,
     LoopbackServer,
     MetadataContext,
@@ -58,23 +59,18 @@ class ContainerConfig:
     token_file: Path
 
 
-class ContainerEndpoint:
+class ContainerEndpoint(CloudEndpoint):
     """The `metadata.container` section and `serve: [container]` (an `Endpoint`)."""
 
     key = "container"
     single = False
+    cloud, title = "aws", "an AWS"
+    config_type = ContainerConfig
 
-    def read(self, section: Section, *, directory: str) -> ContainerConfig | None:
-        address = section.get("address", str, "", required=True,
-                              check=check_loopback_address)
+    def read_extra(self, section: Section, *, directory: str) -> dict[str, object]:
         default_file = str(Path(directory or "/") / TOKEN_FILE_NAME)
         token_file = section.get("token_file", str, default_file, check=check_abs_path)
-        return ContainerConfig(address=address, token_file=Path(token_file)) if address else None
-
-    def serve_problem(self, target: Target) -> str | None:
-        if isinstance(target.final, AwsHopConfig):
-            return None
-        return "container needs an AWS credential; this target's last hop is another cloud"
+        return {"token_file": Path(token_file)}
 
     def build(self, config: object, targets: Sequence[Target],
               context: MetadataContext) -> ContainerServer:

@@ -15,7 +15,7 @@ from pathlib import Path
 from bridge.clouds.aws.material import AwsCredentials
 from bridge.errors import OutputError
 from bridge.model import Credential, parse_utc_iso, utc_iso
-from bridge.outputs.files import SharedFile, TargetFile
+from bridge.outputs.files import SharedFile, TargetFile, recovered
 
 PROCESS_OUTPUT = "aws_process"
 CREDENTIALS_OUTPUT = "aws_credentials"
@@ -78,10 +78,7 @@ def recover(directory: Path, name: str, now: float) -> Credential | None:
                              session_token=str(doc["SessionToken"]), expires_at=expires)
     except (OutputError, ValueError, KeyError, TypeError):
         return None
-    if expires <= now:
-        return None
-    return Credential(target=name, issued_at=now, expires_at=expires, svid_expires_at=0.0,
-                      material=aws)
+    return recovered(name, aws, now)
 
 
 def read_process_json(directory: Path, target: str) -> dict[str, object]:

@@ -31,13 +31,12 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bridge.clouds.aws.config import AwsHopConfig
 from bridge.clouds.aws.material import AwsCredentials
 from bridge.clouds.base import Target
 from bridge.metrics import Metrics
 from bridge.model import Credential, utc_iso
-from bridge.schema import Section, check_loopback_address
 from bridge.serving.metadata import (
+    CloudEndpoint,
     LoopbackServer,
     MetadataContext,
     Reply,
@@ -63,21 +62,13 @@ class ImdsConfig:
     address: str
 
 
-class ImdsEndpoint:
+class ImdsEndpoint(CloudEndpoint):
     """The `metadata.imds` section and `serve: [imds]` (an `Endpoint`)."""
 
     key = "imds"
     single = True
-
-    def read(self, section: Section, *, directory: str) -> ImdsConfig | None:
-        address = section.get("address", str, "", required=True,
-                              check=check_loopback_address)
-        return ImdsConfig(address=address) if address else None
-
-    def serve_problem(self, target: Target) -> str | None:
-        if isinstance(target.final, AwsHopConfig):
-            return None
-        return "imds needs an AWS credential; this target's last hop is another cloud"
+    cloud, title = "aws", "an AWS"
+    config_type = ImdsConfig
 
     def build(self, config: object, targets: Sequence[Target],
               context: MetadataContext) -> ImdsServer:

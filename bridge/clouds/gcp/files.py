@@ -15,7 +15,7 @@ from pathlib import Path
 from bridge.clouds.gcp.config import JWT_TOKEN_TYPE, GcpHopConfig
 from bridge.clouds.gcp.material import GcpToken
 from bridge.model import Credential, parse_utc_iso, utc_iso
-from bridge.outputs.files import TargetFile
+from bridge.outputs.files import TargetFile, recovered
 
 TOKEN_OUTPUT = "gcp_token"  # noqa: S105 - a metric label
 JSON_OUTPUT = "gcp_json"
@@ -72,10 +72,7 @@ def recover(directory: Path, name: str, now: float) -> Credential | None:
                        principal=str(doc.get("principal", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if expires <= now:
-        return None
-    return Credential(target=name, issued_at=now, expires_at=expires, svid_expires_at=0.0,
-                      material=gcp)
+    return recovered(name, gcp, now)
 
 
 def _gcp(cred: Credential) -> GcpToken:

@@ -32,8 +32,9 @@ from bridge.clouds.gcp.config import GcpHopConfig
 from bridge.clouds.gcp.material import GcpToken
 from bridge.metrics import Metrics
 from bridge.model import Credential
-from bridge.schema import Section, check_loopback_address, clip
+from bridge.schema import Section, clip
 from bridge.serving.metadata import (
+    CloudEndpoint,
     LoopbackServer,
     MetadataContext,
     Reply,
@@ -41,6 +42,7 @@ from bridge.serving.metadata import (
     json_reply,
     text,
 )
+from bridge.serving.metadata.endpoint import ServedTarget
 from bridge.store import CredentialStore
 
 V1 = "/computeMetadata/v1/"
@@ -60,22 +62,22 @@ class GceConfig:
     project_id: str | None = None
 
 
-class GceEndpoint:
+class GceEndpoint(CloudEndpoint):
     """The `metadata.gce` section and `serve: [gce]` (an `Endpoint`)."""
 
     key = "gce"
     single = True
+    cloud, title = "gcp", "a GCP"
+    config_type = GceConfig
 
-    def read(self, section: Section, *, directory: str) -> GceConfig | None:
-        address = section.get("address", str, "", required=True,
-                              check=check_loopback_address)
-        project_id = section.get("project_id", str, "", check=_check_project_id) or None
-        return GceConfig(address=address, project_id=project_id) if address else None
+    def read_extra(self, section: Section, *, directory: str) -> dict[str, object]:
+        return {"project_id": section.get("project_id", str, "", check=_check_project_id)
+                or None}
 
-    def serve_problem(self, target: Target) -> str | None:
+    def serve_problem(self, target: ServedTarget) -> str | None:
         final = target.final
         if not isinstance(final, GcpHopConfig):
-            return "gce needs a GCP credential; this target's last hop is another cloud"
+            return super().serve_problem(target)
         if not final.service_account:
             return "gce needs `service_account`: SDKs ask the metadata server for the " \
                    "account's email"

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -25,6 +25,7 @@ from bridge.serving.grpc.changes import Changes
 from bridge.serving.grpc.convert import credential_message, target_message
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 class Denied(Exception):  # noqa: N818 - carries a status code, like grpc's own
@@ -53,27 +54,21 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
     async def ListTargets(  # noqa: N802 - named by the proto
             self, request: pb.ListTargetsRequest, context: grpc.aio.ServicerContext,
     ) -> pb.ListTargetsResponse:
-        try:
+        def listing() -> pb.ListTargetsResponse:
             caller = self._caller(context, required=False)
             now = self._now()
             visible = [self._targets[n] for n in self._targets if self._may_read(n, caller)]
-            response = pb.ListTargetsResponse(targets=[
+            return pb.ListTargetsResponse(targets=[
                 target_message(t, self._current(t.name), now) for t in visible])
-        except Denied as exc:
-            await self._abort(context, "ListTargets", exc)
-        self._count("ListTargets", grpc.StatusCode.OK)
-        return response
+        return await self._unary("ListTargets", context, listing)
 
     async def GetCredential(  # noqa: N802 - named by the proto
             self, request: pb.GetCredentialRequest, context: grpc.aio.ServicerContext,
     ) -> pb.GetCredentialResponse:
-        try:
+        def credential() -> pb.GetCredentialResponse:
             self._authorize(request.target, context)
-            response = self._deliverable(request.target)
-        except Denied as exc:
-            await self._abort(context, "GetCredential", exc)
-        self._count("GetCredential", grpc.StatusCode.OK)
-        return response
+            return self._deliverable(request.target)
+        return await self._unary("GetCredential", context, credential)
 
     async def WatchCredential(  # noqa: N802 - named by the proto
             self, request: pb.WatchCredentialRequest, context: grpc.aio.ServicerContext,
@@ -107,6 +102,16 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):  # not wait_for (gh-86296)
                     await changed.wait()
+
+    async def _unary(self, method: str, context: grpc.aio.ServicerContext,
+                     answer: Callable[[], R]) -> R:
+        """`answer()`, counted; a denial aborts the call with its code."""
+        try:
+            response = answer()
+        except Denied as exc:
+            await self._abort(context, method, exc)
+        self._count(method, grpc.StatusCode.OK)
+        return response
 
     def _deliverable(self, name: str) -> pb.GetCredentialResponse:
         """The response for a valid credential, built once per store value: statuses are

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from bridge.clock import Clock
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
+from bridge.serving.metadata.endpoint import CloudEndpoint
 from bridge.serving.metadata.http import LoopbackServer
 from bridge.serving.metadata.messages import Reply, Request, json_reply, text
 from bridge.serving.metadata.tokens import LocalTokens, write_token_file
@@ -33,6 +34,7 @@ class MetadataContext:
 
 
 __all__ = [
+    "CloudEndpoint",
     "LocalTokens",
     "LoopbackServer",
     "MetadataContext",
