@@ -23,7 +23,6 @@ from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
 from bridge.clouds import CLOUDS
 from bridge.errors import ApiError
 from bridge.model import Material, State
-from bridge.serving.grpc.convert import material_of
 
 _STATES = {pb.STATE_FRESH: State.FRESH, pb.STATE_STALE: State.STALE,
            pb.STATE_EXPIRED: State.EXPIRED}
@@ -124,6 +123,20 @@ def _api_error(exc: grpc.RpcError) -> ApiError:
 
 def _time(ts: object, present: bool) -> float | None:
     return float(ts.seconds) if present else None  # type: ignore[attr-defined]
+
+
+def material_of(message: pb.Credential, expires_at: float) -> Material | None:
+    """The material an API message carries, as its cloud's own type: the message's
+    member `Cloud.proto_field`, whose fields are the material's, by name."""
+    for cloud in CLOUDS.values():
+        if message.HasField(cloud.proto_field):
+            field = getattr(message, cloud.proto_field)
+            values = {n: getattr(field, n) for n in field.DESCRIPTOR.fields_by_name}
+            # proto3 sends "" for an unset string: leave those to the type's defaults
+            material: Material = cloud.material_type(
+                expires_at=expires_at, **{n: v for n, v in values.items() if v != ""})
+            return material
+    return None
 
 
 def _target(t: pb.Target) -> TargetInfo:

@@ -28,7 +28,7 @@ from bridge.outputs import CredentialDirectory, OutputWriter, recover_svids
 from bridge.outputs.directory import DIRECTORY_OUTPUT, JWT_OUTPUT
 from bridge.refresh import Scheduler, TargetPipeline
 from bridge.serving import Service
-from bridge.serving.grpc import CallerVerifier, GrpcService
+from bridge.serving.grpc import CallerVerifier, GrpcService, ServedTarget
 from bridge.serving.health import HealthServer
 from bridge.serving.metadata import LocalTokens, MetadataContext
 from bridge.skew import ClockSkew
@@ -103,8 +103,8 @@ def build(config: Config, *, clock: Clock | None = None,
     verifier = CallerVerifier(source.jwt_bundles, audience=config.grpc.caller_audience,
                               now=clock.time)
     services: list[Service] = [
-        GrpcService(config.grpc, config.targets, store=store, now=clock.time,
-                    verifier=verifier, metrics=metrics),
+        GrpcService(config.grpc, [served_target(t) for t in config.targets], store=store,
+                    now=clock.time, verifier=verifier, metrics=metrics),
         HealthServer(config.http_address, registry=metrics.registry, statuses=store.snapshot,
                      now=clock.time,
                      seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick),
@@ -121,6 +121,13 @@ def build(config: Config, *, clock: Clock | None = None,
     return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
                   source=source, scheduler=scheduler, directory=directory, writer=writer,
                   services=services, carried=frozenset(kept))
+
+
+def served_target(target: TargetConfig) -> ServedTarget:
+    """A target as the gRPC API serves it (its final cloud says how its material goes)."""
+    cloud = cloud_of(target.final)
+    return ServedTarget(name=target.name, allowed_callers=target.allowed_callers,
+                        proto_cloud=cloud.proto_cloud, proto_field=cloud.proto_field)
 
 
 def credential_directory(outputs: OutputsConfig,

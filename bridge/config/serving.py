@@ -6,9 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from bridge.clouds import endpoints
+from bridge.clouds import Target, endpoints
 from bridge.schema import (
     Section,
     check_audience,
@@ -17,9 +16,6 @@ from bridge.schema import (
     check_unix_uri,
     clip,
 )
-
-if TYPE_CHECKING:
-    from bridge.config.schema import TargetConfig
 
 DEFAULT_GRPC_SOCKET = "unix:///run/spiffe-bridge/bridge.sock"
 DEFAULT_CALLER_AUDIENCE = "spiffe-bridge"
@@ -128,7 +124,7 @@ def read_serve(s: Section) -> tuple[str, ...]:
 
 
 def check_serving(root: Section, grpc: GrpcConfig, metadata: MetadataConfig,
-                  targets: Sequence[tuple[str, TargetConfig]]) -> None:
+                  targets: Sequence[tuple[str, Target]]) -> None:
     """Cross-section rules for serving: each endpoint has its listener and a target it
     can serve, single-identity endpoints serve one, and nothing widens access past
     `allowed_callers`."""

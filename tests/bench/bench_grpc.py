@@ -52,24 +52,26 @@ SPIRE_AUDIENCE = "bench"
 
 
 def _credential_status(now: float) -> Any:
-    from bridge.model import AwsCredentials, Credential, State, TargetStatus
+    from bridge.clouds.aws import AwsCredentials
+    from bridge.model import Credential, State, TargetStatus
 
     aws = AwsCredentials(access_key_id="ASIA" + "B" * 16, secret_access_key="s" * 40,
                          session_token="t" * 700, expires_at=now + 3600,
                          assumed_role_arn="arn:aws:sts::111122223333:assumed-role/bench/x")
     credential = Credential(target=TARGET, issued_at=now, expires_at=now + 3600,
-                            svid_expires_at=now + 300, aws=aws)
+                            svid_expires_at=now + 300, material=aws)
     return TargetStatus(name=TARGET, state=State.FRESH, credential=credential,
                         last_success=now, delivered=True)
 
 
 def _serve_bridge(socket: str, guarded: bool, bundle: bytes, ready: Any) -> None:
     """The bridge's own GrpcService over a store holding one AWS credential."""
-    from bridge.config_serving import GrpcConfig
     from prometheus_client import CollectorRegistry
     from spiffe import JwtBundle, JwtBundleSet, TrustDomain
 
-    from bridge.config import AwsTarget, TargetConfig
+    from bridge.app.daemon import served_target
+    from bridge.clouds.aws import AwsHopConfig
+    from bridge.config import GrpcConfig, TargetConfig
     from bridge.metrics import Metrics
     from bridge.serving.grpc.callers import CallerVerifier
     from bridge.serving.grpc.server import GrpcService
@@ -83,9 +85,10 @@ def _serve_bridge(socket: str, guarded: bool, bundle: bytes, ready: Any) -> None
     bundles = JwtBundleSet({td: JwtBundle.parse(td, bundle)})
     callers = ("spiffe://example.org/bench",) if guarded else ()
     target = TargetConfig(name=TARGET, audience="sts.amazonaws.com",
-                          aws=AwsTarget(role_arn="arn:aws:iam::111122223333:role/bench",
-                                        region="us-east-1"), allowed_callers=callers)
-    service = GrpcService(GrpcConfig(socket=socket, max_concurrent_rpcs=1000), [target],
+                          hops=(AwsHopConfig(role_arn="arn:aws:iam::111122223333:role/bench",
+                                             region="us-east-1"),), allowed_callers=callers)
+    service = GrpcService(GrpcConfig(socket=socket, max_concurrent_rpcs=1000),
+                          [served_target(target)],
                           store=store, now=time.time,
                           verifier=CallerVerifier(lambda: bundles, audience="spiffe-bridge",
                                                   now=time.time),
@@ -189,11 +192,16 @@ def _load(socket: str, kind: str, concurrency: int, calls: int,
 
 def _response_body() -> bytes:
     from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
+    from bridge.app.daemon import served_target
+    from bridge.clouds.aws import AwsHopConfig
+    from bridge.config import TargetConfig
     from bridge.serving.grpc.convert import credential_message
 
     now = time.time()
-    return pb.GetCredentialResponse(
-        credential=credential_message(_credential_status(now), now)).SerializeToString()
+    target = TargetConfig(name=TARGET, audience="sts.amazonaws.com", hops=(AwsHopConfig(
+        role_arn="arn:aws:iam::111122223333:role/bench", region="us-east-1"),))
+    return pb.GetCredentialResponse(credential=credential_message(
+        served_target(target), _credential_status(now), now)).SerializeToString()
 
 
 def _start(target: Callable[..., None], *args: Any) -> multiprocessing.process.BaseProcess:

@@ -43,13 +43,13 @@ SERVERS = ("bridge", "minimal", "minimal-1w")
 
 
 def _serve_bridge(token_file: str, ready: Any, port: Any) -> None:
-    from bridge.config_serving import ContainerEndpoint
     from prometheus_client import CollectorRegistry
 
-    from bridge.clouds.aws.container import ContainerServer
-    from bridge.config import AwsTarget, TargetConfig
+    from bridge.clouds.aws import AwsCredentials, AwsHopConfig
+    from bridge.clouds.aws.container import ContainerConfig, ContainerServer
+    from bridge.config import TargetConfig
     from bridge.metrics import Metrics
-    from bridge.model import AwsCredentials, Credential
+    from bridge.model import Credential
     from bridge.store import CredentialStore
 
     now = time.time()
@@ -57,11 +57,11 @@ def _serve_bridge(token_file: str, ready: Any, port: Any) -> None:
     aws = AwsCredentials(access_key_id="ASIA" + "B" * 16, secret_access_key="s" * 40,
                          session_token="t" * 700, expires_at=now + 3600)
     store.succeeded(TARGET, Credential(target=TARGET, issued_at=now, expires_at=now + 3600,
-                                       svid_expires_at=now + 300, aws=aws), now)
+                                       svid_expires_at=now + 300, material=aws), now)
     target = TargetConfig(name=TARGET, audience="sts.amazonaws.com", serve=("container",),
-                          aws=AwsTarget(role_arn="arn:aws:iam::111122223333:role/bench",
-                                        region="us-east-1"))
-    server = ContainerServer(ContainerEndpoint("127.0.0.1:0", Path(token_file)), [target],
+                          hops=(AwsHopConfig(role_arn="arn:aws:iam::111122223333:role/bench",
+                                             region="us-east-1"),))
+    server = ContainerServer(ContainerConfig("127.0.0.1:0", Path(token_file)), [target],
                              store=store, now=time.time, metrics=Metrics(CollectorRegistry()))
     server.start()
     port.value = server.port
@@ -141,14 +141,15 @@ def _load(port: int, headers: dict[str, str], concurrency: int,
 
 
 def _bridge_body() -> bytes:
+    from bridge.clouds.aws import AwsCredentials
     from bridge.clouds.aws.container import _render
-    from bridge.model import AwsCredentials, Credential
+    from bridge.model import Credential
 
     now = time.time()
     aws = AwsCredentials(access_key_id="ASIA" + "B" * 16, secret_access_key="s" * 40,
                          session_token="t" * 700, expires_at=now + 3600)
     credential = Credential(target=TARGET, issued_at=now, expires_at=now + 3600,
-                            svid_expires_at=now + 300, aws=aws)
+                            svid_expires_at=now + 300, material=aws)
     return _render(credential, "arn:aws:iam::111122223333:role/bench")
 
 

@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.clouds.aws import config, files
-from bridge.clouds.aws.config import CHAINED_MAX_DURATION, AwsHopConfig
+from bridge.clouds.aws import files
+from bridge.clouds.aws.config import CHAINED_MAX_DURATION, AwsHopConfig, read_hop, read_section
 from bridge.clouds.aws.container import ContainerEndpoint
 from bridge.clouds.aws.imds import ImdsEndpoint
 from bridge.clouds.aws.material import AwsCredentials
@@ -45,10 +45,10 @@ class AwsCloud:
     output_kinds: tuple[str, ...] = (files.CREDENTIALS_OUTPUT, files.PROCESS_OUTPUT)
 
     def read_section(self, section: Section) -> list[HopConfig | None]:
-        return list(config.read_section(section))
+        return list(read_section(section))
 
     def read_hop(self, section: Section) -> HopConfig | None:
-        return config.read_hop(section)
+        return read_hop(section)
 
     def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | str:
         if prev is None:

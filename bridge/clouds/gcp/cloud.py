@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.clouds.base import Endpoint, Hop, HopConfig, HopContext, Link, Target
-from bridge.clouds.gcp import config, files
-from bridge.clouds.gcp.config import GcpHopConfig
+from bridge.clouds.gcp import files
+from bridge.clouds.gcp.config import GcpHopConfig, read_hop
 from bridge.clouds.gcp.gce import GceEndpoint
 from bridge.clouds.gcp.material import GcpToken
 from bridge.model import Credential
@@ -44,10 +44,10 @@ class GcpCloud:
                                      files.EXTERNAL_ACCOUNT_OUTPUT)
 
     def read_section(self, section: Section) -> list[HopConfig | None]:
-        return [config.read_hop(section)]
+        return [read_hop(section)]
 
     def read_hop(self, section: Section) -> HopConfig | None:
-        return config.read_hop(section)
+        return read_hop(section)
 
     def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | str:
         if prev is None:

@@ -6,6 +6,8 @@ conversion (`convert`, each cloud filling in its own material)."""
 from __future__ import annotations
 
 from bridge.serving.grpc.callers import CallerRejected, CallerVerifier, allows, bearer
-from bridge.serving.grpc.server import GrpcService
+from bridge.serving.grpc.convert import ServedTarget
+from bridge.serving.grpc.server import GrpcService, GrpcSettings
 
-__all__ = ["CallerRejected", "CallerVerifier", "GrpcService", "allows", "bearer"]
+__all__ = ["CallerRejected", "CallerVerifier", "GrpcService", "GrpcSettings", "ServedTarget",
+           "allows", "bearer"]

@@ -7,22 +7,34 @@ a message whose fields are the material's own, by name: what the message does no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
-from bridge.clouds import CLOUDS, cloud_of
-from bridge.config import TargetConfig
-from bridge.model import Material, State, TargetStatus
+from bridge.model import State, TargetStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ServedTarget:
+    """A target as the API serves it: who may read it, and how its cloud's material
+    travels (`Cloud.proto_cloud`, `Cloud.proto_field`), wired by the assembly."""
+
+    name: str
+    allowed_callers: tuple[str, ...]
+    proto_cloud: int
+    proto_field: str
+
 
 _STATES = {State.FRESH: pb.STATE_FRESH, State.STALE: pb.STATE_STALE,
            State.EXPIRED: pb.STATE_EXPIRED}
 
 
-def target_message(config: TargetConfig, status: TargetStatus, now: float) -> pb.Target:
+def target_message(config: ServedTarget, status: TargetStatus, now: float) -> pb.Target:
     valid = status.valid_credential(now)
     message = pb.Target(
         name=config.name,
-        cloud=cloud_of(config.final).proto_cloud,  # type: ignore[arg-type]
+        cloud=config.proto_cloud,  # type: ignore[arg-type]
         state=_STATES[status.served_state(now)],
         last_error=status.last_error or "",
         consecutive_failures=status.consecutive_failures)
@@ -33,7 +45,7 @@ def target_message(config: TargetConfig, status: TargetStatus, now: float) -> pb
     return message
 
 
-def credential_message(config: TargetConfig, status: TargetStatus, now: float
+def credential_message(config: ServedTarget, status: TargetStatus, now: float
                        ) -> pb.Credential:
     valid = status.valid_credential(now)
     message = pb.Credential(target=status.name, state=_STATES[status.served_state(now)])
@@ -41,24 +53,10 @@ def credential_message(config: TargetConfig, status: TargetStatus, now: float
         return message
     message.expires_at.CopyFrom(_ts(valid.expires_at))
     message.issued_at.CopyFrom(_ts(valid.issued_at))
-    cloud = cloud_of(config.final)
-    field = getattr(message, cloud.proto_field)
+    field = getattr(message, config.proto_field)
     for name in field.DESCRIPTOR.fields_by_name:
         setattr(field, name, getattr(valid.material, name))
     return message
-
-
-def material_of(message: pb.Credential, expires_at: float) -> Material | None:
-    """The material an API message carries, as its cloud's own type (the client)."""
-    for cloud in CLOUDS.values():
-        if message.HasField(cloud.proto_field):
-            field = getattr(message, cloud.proto_field)
-            values = {n: getattr(field, n) for n in field.DESCRIPTOR.fields_by_name}
-            # proto3 sends "" for an unset string: leave those to the type's defaults
-            material: Material = cloud.material_type(
-                expires_at=expires_at, **{n: v for n, v in values.items() if v != ""})
-            return material
-    return None
 
 
 def _ts(epoch: float) -> Timestamp:

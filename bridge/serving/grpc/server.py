@@ -15,6 +15,7 @@ import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import grpc
@@ -23,11 +24,11 @@ from grpc_reflection.v1alpha import reflection
 
 from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
 from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
-from bridge.config import GrpcConfig, TargetConfig
 from bridge.errors import ServingError
 from bridge.metrics import Metrics
 from bridge.serving.grpc.callers import CallerVerifier
 from bridge.serving.grpc.changes import Changes
+from bridge.serving.grpc.convert import ServedTarget
 from bridge.serving.grpc.servicer import CredentialServicer
 from bridge.serving.health import is_ready
 from bridge.store import CredentialStore
@@ -42,10 +43,32 @@ _OPTIONS = [
 ]
 
 
+class GrpcSettings(Protocol):
+    """What the server reads of its config (`bridge.config.GrpcConfig`)."""
+
+    @property
+    def socket(self) -> str: ...
+
+    @property
+    def socket_mode(self) -> int: ...
+
+    @property
+    def tcp_address(self) -> str | None: ...
+
+    @property
+    def max_concurrent_rpcs(self) -> int: ...
+
+    @property
+    def max_watchers(self) -> int: ...
+
+    @property
+    def shutdown_grace(self) -> float: ...
+
+
 class GrpcService:
     """A `Service`: start() returns once the socket accepts calls."""
 
-    def __init__(self, config: GrpcConfig, targets: Sequence[TargetConfig], *,
+    def __init__(self, config: GrpcSettings, targets: Sequence[ServedTarget], *,
                  store: CredentialStore, now: Callable[[], float], verifier: CallerVerifier,
                  metrics: Metrics) -> None:
         self._config = config

@@ -17,12 +17,11 @@ import grpc
 
 from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
 from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
-from bridge.config import TargetConfig
 from bridge.metrics import Metrics
 from bridge.model import TargetStatus
 from bridge.serving.grpc.callers import CallerRejected, CallerVerifier, allows, bearer
 from bridge.serving.grpc.changes import Changes
-from bridge.serving.grpc.convert import credential_message, target_message
+from bridge.serving.grpc.convert import ServedTarget, credential_message, target_message
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -36,7 +35,7 @@ class Denied(Exception):  # noqa: N818 - carries a status code, like grpc's own
 
 
 class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[misc]
-    def __init__(self, targets: Mapping[str, TargetConfig], *,
+    def __init__(self, targets: Mapping[str, ServedTarget], *,
                  status: Callable[[str], TargetStatus | None], now: Callable[[], float],
                  verifier: CallerVerifier, metrics: Metrics, changes: Changes,
                  max_watchers: int) -> None:
