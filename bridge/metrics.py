@@ -52,6 +52,10 @@ class Metrics:
         self.grpc_requests = Counter(
             _P + "grpc_requests_total", "gRPC API requests by method and status code.",
             ["method", "code"], registry=registry)
+        self.outputs_behind = Gauge(
+            _P + "outputs_behind", "1 while a target's files could not be brought up to "
+            "date by the last write pass (disk full, read-only): readers of the files get "
+            "an older credential or, past its expiry, none.", ["target"], registry=registry)
         self.output_write_failures = Counter(
             _P + "output_write_failures_total", "Failed output writes by output kind.",
             ["output"], registry=registry)
@@ -80,6 +84,10 @@ class Metrics:
             "last reload (the previous config keeps running).", registry=registry)
         for result in ("applied", "unchanged", "rejected"):
             self.config_reloads.labels(result)
+        self._per_target: tuple[Counter | Gauge | Histogram, ...] = (
+            self.refresh_total, self.refresh_duration, self.refresh_failures, self.expiry,
+            self.last_success, self.state, self.svid_expiry, self.permanent_failure,
+            self.outputs_behind)
         Info(_P + "build", "Build information.", registry=registry).info(
             {"version": __version__})
         ProcessCollector(registry=registry)
@@ -97,6 +105,13 @@ class Metrics:
             self.refresh_total.labels(target, result)
         self.set_state(target, State.EXPIRED)
         self.permanent_failure.labels(target).set(0)
+        self.outputs_behind.labels(target).set(0)
+
+    def forget_target(self, target: str) -> None:
+        """Drop every series of a target a reload removed: it must not export its last
+        state for ever."""
+        for metric in self._per_target:
+            metric.remove_by_labels({"target": target})
 
     def set_state(self, target: str, state: State) -> None:
         for s in State:

@@ -1,7 +1,15 @@
 """Immutable values that flow through the bridge: SVIDs, tokens, credentials, target status.
 
 Secret fields are `repr=False`, so a value that reaches a log line or a traceback by
-accident shows its shape, never its material. Times are UTC epoch seconds (float).
+accident shows its shape, never its material.
+
+Two kinds of time. `*_at` fields are UTC epoch seconds on this host's wall clock, for
+what is written out (files, API timestamps, metrics): a cloud's expiry is carried over
+in the host's terms (its `Expiration` minus the `Date` of the answer, from when we
+asked), so SDKs on this host refresh on time even when its clock is off. `deadline`
+fields are on the monotonic clock: whether something is still valid is always judged
+there, so no wall-clock step (NTP, a bad RTC, a VM resume) can make an expired
+credential look valid or a valid one look expired.
 """
 
 from __future__ import annotations
@@ -26,13 +34,15 @@ def parse_utc_iso(text: object) -> float:
 
 @dataclass(frozen=True, slots=True)
 class JwtSvid:
-    """A JWT-SVID as fetched from the Workload API."""
+    """A JWT-SVID as fetched from the Workload API; `expires_at` in this host's terms,
+    `deadline` on the monotonic clock (see the module docstring)."""
 
     spiffe_id: str
     audience: str
     expires_at: float
     issued_at: float
     token: str = field(repr=False)
+    deadline: float = field(default=-1.0, kw_only=True)
 
     def secrets(self) -> tuple[str, ...]:
         return (self.token,)
@@ -73,9 +83,15 @@ class Credential:
     expires_at: float
     svid_expires_at: float
     material: Material
+    deadline: float     # monotonic: valid while the monotonic clock is before it
+    received: float     # monotonic: when it was asked for (the policy's `issued`)
 
     def secrets(self) -> tuple[str, ...]:
         return self.material.secrets()
+
+    def remaining(self, now: float) -> float:
+        """Seconds of validity left at monotonic `now`."""
+        return self.deadline - now
 
 
 class State(enum.StrEnum):
@@ -102,8 +118,9 @@ class TargetStatus:
     delivered: bool = False
 
     def valid_credential(self, now: float) -> Credential | None:
+        """The credential while it is valid at monotonic `now`, else None."""
         c = self.credential
-        return c if c is not None and c.expires_at > now else None
+        return c if c is not None and c.deadline > now else None
 
     def served_state(self, now: float) -> State:
         """The state readers see: expired as soon as the credential is, even before the

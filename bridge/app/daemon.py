@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -27,6 +27,7 @@ from bridge.model import TargetStatus
 from bridge.outputs import CredentialDirectory, OutputWriter, recover_svids
 from bridge.outputs.directory import DIRECTORY_OUTPUT, JWT_OUTPUT
 from bridge.refresh import Scheduler, TargetPipeline
+from bridge.refresh.limits import Limits
 from bridge.serving import Service
 from bridge.serving.grpc import CallerVerifier, GrpcService, ServedTarget
 from bridge.serving.health import HealthServer
@@ -52,17 +53,19 @@ class Daemon:
     writer: OutputWriter
     services: list[Service] = field(default_factory=list)
     carried: frozenset[str] = frozenset()  # targets whose state a reload kept
+    limits: Limits | None = None  # the refreshes' per-endpoint pools, closed with it
 
 
 def build(config: Config, *, clock: Clock | None = None,
           registry: CollectorRegistry | None = None, redactor: Redactor | None = None,
           source: SvidSource | None = None, metrics: Metrics | None = None,
           carried: Mapping[str, TargetStatus] | None = None,
-          tokens: LocalTokens | None = None) -> Daemon:
+          tokens: LocalTokens | None = None, skew: ClockSkew | None = None) -> Daemon:
     """Wire a daemon from config. Must be called inside the event loop that will run it.
 
     `carried` are statuses a previous generation held for unchanged targets (SIGHUP);
-    `tokens` are the local endpoints' secrets that outlive a generation.
+    `tokens` (the local endpoints' secrets) and `skew` (the clouds' clock) outlive a
+    generation.
     """
     clock = clock or SystemClock()
     metrics = metrics or Metrics(registry or CollectorRegistry())
@@ -71,42 +74,48 @@ def build(config: Config, *, clock: Clock | None = None,
     redactor = redactor or Redactor()
     # Two generations of 4 secrets and an SVID per target: nothing live is ever evicted.
     redactor.reserve(16 * len(config.targets) + 256)
+    skew = skew or clock_skew(metrics, clock)
+    listeners: list[Callable[[bool], None]] = [
+        lambda up: metrics.workload_api_up.set(1 if up else 0)]
     if source is None:
         metrics.workload_api_up.set(0)
         source = WorkloadApiSource(
             config.workload_api.socket, timeout=config.workload_api.timeout, now=clock.time,
-            on_up=lambda up: metrics.workload_api_up.set(1 if up else 0))
+            monotonic=clock.monotonic, cloud_now=skew.cloud_now,
+            on_up=lambda up: _tell(listeners, up))
     names = [t.name for t in config.targets]
-    skew = ClockSkew(lambda service, seconds: metrics.clock_skew.labels(service).set(seconds))
     store = CredentialStore(names)
     kept = {n: s for n, s in (carried or {}).items() if n in names}
     for status in kept.values():
         store.seed(status)
     # One session per cloud in use: a cloud no target names is never imported.
-    hop_context = HopContext(timeout=config.workload_api.timeout, skew=skew)
+    hop_context = HopContext(timeout=config.workload_api.timeout, skew=skew, now=clock.time)
     sessions: dict[str, CloudSession] = {}
     for t in config.targets:
         for hop in t.hops:
             if hop.cloud not in sessions:
                 sessions[hop.cloud] = cloud_of(hop).session(hop_context)
+    limits = Limits(config.refresh.concurrency)
     pipelines = [
         TargetPipeline(t, source=source, hops=build_hops(t.hops, sessions),
-                       monotonic=clock.monotonic, now=clock.time)
+                       monotonic=clock.monotonic, now=clock.time, limits=limits)
         for t in config.targets
     ]
     scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
-                          redactor=redactor, concurrency=config.refresh.concurrency,
+                          redactor=redactor,
                           exit_on_permanent=config.refresh.exit_on_permanent_failure)
+    listeners.append(scheduler.source_up)
     directory = credential_directory(config.outputs, config.targets)
-    writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics)
+    writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics,
+                          targets=names)
     store.subscribe(writer.notify)
     verifier = CallerVerifier(source.jwt_bundles, audience=config.grpc.caller_audience,
                               now=clock.time)
     services: list[Service] = [
         GrpcService(config.grpc, [served_target(t) for t in config.targets], store=store,
-                    now=clock.time, verifier=verifier, metrics=metrics),
+                    now=clock.monotonic, verifier=verifier, metrics=metrics),
         HealthServer(config.http_address, registry=metrics.registry, statuses=store.snapshot,
-                     now=clock.time,
+                     now=clock.monotonic, behind=lambda: writer.behind,
                      seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick),
     ]
     # Cloud-metadata listeners, one per configured `metadata.*` section (none by default).
@@ -120,7 +129,18 @@ def build(config: Config, *, clock: Clock | None = None,
                                            context))
     return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
                   source=source, scheduler=scheduler, directory=directory, writer=writer,
-                  services=services, carried=frozenset(kept))
+                  services=services, carried=frozenset(kept), limits=limits)
+
+
+def _tell(listeners: Sequence[Callable[[bool], None]], up: bool) -> None:
+    for listen in listeners:
+        listen(up)
+
+
+def clock_skew(metrics: Metrics, clock: Clock) -> ClockSkew:
+    """The clouds' clock, exported live per service as `clock_skew_seconds`."""
+    return ClockSkew(lambda service, skew: metrics.clock_skew.labels(service).set_function(skew),
+                     wall=clock.time, monotonic=clock.monotonic)
 
 
 def served_target(target: TargetConfig) -> ServedTarget:
@@ -158,10 +178,10 @@ def _prepare(daemon: Daemon) -> None:
     out = daemon.config.outputs.directory
     targets = [t for t in daemon.config.targets if t.name not in daemon.carried]
     for t in targets:
-        credential = cloud_of(t.final).recover(out, t, now)
+        credential = cloud_of(t.final).recover(out, t, now=now, mono=daemon.clock.monotonic())
         if credential is not None:
             daemon.scheduler.recovered(credential)
-    for name, svid in recover_svids(out, targets, now).items():
+    for name, svid in recover_svids(out, targets, now, daemon.clock.monotonic()).items():
         daemon.redactor.add(svid.token)
         daemon.store.svid_updated(name, svid)
 
@@ -193,6 +213,8 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
     finally:
         _stop(started)
         daemon.source.close()
+        if daemon.limits is not None:
+            daemon.limits.close()
         log.info("spiffe-bridge stopped")
 
 
@@ -217,6 +239,8 @@ async def run_once(daemon: Daemon) -> list[TargetStatus]:
         failures = await daemon.writer.flush()
     finally:
         daemon.source.close()
+        if daemon.limits is not None:
+            daemon.limits.close()
     if failures:
         raise failures[0].error
     return statuses

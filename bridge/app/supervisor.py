@@ -17,6 +17,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from bridge.app import daemon as d
+from bridge.clock import SystemClock
 from bridge.config import Config, load_config
 from bridge.errors import ConfigError
 from bridge.logs import Redactor
@@ -47,7 +48,8 @@ async def supervise(path: Path, config: Config, *, stop: asyncio.Event,
     """Serve `config` until `stop`; on `reload`, re-read `path` and apply it if valid."""
     metrics = Metrics(registry or CollectorRegistry())
     tokens = LocalTokens()  # the container endpoint's token survives every reload
-    daemon = d.build(config, redactor=redactor, metrics=metrics, tokens=tokens)
+    skew = d.clock_skew(metrics, SystemClock())  # and so does what we know of the clouds' clock
+    daemon = d.build(config, redactor=redactor, metrics=metrics, tokens=tokens, skew=skew)
     while True:
         generation = asyncio.Event()
         serving = asyncio.create_task(d.serve(daemon, generation))
@@ -61,7 +63,7 @@ async def supervise(path: Path, config: Config, *, stop: asyncio.Event,
                 if daemon.config.target(t.name) == t}
         carried = {n: s for n, s in kept.items() if s is not None}
         daemon = d.build(new, redactor=redactor, metrics=metrics, carried=carried,
-                         tokens=tokens)
+                         tokens=tokens, skew=skew)
         log.info("config reloaded from %s: %d target(s), %d kept as they were", path,
                  len(new.targets), len(carried))
 

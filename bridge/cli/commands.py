@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import UTC, datetime
+import time
 from typing import TYPE_CHECKING
 
 from bridge.config import Config, load_config
@@ -41,14 +41,14 @@ def once(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     setup_logging(_REDACTOR, level=args.log_level, fmt=args.log_format)
     statuses = asyncio.run(_once(config))
-    now = datetime.now(UTC).timestamp()
+    now = time.monotonic()  # credentials' deadlines are on this process's monotonic clock
     ok = True
     print(f"{'TARGET':<24} {'RESULT':<8} {'EXPIRES IN':>10}  DETAIL")
     for s in statuses:
         c = s.valid_credential(now)
         good = s.consecutive_failures == 0 and c is not None
         ok = ok and good
-        left = f"{(c.expires_at - now) / 60:.0f}m" if c else "-"
+        left = f"{c.remaining(now) / 60:.0f}m" if c else "-"
         detail = "" if good else (s.last_error_detail or "")
         print(f"{s.name:<24} {'ok' if good else 'FAILED':<8} {left:>10}  {detail}")
     print(f"outputs written to {config.outputs.directory}")

@@ -20,7 +20,8 @@ SDKs only when a target of it is wired, so a config without it never pays for th
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -82,6 +83,8 @@ class Hop(Protocol):
     """A runtime hop: blocking (the SDKs are), run in a worker thread."""
 
     name: str  # bounded: a metric label (aws_web_identity, aws_assume_role, gcp_sts, ...)
+    scope: str  # the remote endpoint it calls: concurrency is bounded per scope
+    judge: str  # whose clock judges the token fed to it (a `ClockSkew` service name)
 
     def exchange(self, material: Material) -> Material: ...
 
@@ -106,6 +109,7 @@ class HopContext:
 
     timeout: float
     skew: ClockSkew | None = None
+    now: Callable[[], float] = time.time  # the wall clock answers are timed against
 
 
 class Endpoint(Protocol):
@@ -173,7 +177,8 @@ class Cloud(Protocol):
         """Files shared by every target of this cloud (`aws/credentials`)."""
         ...
 
-    def recover(self, directory: Path, target: Target, now: float) -> Credential | None:
+    def recover(self, directory: Path, target: Target, *, now: float,
+                mono: float) -> Credential | None:
         """A still-valid credential a previous run left in `directory`, if any."""
         ...
 

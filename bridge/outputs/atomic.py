@@ -127,6 +127,28 @@ def write_file(dir_fd: int, name: str, data: bytes) -> None:
         os.fsync(dir_fd)
 
 
+def read_file(dir_fd: int, name: str, *, limit: int) -> bytes | None:
+    """Up to `limit` bytes of regular file `name` in the directory, or None (absent, not a
+    regular file, unreadable). Never follows a symlink and never blocks on a FIFO."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks, left = [], limit
+        while left > 0 and (chunk := os.read(fd, min(left, 65536))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def remove_file(dir_fd: int, name: str) -> None:
     """Remove `name` if present (an expired credential must disappear)."""
     try:

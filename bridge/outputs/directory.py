@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +47,20 @@ class JwtFileTarget(Protocol):
 class OutputFailure:
     output: str  # bounded label: a file's `output`, jwt, or directory
     error: OutputError
+    targets: frozenset[str] = frozenset()  # whose files are behind (empty: all of them)
+
+
+INFINITY = float("inf")  # the deadline of content without one (static files)
 
 
 class CredentialDirectory:
-    """Owns the output directory: prepares it once, then mirrors the store into it."""
+    """Owns the output directory: prepares it once, then mirrors the store into it.
+
+    It remembers, per file, the monotonic deadline of what it holds on disk. When a
+    write fails (disk full, read-only) the previous file stays only while its own
+    content is valid: past that deadline it is removed (unlinking needs no space), so a
+    failing disk can delay new credentials but never leave an expired one readable.
+    """
 
     name = "files"
 
@@ -69,11 +80,24 @@ class CredentialDirectory:
         self._shared: dict[str, list[SharedFile]] = {}
         for sf in shared:
             self._shared.setdefault(_subdir_of(sf.path), []).append(sf)
-        self._written: dict[str, str] = {}
+        # key -> (digest, deadline) of what the file holds on disk now
+        self._on_disk: dict[str, tuple[str, float]] = {}
         # key -> (the immutable value rendered, its bytes, their digest): a pass renders
         # and hashes only what changed since the last one (1,000 targets: one pass per
         # refresh burst would otherwise re-render every file).
         self._rendered: dict[str, tuple[object, bytes, str]] = {}
+
+    def next_deadline(self, now: float) -> float | None:
+        """The earliest future deadline of content on disk (the writer wakes then)."""
+        future = [d for _, d in self._on_disk.values() if now < d < INFINITY]
+        return min(future) if future else None
+
+    def expected(self) -> frozenset[str]:
+        """Every path this directory may hold (the rest is a removed target's)."""
+        paths = {f.path for files in self._files.values() for _, f in files}
+        paths |= {sf.path for shared in self._shared.values() for sf in shared}
+        paths |= {f"{JWT_OUTPUT}/{name}.jwt" for name in self._jwt_targets}
+        return frozenset(paths)
 
     def prepare(self) -> int:
         """Create and check the directory, sweep stale temp files, probe writability.
@@ -111,7 +135,8 @@ class CredentialDirectory:
         return removed
 
     def apply(self, statuses: Mapping[str, TargetStatus], now: float) -> list[OutputFailure]:
-        """Mirror `statuses` into files; return what failed (the old files stay)."""
+        """Mirror `statuses` into files at monotonic `now`; return what failed (a file
+        whose content is still valid stays; one past its deadline is removed)."""
         failures: list[OutputFailure] = []
         try:
             with atomic.open_dir(self.directory) as root:
@@ -130,33 +155,28 @@ class CredentialDirectory:
     def _apply_subdir(self, root: int, sub: str, statuses: Mapping[str, TargetStatus],
                       now: float) -> list[OutputFailure]:
         failures: list[OutputFailure] = []
-        valid: dict[str, Credential] = {}
         atomic.ensure_dir(root, sub)
         with self._subdir(root, sub) as fd:
-            present = _listing(fd)
+            pass_ = _Pass(fd, _listing(fd), now, failures)
             for target, f in self._files.get(sub, ()):
-                name = f.path.split("/", 1)[1]
                 if f.static is not None:
-                    self._sync(fd, present, f.path, name, _digested(f.static),
-                               output=f.output, failures=failures)
+                    self._sync(pass_, f.path, _digested(f.static), INFINITY, output=f.output,
+                               targets=frozenset({target}))
                     continue
-                status = statuses.get(target)
-                cred = status.valid_credential(now) if status else None
-                if cred is not None:
-                    valid[target] = cred
+                cred = _valid(statuses, target, now)
                 rendered = self._render(f.path, cred, f.render) if (
                     cred is not None and f.render is not None) else None
-                self._sync(fd, present, f.path, name, rendered, output=f.output,
-                           failures=failures)
+                self._sync(pass_, f.path, rendered, cred.deadline if cred else INFINITY,
+                           output=f.output, targets=frozenset({target}))
             for sf in self._shared.get(sub, ()):
-                name = sf.path.split("/", 1)[1]
                 creds = [c for t in sorted(sf.targets) if (c := _valid(statuses, t, now))]
                 # Not created before there is something to put in it, so "the file
                 # exists" means "something in it is ready"; once it exists it is kept
                 # in step (expired entries are dropped from it).
-                if creds or name in present:
-                    self._sync(fd, present, sf.path, name, _digested(sf.render(creds)),
-                               output=sf.output, failures=failures)
+                if creds or sf.path.split("/", 1)[1] in pass_.present:
+                    deadline = min((c.deadline for c in creds), default=INFINITY)
+                    self._sync(pass_, sf.path, _digested(sf.render(creds)), deadline,
+                               output=sf.output, targets=sf.targets)
         return failures
 
     def _apply_jwt(self, root: int, statuses: Mapping[str, TargetStatus],
@@ -166,13 +186,15 @@ class CredentialDirectory:
             return failures
         atomic.ensure_dir(root, JWT_OUTPUT)
         with self._subdir(root, JWT_OUTPUT) as fd:
-            present = _listing(fd)
+            pass_ = _Pass(fd, _listing(fd), now, failures)
             for name in self._jwt_targets:
                 status = statuses.get(name)
                 svid = status.svid if status else None
-                data = svid.token.encode() if svid and svid.expires_at > now else None
-                self._sync(fd, present, f"jwt/{name}.jwt", f"{name}.jwt", _digested(data),
-                           output=JWT_OUTPUT, failures=failures)
+                live = svid is not None and svid.deadline > now
+                data = svid.token.encode() if svid is not None and live else None
+                self._sync(pass_, f"{JWT_OUTPUT}/{name}.jwt", _digested(data),
+                           svid.deadline if svid is not None else INFINITY, output=JWT_OUTPUT,
+                           targets=frozenset({name}))
         return failures
 
     def _render(self, key: str, value: T, render: Callable[[T], bytes]) -> tuple[bytes, str]:
@@ -186,31 +208,65 @@ class CredentialDirectory:
         self._rendered[key] = (value, data, digest)
         return data, digest
 
-    def _sync(self, fd: int, present: frozenset[str], key: str, name: str,
-              rendered: tuple[bytes, str] | None, *, output: str,
-              failures: list[OutputFailure]) -> None:
-        """Make file `name` hold `rendered` (bytes, digest), or remove it for None.
-        `present` is the directory's listing from the start of this pass."""
-        digest = rendered[1] if rendered is not None else None
-        if digest is None:
+    def _sync(self, p: _Pass, key: str, rendered: tuple[bytes, str] | None,
+              deadline: float, *, output: str, targets: frozenset[str]) -> None:
+        """Make file `key` hold `rendered` (bytes, digest; valid until `deadline`), or be
+        absent for None. On a failed write the old file stays only while its own content
+        is valid."""
+        name = key.split("/", 1)[1]
+        held = self._on_disk.get(key)
+        if rendered is None:
             self._rendered.pop(key, None)
-            if name not in present:  # nothing to remove
-                self._written.pop(key, None)
+            if name not in p.present:  # nothing to remove
+                self._on_disk.pop(key, None)
                 return
-        elif self._written.get(key) == digest and name in present:
+        elif name in p.present and (held or self._adopt(p, key, name, rendered, deadline)
+                                    )[0] == rendered[1]:
+            self._on_disk[key] = (rendered[1], deadline)
             return  # unchanged and still there
         try:
             if rendered is None:
-                atomic.remove_file(fd, name)
+                atomic.remove_file(p.fd, name)
             else:
-                atomic.write_file(fd, name, rendered[0])
+                atomic.write_file(p.fd, name, rendered[0])
         except OutputError as exc:
-            failures.append(OutputFailure(output, exc))
+            p.failures.append(OutputFailure(output, exc, targets))
+            on_disk = self._on_disk.get(key)
+            if name in p.present and (on_disk is None or on_disk[1] <= p.now):
+                self._remove_stale(p, key, name, output, targets)
             return
-        if digest is None:
-            self._written.pop(key, None)
+        if rendered is None:
+            self._on_disk.pop(key, None)
         else:
-            self._written[key] = digest
+            self._on_disk[key] = (rendered[1], deadline)
+
+    def _adopt(self, p: _Pass, key: str, name: str, rendered: tuple[bytes, str],
+               deadline: float) -> tuple[str, float]:
+        """A file this process has not written (a previous run's): the same bytes as
+        `rendered` count as written; anything else is unknown (`""`, already due)."""
+        same = atomic.read_file(p.fd, name, limit=len(rendered[0]) + 1) == rendered[0]
+        held = (rendered[1], deadline) if same else ("", -INFINITY)
+        self._on_disk[key] = held
+        return held
+
+    def _remove_stale(self, p: _Pass, key: str, name: str, output: str,
+                      targets: frozenset[str]) -> None:
+        """The write failed and what the file holds is past its deadline (or unknown):
+        it must not be read any more. Only a regular file is ours to remove: something
+        else planted there is refused and reported, and left for the operator to see."""
+        try:
+            if not stat.S_ISREG(os.stat(name, dir_fd=p.fd, follow_symlinks=False).st_mode):
+                return
+        except OSError:
+            return
+        try:
+            atomic.remove_file(p.fd, name)
+        except OutputError as exc:
+            p.failures.append(OutputFailure(output, exc, targets))
+            return
+        self._on_disk.pop(key, None)
+        log.warning("removed %s: the new version could not be written and the old one "
+                    "has expired", key)
 
     @staticmethod
     def _subdir(root: int, name: str) -> _SubDir:
@@ -236,6 +292,16 @@ class _SubDir:
         os.close(self._fd)
 
 
+@dataclass(slots=True)
+class _Pass:
+    """One subdirectory's share of an `apply`: its fd, its listing, the time, failures."""
+
+    fd: int
+    present: frozenset[str]
+    now: float
+    failures: list[OutputFailure]
+
+
 def _subdir_of(path: str) -> str:
     sub, sep, name = path.partition("/")
     if not sep or not name or "/" in name:
@@ -257,10 +323,11 @@ def _listing(fd: int) -> frozenset[str]:
     return frozenset(os.listdir(fd))
 
 
-def recover_svids(directory: Path, targets: Iterable[JwtFileTarget], now: float
-                  ) -> dict[str, JwtSvid]:
+def recover_svids(directory: Path, targets: Iterable[JwtFileTarget], now: float,
+                  mono: float) -> dict[str, JwtSvid]:
     """JWT-SVID files a previous run wrote that are still unexpired: kept in place (and
-    served) while the agent is unreachable after a restart, like the credentials."""
+    served) while the agent is unreachable after a restart, like the credentials. Their
+    `exp` is judged by this host's clock (`now`): nothing better is known at start."""
     found: dict[str, JwtSvid] = {}
     for t in targets:
         if not t.jwt_file:
@@ -270,7 +337,8 @@ def recover_svids(directory: Path, targets: Iterable[JwtFileTarget], now: float
             claims = jwt.decode(token, options={"verify_signature": False})
             expires, issued = float(claims["exp"]), float(claims.get("iat", now))
             svid = JwtSvid(spiffe_id=str(claims["sub"]), audience=t.audience,
-                           expires_at=expires, issued_at=issued, token=token)
+                           expires_at=expires, issued_at=issued, token=token,
+                           deadline=mono + expires - now)
         except (OSError, ValueError, KeyError, TypeError, jwt.PyJWTError):
             continue
         if svid.expires_at > now:

@@ -37,9 +37,13 @@ class SharedFile:
     render: Callable[[Sequence[Credential]], bytes]
 
 
-def recovered(target: str, material: Material, now: float) -> Credential | None:
-    """A credential a previous run wrote, read back: served only while still valid."""
-    if material.expires_at <= now:
+def recovered(target: str, material: Material, *, now: float,
+              mono: float) -> Credential | None:
+    """A credential a previous run wrote, read back: served only while still valid (its
+    expiry was written in this host's terms, so what is left is by the wall clock now)."""
+    left = material.expires_at - now
+    if left <= 0:
         return None
     return Credential(target=target, issued_at=now, expires_at=material.expires_at,
-                      svid_expires_at=0.0, material=material)
+                      svid_expires_at=0.0, material=material, deadline=mono + left,
+                      received=mono)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from bridge.clock import Clock
 from bridge.metrics import Metrics
@@ -27,8 +27,11 @@ class OutputWriter:
 
     def __init__(self, directory: CredentialDirectory, *,
                  snapshot: Callable[[], Mapping[str, TargetStatus]], clock: Clock,
-                 metrics: Metrics, rng: random.Random | None = None) -> None:
+                 metrics: Metrics, targets: Iterable[str] = (),
+                 rng: random.Random | None = None) -> None:
         self._directory = directory
+        self._targets = frozenset(targets)
+        self._behind_now: frozenset[str] = frozenset()
         self._snapshot = snapshot
         self._clock = clock
         self._metrics = metrics
@@ -58,21 +61,38 @@ class OutputWriter:
     async def flush(self) -> list[OutputFailure]:
         """Write the newest snapshot now; return the failures (already counted and logged)."""
         statuses = self._snapshot()
-        failures = await asyncio.to_thread(self._directory.apply, statuses, self._clock.time())
+        failures = await asyncio.to_thread(self._directory.apply, statuses,
+                                           self._clock.monotonic())
+        self._behind(failures)
         for f in failures:
             self._metrics.output_write_failures.labels(f.output).inc()
             log.error("writing %s output failed (%s): %s; previous file kept, will retry",
                       f.output, f.error.reason, f.error.detail)
         return failures
 
+    @property
+    def behind(self) -> frozenset[str]:
+        """Targets whose files the last pass could not bring up to date."""
+        return self._behind_now
+
+    def _behind(self, failures: list[OutputFailure]) -> None:
+        behind: set[str] = set()
+        for f in failures:
+            behind |= f.targets or self._targets
+        self._behind_now = frozenset(behind)
+        for target in self._targets:
+            self._metrics.outputs_behind.labels(target).set(1 if target in behind else 0)
+
     def _until_next_expiry(self) -> float | None:
-        now = self._clock.time()
-        times = []
+        """Seconds to the earliest deadline of a credential in the store or of what is on
+        disk (the latter matters while writes fail: its file must go on time)."""
+        now = self._clock.monotonic()
+        times = [self._directory.next_deadline(now) or float("inf")]
         for s in self._snapshot().values():
             if s.credential is not None:
-                times.append(s.credential.expires_at)
+                times.append(s.credential.deadline)
             if s.svid is not None:
-                times.append(s.svid.expires_at)
-        future = [t - now for t in times if t > now]
+                times.append(s.svid.deadline)
+        future = [t - now for t in times if now < t < float("inf")]
         return max(0.05, min(future) + 0.01) if future else None
 

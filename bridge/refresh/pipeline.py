@@ -9,7 +9,6 @@ derived from.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +16,10 @@ from bridge.clouds import Hop
 from bridge.config import TargetConfig
 from bridge.errors import ExchangeError
 from bridge.model import Credential, JwtSvid, Material
+from bridge.refresh.limits import Limits
 from bridge.sources import SvidSource
+
+SOURCE_SCOPE = "workload_api"
 
 
 @dataclass
@@ -34,18 +36,21 @@ class TargetPipeline:
     """One target's chain: a fresh JWT-SVID, then each hop in turn."""
 
     def __init__(self, target: TargetConfig, *, source: SvidSource, hops: Sequence[Hop],
-                 monotonic: Callable[[], float], now: Callable[[], float]) -> None:
+                 monotonic: Callable[[], float], now: Callable[[], float],
+                 limits: Limits | None = None) -> None:
         self.target = target
         self._source = source
         self._hops = list(hops)
         self._monotonic = monotonic
         self._now = now
+        self._limits = limits or Limits(32)  # the daemon shares one across its targets
 
     async def fetch_svid(self, timings: Timings) -> JwtSvid:
         start = self._monotonic()
         try:
-            return await asyncio.to_thread(
-                self._source.fetch, self.target.audience, self.target.spiffe_id)
+            judge = self._hops[0].judge if self._hops else None
+            return await self._limits.run(SOURCE_SCOPE, self._source.fetch,
+                                          self.target.audience, self.target.spiffe_id, judge)
         finally:
             timings.add("svid", self._monotonic() - start)
 
@@ -60,22 +65,27 @@ class TargetPipeline:
 
     async def _attempt(self, timings: Timings) -> tuple[Credential, JwtSvid]:
         svid = await self.fetch_svid(timings)
-        issued_at = self._now()
+        issued_at, received = self._now(), self._monotonic()
         material: Material = svid
-        expiries: list[float] = []
+        expiries, deadlines = [svid.expires_at], [svid.deadline]
         for position, hop in enumerate(self._hops, start=1):
-            start = self._monotonic()
+            wall, start = self._now(), self._monotonic()
             try:
-                material = await asyncio.to_thread(hop.exchange, material)
+                material = await self._limits.run(hop.scope, hop.exchange, material)
             except ExchangeError as exc:
                 if len(self._hops) > 1:
                     raise exc.at(position, len(self._hops)) from exc
                 raise
             finally:
                 timings.add("exchange", self._monotonic() - start)
+            # Hops give expiries in this host's terms from when they asked; what is left
+            # goes onto the monotonic clock, so no later wall-clock step can stretch it.
             expiries.append(material.expires_at)
+            deadlines.append(start + material.expires_at - wall)
+        if self._hops:  # the SVID bounds only what is derived from it: the first hop's call
+            expiries, deadlines = expiries[1:], deadlines[1:]
         credential = Credential(
-            target=self.target.name, issued_at=issued_at,
-            expires_at=min(expiries) if expiries else svid.expires_at,
-            svid_expires_at=svid.expires_at, material=material)
+            target=self.target.name, issued_at=issued_at, expires_at=min(expiries),
+            svid_expires_at=svid.expires_at, material=material, deadline=min(deadlines),
+            received=received)
         return credential, svid

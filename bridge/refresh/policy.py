@@ -17,6 +17,7 @@ JWT_MIN_REMAINING = 30.0  # the JWT file: readers exchange it themselves, fast
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 MIN_DELAY = 1.0
+MIN_LIFETIME = 2.0  # seconds: less on arrival is too little to hand out
 LEAD = 60.0  # refresh this long before the hand-out window opens, to absorb one slow call
 
 
@@ -50,6 +51,15 @@ class Policy:
         if replace_by is not None and replace_by > now:
             delay = min(delay, replace_by - now)
         return max(min(MIN_DELAY, step), delay)
+
+    @property
+    def min_lifetime(self) -> float:
+        """A credential arriving with less than this left is a failure with its own
+        backoff, not a success to refresh again at once (a storm). Lifetimes are measured
+        by the issuer's own clock (`Expiration` minus `Date`), so only an issuer handing
+        out (nearly) expired credentials, or an answer without a `Date` on a host whose
+        clock is ahead, gets here."""
+        return MIN_LIFETIME
 
     def hand_out_ok(self, *, expires_at: float, now: float) -> bool:
         """True while a credential still has the SDKs' refresh window left."""

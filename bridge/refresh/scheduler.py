@@ -1,10 +1,13 @@
-"""The refresh loop: one task per target, timed by `policy`, bounded by a semaphore.
+"""The refresh loop: one task per target, timed by `policy`, on the monotonic clock.
 
 Each target refreshes at about half its credential's life and retries failures with
-jittered backoff; between refreshes it wakes at the credential's real expiry to take it
-out of service, so nothing expired is ever handed out. A refresh is single-flight per
-target (only its own task refreshes it) and at most `concurrency` run at once across
-targets, so a thousand targets never stampede STS.
+jittered backoff. It takes the credential out of service at its deadline, while waiting
+and while a refresh is queued or hanging alike, so nothing expired is ever handed out
+and the state operators see is never `fresh` for an expired credential. A refresh is
+single-flight per target (only its own task refreshes it); concurrency is bounded per
+remote endpoint by the pipelines' `Limits`, so one sick service cannot starve another.
+When the Workload API answers again after failing, the targets it held back retry at
+once (spread over a second or two) instead of sitting out their backoff.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from bridge.clock import Clock
 from bridge.clouds import cloud_of
@@ -26,6 +30,7 @@ from bridge.refresh.policy import JWT_MIN_REMAINING, Policy
 from bridge.store import CredentialStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 HEARTBEAT = 5.0
 
 
@@ -40,7 +45,6 @@ class Scheduler:
         clock: Clock,
         metrics: Metrics,
         redactor: Redactor,
-        concurrency: int,
         policy: Policy | None = None,
         rng: random.Random | None = None,
         deadline: float = 120.0,
@@ -53,16 +57,40 @@ class Scheduler:
         self._redactor = redactor
         self._policies = {p.target.name: policy or _policy_for(p.target) for p in pipelines}
         self._jwt_policy = Policy(min_remaining=JWT_MIN_REMAINING)
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._source_back = asyncio.Event()  # set (and replaced) when the source recovers
+        self._source_down = False
+        self._held_by_source: set[str] = set()  # targets whose last failure was the SVID
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._deadline = deadline
         self._exit_on_permanent = exit_on_permanent
         self.last_tick = clock.monotonic()
         for p in self._pipelines:
             metrics.init_target(p.target.name)
+            carried = store.get(p.target.name)
+            if carried is not None and carried.credential is not None:
+                # Kept across a reload: its metrics stay as they were, never reset.
+                metrics.set_state(p.target.name, carried.served_state(clock.monotonic()))
+                metrics.expiry.labels(p.target.name).set(carried.credential.expires_at)
+                if carried.last_success is not None:
+                    metrics.last_success.labels(p.target.name).set(carried.last_success)
+
+    def source_up(self, up: bool) -> None:
+        """The Workload API answered (or failed): safe to call from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._source_changed, up)
+
+    def _source_changed(self, up: bool) -> None:
+        back = up and self._source_down
+        self._source_down = not up
+        if back:
+            event, self._source_back = self._source_back, asyncio.Event()
+            event.set()
 
     async def run(self) -> None:
         """Refresh every target forever (until cancelled)."""
+        self._loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._heartbeat())
             for p in self._pipelines:
@@ -82,21 +110,32 @@ class Scheduler:
         """One attempt for one target: update the store and the metrics, never raise."""
         name = p.target.name
         timings = Timings()
-        async with self._semaphore:
-            start = self._clock.monotonic()
-            try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
-                # lands as the call returns (gh-86296), and SIGTERM would be ignored.
-                async with asyncio.timeout(self._deadline):
-                    credential, svid = await p.refresh(timings)
-            except (BridgeError, TimeoutError) as exc:
-                return self._failed(p, exc, timings)
-            finally:
-                timings.add("total", self._clock.monotonic() - start)
-                for stage, seconds in timings.stages.items():
-                    self._metrics.refresh_duration.labels(name, stage).observe(seconds)
+        start = self._clock.monotonic()
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+            # lands as the call returns (gh-86296), and SIGTERM would be ignored.
+            async with asyncio.timeout(self._deadline):
+                credential, svid = await self._expiring(name, p.refresh(timings))
+        except (BridgeError, TimeoutError) as exc:
+            return self._failed(p, exc, timings)
+        finally:
+            timings.add("total", self._clock.monotonic() - start)
+            for stage, seconds in timings.stages.items():
+                self._metrics.refresh_duration.labels(name, stage).observe(seconds)
         self._redactor.add(svid.token, *credential.secrets())
+        left = credential.remaining(self._clock.monotonic())
+        if left < self._policies[name].min_lifetime:
+            # Expired (or all but) on arrival: an issuer handing out spent credentials, or
+            # a wrong clock with no Date to correct it. Not a success to refresh again at
+            # once (a storm), a failure with its own reason and backoff.
+            return self._failed(p, ExchangeError(
+                f"the credential arrived with {left:.0f}s left, less than the "
+                f"{self._policies[name].min_lifetime:.0f}s it takes to hand it out (is this "
+                "host's clock ahead? check NTP)",
+                hop="refresh", code="ShortLived", retryable=True, reason="short_lived"),
+                timings)
         now = self._clock.time()
+        self._held_by_source.discard(name)
         status = self._store.succeeded(name, credential, now)
         m = self._metrics
         m.refresh_total.labels(name, "success").inc()
@@ -105,10 +144,10 @@ class Scheduler:
         m.svid_expiry.labels(name).set(svid.expires_at)
         m.permanent_failure.labels(name).set(0)
         m.set_state(name, status.state)
-        log.info("refreshed %s: valid for %.0fs (%s)", name, credential.expires_at - now,
+        log.info("refreshed %s: valid for %.0fs (%s)", name, left,
                  ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in timings.stages.items()),
                  extra={"fields": {"target": name, "event": "refresh", "result": "success",
-                                   "expires_in": round(credential.expires_at - now),
+                                   "expires_in": round(left),
                                    "stages": timings.stages}})
         return status
 
@@ -120,14 +159,46 @@ class Scheduler:
         self._metrics.set_state(credential.target, status.state)
         self._metrics.expiry.labels(credential.target).set(credential.expires_at)
         log.info("recovered a valid credential for %s from the previous run (%.0fs left)",
-                 credential.target, credential.expires_at - self._clock.time())
+                 credential.target, credential.remaining(self._clock.monotonic()))
+
+    async def _expiring(self, name: str, work: Coroutine[Any, Any, T]) -> T:
+        """Await `work`, taking the held credential out of service at its deadline if
+        `work` is still queued or running then (a hanging service must not leave an
+        expired credential in the store, nor its state `fresh`)."""
+        task = asyncio.ensure_future(work)
+        sleeper: asyncio.Future[None] | None = None
+        try:
+            while True:
+                status = self._store.get(name)
+                c = status.credential if status else None
+                left = c.remaining(self._clock.monotonic()) if c else None
+                if left is not None and left <= 0:
+                    self._expire(name)
+                    continue
+                if left is None:
+                    return await task
+                sleeper = asyncio.get_running_loop().create_task(
+                    self._clock.sleep(left), name=f"expire:{name}")
+                await asyncio.wait({task, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+                sleeper.cancel()
+                if task.done():
+                    return task.result()
+        finally:
+            if sleeper is not None:
+                sleeper.cancel()
+            if not task.done():
+                task.cancel()
 
     def _failed(self, p: TargetPipeline, exc: BaseException, timings: Timings) -> TargetStatus:
         name = p.target.name
         stage, reason, retryable = _classify(exc)
         detail = str(exc) if isinstance(exc, BridgeError) else "refresh timed out"
-        status = self._store.failed(name, reason, detail, self._clock.time(),
+        status = self._store.failed(name, reason, detail, self._clock.monotonic(),
                                     permanent=not retryable)
+        if stage == "svid":
+            self._held_by_source.add(name)
+        else:
+            self._held_by_source.discard(name)
         m = self._metrics
         m.refresh_total.labels(name, "failure").inc()
         m.refresh_failures.labels(name, stage, reason).inc()
@@ -145,7 +216,7 @@ class Scheduler:
     async def _run_target(self, p: TargetPipeline) -> None:
         held = self._store.get(p.target.name)
         if held is not None and held.state is State.FRESH and held.valid_credential(
-                self._clock.time()):
+                self._clock.monotonic()):
             # Kept across a reload: refresh when it is due, not all at once now.
             await self._wait(p.target.name, self._next_delay(held))
         while True:
@@ -158,31 +229,50 @@ class Scheduler:
             await self._wait(p.target.name, self._next_delay(status))
 
     def _next_delay(self, status: TargetStatus) -> float:
-        now = self._clock.time()
+        now = self._clock.monotonic()
         c = status.credential
         policy = self._policies[status.name]
         if status.consecutive_failures == 0 and c is not None:
-            return policy.next_refresh(issued_at=c.issued_at, expires_at=c.expires_at,
-                                             now=now, jitter=self._rng.uniform(-1.0, 1.0))
-        replace_by = c.expires_at - policy.min_remaining if c else None
+            return policy.next_refresh(issued_at=c.received, expires_at=c.deadline,
+                                       now=now, jitter=self._rng.uniform(-1.0, 1.0))
+        replace_by = c.deadline - policy.min_remaining if c else None
         return policy.retry_delay(
             failures=max(1, status.consecutive_failures), permanent=status.last_error_permanent,
             jitter=self._rng.random(), now=now, replace_by=replace_by)
 
     async def _wait(self, name: str, delay: float) -> None:
-        """Sleep `delay` seconds (monotonic), waking at the credential's expiry to drop it."""
+        """Sleep `delay` seconds (monotonic), waking at the credential's expiry to drop it,
+        and early when the Workload API comes back after holding this target back."""
         wake = self._clock.monotonic() + delay
+        back = self._source_back
         while (left := wake - self._clock.monotonic()) > 0:
+            if name in self._held_by_source and back.is_set():
+                # Spread the retries of everything the outage held back over ~2 s.
+                await self._clock.sleep(self._rng.uniform(0.0, 2.0))
+                return
             status = self._store.get(name)
             c = status.credential if status else None
-            until_expiry = (c.expires_at - self._clock.time()) if c else None
+            until_expiry = c.remaining(self._clock.monotonic()) if c else None
             if until_expiry is not None and until_expiry <= 0:
                 self._expire(name)
                 continue
-            await self._clock.sleep(min(left, until_expiry) if until_expiry else left)
+            nap = min(left, until_expiry) if until_expiry else left
+            if name in self._held_by_source:
+                # The nap is this task's own (a virtual clock sees it parked under its name).
+                task = asyncio.current_task()
+                sleeper = asyncio.get_running_loop().create_task(
+                    self._clock.sleep(nap), name=task.get_name() if task else None)
+                waker = asyncio.ensure_future(back.wait())
+                try:
+                    await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+                    waker.cancel()
+            else:
+                await self._clock.sleep(nap)
 
     def _expire(self, name: str) -> None:
-        status = self._store.expire(name, self._clock.time())
+        status = self._store.expire(name, self._clock.monotonic())
         self._metrics.set_state(name, status.state)
         log.error("credential for %s expired; it is no longer served", name)
 
@@ -190,28 +280,27 @@ class Scheduler:
         failures = 0
         while True:
             svid = await self._refresh_jwt(p)
-            now = self._clock.time()
+            now = self._clock.monotonic()
             if svid is not None:
                 failures = 0
                 delay = self._jwt_policy.next_refresh(
-                    issued_at=svid.issued_at, expires_at=svid.expires_at, now=now,
-                    jitter=self._rng.uniform(-1.0, 1.0))
+                    issued_at=svid.deadline - (svid.expires_at - svid.issued_at),
+                    expires_at=svid.deadline, now=now, jitter=self._rng.uniform(-1.0, 1.0))
             else:
                 failures += 1
                 status = self._store.get(p.target.name)
                 held = status.svid if status else None
                 delay = self._jwt_policy.retry_delay(
                     failures=failures, permanent=False, jitter=self._rng.random(), now=now,
-                    replace_by=held.expires_at - JWT_MIN_REMAINING if held else None)
+                    replace_by=held.deadline - JWT_MIN_REMAINING if held else None)
             await self._clock.sleep(delay)
 
     async def _refresh_jwt(self, p: TargetPipeline) -> JwtSvid | None:
         """Fetch the SVID for the opt-in JWT file; failures keep the last file until expiry."""
         timings = Timings()
         try:
-            async with self._semaphore:
-                async with asyncio.timeout(self._deadline):
-                    svid = await p.fetch_svid(timings)
+            async with asyncio.timeout(self._deadline):
+                svid = await p.fetch_svid(timings)
         except (BridgeError, TimeoutError) as exc:
             _, reason, _ = _classify(exc)
             self._metrics.refresh_failures.labels(p.target.name, "svid", reason).inc()

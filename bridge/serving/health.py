@@ -27,18 +27,21 @@ def is_ready(statuses: Mapping[str, TargetStatus], now: float) -> bool:
     return all(s.ready(now) for s in statuses.values())
 
 
-def readiness(statuses: Mapping[str, TargetStatus], now: float) -> tuple[bool, dict[str, object]]:
+def readiness(statuses: Mapping[str, TargetStatus], now: float,
+              behind: frozenset[str] = frozenset()) -> tuple[bool, dict[str, object]]:
+    """/readyz: ready when every target holds a valid credential and its files are up to
+    date (`behind`: the targets whose last write failed); `now` is monotonic."""
     targets: dict[str, object] = {}
     ready = True
     for name, s in sorted(statuses.items()):
         c = s.valid_credential(now)
-        ok = s.ready(now)
+        ok = s.ready(now) and name not in behind
         ready = ready and ok
         targets[name] = {"ready": ok, "state": s.served_state(now).value,
                          "expires_at": utc_iso(c.expires_at) if c else None,
-                         "expires_in_seconds": round(c.expires_at - now) if c else None,
+                         "expires_in_seconds": round(c.remaining(now)) if c else None,
                          "last_error": s.last_error, "consecutive_failures":
-                         s.consecutive_failures}
+                         s.consecutive_failures, "outputs_behind": name in behind}
     return ready, {"ready": ready, "targets": targets}
 
 
@@ -48,7 +51,8 @@ class HealthServer:
 
     def __init__(self, address: str, *, registry: CollectorRegistry,
                  statuses: Callable[[], Mapping[str, TargetStatus]],
-                 now: Callable[[], float], seconds_since_tick: Callable[[], float]) -> None:
+                 now: Callable[[], float], seconds_since_tick: Callable[[], float],
+                 behind: Callable[[], frozenset[str]] = frozenset) -> None:
         host, _, port = address.rpartition(":")
         self._bind = (host.strip("[]"), int(port))
         self._server: ThreadingHTTPServer | None = None
@@ -56,6 +60,7 @@ class HealthServer:
         self._statuses = statuses
         self._now = now
         self._since_tick = seconds_since_tick
+        self._behind = behind
         self._thread: threading.Thread | None = None
 
     @property
@@ -107,7 +112,7 @@ class HealthServer:
             self._reply(h, 200 if live else 503, json.dumps(live_body).encode(),
                         "application/json")
         elif path == "/readyz":
-            ready, body = readiness(self._statuses(), self._now())
+            ready, body = readiness(self._statuses(), self._now(), self._behind())
             self._reply(h, 200 if ready else 503, json.dumps(body).encode(), "application/json")
         else:
             self._reply(h, 404, b"not found\n", "text/plain")

@@ -11,8 +11,11 @@ from bridge.model import JwtSvid
 
 
 class SvidSource(Protocol):
-    def fetch(self, audience: str, spiffe_id: str | None) -> JwtSvid:
-        """Return a fresh, checked JWT-SVID for one audience (blocking; raises SourceError)."""
+    def fetch(self, audience: str, spiffe_id: str | None, judge: str | None = None) -> JwtSvid:
+        """Return a fresh, checked JWT-SVID for one audience (blocking; raises SourceError).
+
+        `judge`: the service (a `ClockSkew` name) that will judge it: its time and
+        lifetime are reckoned by that service's clock when it is known."""
         ...
 
     def jwt_bundles(self) -> JwtBundleSet | None:

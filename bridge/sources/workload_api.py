@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,12 +59,16 @@ class WorkloadApiSource:
         timeout: float,
         min_remaining: float = 30.0,
         now: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
+        cloud_now: Callable[[str | None], float | None] = lambda _judge: None,
         on_up: Callable[[bool], None] | None = None,
     ) -> None:
         self._socket = socket
         self._timeout = timeout
         self._min_remaining = min_remaining
         self._now = now
+        self._monotonic = monotonic
+        self._cloud_now = cloud_now
         self._on_up = on_up or (lambda _up: None)
         self._lock = threading.Lock()
         self._client: Any = None
@@ -72,7 +77,7 @@ class WorkloadApiSource:
         self._first_bundles = threading.Event()  # set by the first bundles or stream error
         self._bundle_error: str | None = None  # why the stream failed, until bundles arrive
 
-    def fetch(self, audience: str, spiffe_id: str | None) -> JwtSvid:
+    def fetch(self, audience: str, spiffe_id: str | None, judge: str | None = None) -> JwtSvid:
         client = self._connect()
         subject = SpiffeId(spiffe_id) if spiffe_id else None
         try:
@@ -82,7 +87,7 @@ class WorkloadApiSource:
             self._on_up(error.reason not in {"unavailable", "timeout"})
             raise error from exc
         self._on_up(True)
-        svid = self._check(fetched, audience, spiffe_id)
+        svid = self._check(fetched, audience, spiffe_id, judge)
         log.debug("fetched JWT-SVID for %s (aud %s), %.0fs left", svid.spiffe_id, audience,
                   svid.expires_at - self._now())
         return svid
@@ -91,7 +96,8 @@ class WorkloadApiSource:
         with self._lock:
             return self._bundles
 
-    def _check(self, fetched: Any, audience: str, spiffe_id: str | None) -> JwtSvid:
+    def _check(self, fetched: Any, audience: str, spiffe_id: str | None,
+               judge: str | None) -> JwtSvid:
         token = str(fetched.token)
         if len(token) > MAX_SVID_LENGTH:
             raise SourceError(f"JWT-SVID is {len(token)} characters, over the "
@@ -103,19 +109,23 @@ class WorkloadApiSource:
                               retryable=True, reason="invalid_svid")
         _check_header(token)
         claims = _claims(token)
-        now = self._now()
-        _check_claims(claims, audience=audience, spiffe_id=spiffe_id, now=now)
-        expires_at = float(fetched.expiry)
-        if expires_at - now < self._min_remaining:
+        now, mono = self._now(), self._monotonic()
+        # The token's times are the SPIRE server's: judge them by the clouds' clock when
+        # it is known (it rides the monotonic clock, so a stepped host clock is no matter).
+        issuer_now = self._cloud_now(judge) or now
+        _check_claims(claims, audience=audience, spiffe_id=spiffe_id, now=issuer_now)
+        left = float(fetched.expiry) - issuer_now
+        if left < self._min_remaining:
             raise SourceError(
-                f"JWT-SVID for {fetched.spiffe_id} expires in {expires_at - now:.0f}s, "
-                f"less than the {self._min_remaining:.0f}s margin (agent cache past its life?)",
+                f"JWT-SVID for {fetched.spiffe_id} expires in {left:.0f}s, less than the "
+                f"{self._min_remaining:.0f}s margin (agent cache past its life?)",
                 retryable=True, reason="svid_expiring")
         self._verify_locally(token, fetched.spiffe_id, audience)
         issued = claims.get("iat")
-        issued_at = float(issued) if isinstance(issued, int | float) else now
+        issued_at = now - (issuer_now - issued) if isinstance(issued, int) else now
         return JwtSvid(spiffe_id=str(fetched.spiffe_id), audience=audience,
-                       expires_at=expires_at, issued_at=issued_at, token=token)
+                       expires_at=now + left, issued_at=issued_at, token=token,
+                       deadline=mono + left)
 
     def _verify_locally(self, token: str, spiffe_id: Any, audience: str) -> None:
         with self._lock:

@@ -59,7 +59,8 @@ def _credential_status(now: float) -> Any:
                          session_token="t" * 700, expires_at=now + 3600,
                          assumed_role_arn="arn:aws:sts::111122223333:assumed-role/bench/x")
     credential = Credential(target=TARGET, issued_at=now, expires_at=now + 3600,
-                            svid_expires_at=now + 300, material=aws)
+                            svid_expires_at=now + 300, material=aws,
+                            deadline=time.monotonic() + 3600, received=time.monotonic())
     return TargetStatus(name=TARGET, state=State.FRESH, credential=credential,
                         last_success=now, delivered=True)
 

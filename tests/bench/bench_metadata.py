@@ -57,7 +57,9 @@ def _serve_bridge(token_file: str, ready: Any, port: Any) -> None:
     aws = AwsCredentials(access_key_id="ASIA" + "B" * 16, secret_access_key="s" * 40,
                          session_token="t" * 700, expires_at=now + 3600)
     store.succeeded(TARGET, Credential(target=TARGET, issued_at=now, expires_at=now + 3600,
-                                       svid_expires_at=now + 300, material=aws), now)
+                                       svid_expires_at=now + 300, material=aws,
+                                       deadline=time.monotonic() + 3600,
+                                       received=time.monotonic()), now)
     target = TargetConfig(name=TARGET, audience="sts.amazonaws.com", serve=("container",),
                           hops=(AwsHopConfig(role_arn="arn:aws:iam::111122223333:role/bench",
                                              region="us-east-1"),))
@@ -149,7 +151,8 @@ def _bridge_body() -> bytes:
     aws = AwsCredentials(access_key_id="ASIA" + "B" * 16, secret_access_key="s" * 40,
                          session_token="t" * 700, expires_at=now + 3600)
     credential = Credential(target=TARGET, issued_at=now, expires_at=now + 3600,
-                            svid_expires_at=now + 300, material=aws)
+                            svid_expires_at=now + 300, material=aws,
+                            deadline=time.monotonic() + 3600, received=time.monotonic())
     return _render(credential, "arn:aws:iam::111122223333:role/bench")
 
 

@@ -94,8 +94,10 @@ class ShortLivedStack:
         self.stack = DevStack(workdir)
         # The emulators take a clock "so a test can play clock skew": lagging clocks make
         # the minimum session lengths expire within seconds of real time.
-        self.stack.aws = AwsStsEmulator(clock=lambda: time.time() - (900 - AWS_LIFETIME))
-        self.stack.gcp = GcpEmulator(clock=lambda: time.time() - (600 - GCP_LIFETIME))
+        self.stack.aws = AwsStsEmulator(clock=lambda: time.time() - (900 - AWS_LIFETIME),
+                                        date_clock=time.time)
+        self.stack.gcp = GcpEmulator(clock=lambda: time.time() - (600 - GCP_LIFETIME),
+                                     date_clock=time.time)
         self._lock = threading.Lock()
         self._minted: set[str] = set()
 
@@ -396,9 +398,11 @@ def versioned_statuses(seed: int, version: int) -> dict[str, TargetStatus]:
             material = GcpToken(access_token=f"ya29.{seed}.{version}.{(h * 20)[:1200]}",
                                 expires_at=expires, principal=DEMO_SERVICE_ACCOUNT)
         cred = Credential(target=name, issued_at=0.0, expires_at=expires,
-                          svid_expires_at=expires, material=material)
+                          svid_expires_at=expires, material=material, deadline=expires,
+                          received=0.0)
         svid = JwtSvid(spiffe_id="spiffe://example.org/demo", audience="a", expires_at=_FAR,
-                       issued_at=0.0, token=f"eyJ.{seed}.{version}.{name}.{(h * 8)[:600]}")
+                       issued_at=0.0, token=f"eyJ.{seed}.{version}.{name}.{(h * 8)[:600]}",
+                       deadline=_FAR)
         statuses[name] = TargetStatus(name=name, state=State.FRESH, credential=cred,
                                       svid=svid, delivered=True)
     return statuses

@@ -99,20 +99,38 @@ def digest(secret: str) -> str:
 
 
 class Issued:
-    """The emulators' records: a served key or token -> its real expiry and material."""
+    """The emulators' records: a served key or token -> its real expiry and material.
+
+    An emulator's expiries are on its own clock; what its answers say of that clock
+    (`Date`, `answer_time`) against the judging clock turns them into the judge's terms
+    (an STS 5 minutes behind issues an hour that really ends 5 minutes later)."""
 
     def __init__(self, aws: Iterable[AwsStsEmulator] = (),
-                 gcp: Iterable[GcpEmulator] = ()) -> None:
+                 gcp: Iterable[GcpEmulator] = (),
+                 now: Callable[[], float] = time.time) -> None:
         self._aws = list(aws)
         self._gcp = list(gcp)
-        self._keys: dict[str, IssuedCredentials] = {}
+        self._now = now
+        self._keys: dict[str, tuple[IssuedCredentials, AwsStsEmulator]] = {}
 
     def aws(self, access_key_id: str) -> IssuedCredentials | None:
+        found = self._find_aws(access_key_id)
+        return found[0] if found else None
+
+    def aws_expiry(self, access_key_id: str) -> float | None:
+        issued = self.aws(access_key_id)
+        if issued is None:
+            return None
+        found = self._keys.get(access_key_id)
+        offset = found[1].answer_time() - self._now() if found else 0.0
+        return issued.expiration.timestamp() - offset
+
+    def _find_aws(self, access_key_id: str) -> tuple[IssuedCredentials, AwsStsEmulator] | None:
         found = self._keys.get(access_key_id)
         if found is None:
             for sts in self._aws:
                 for issued in sts.issued:
-                    self._keys.setdefault(issued.access_key_id, issued)
+                    self._keys.setdefault(issued.access_key_id, (issued, sts))
             found = self._keys.get(access_key_id)
         return found
 
@@ -120,7 +138,7 @@ class Issued:
         for emulator in self._gcp:
             issued = emulator.whoami(token)
             if issued is not None:
-                return issued.expires_at
+                return issued.expires_at - (emulator.answer_time() - self._now())
         return None
 
 
@@ -132,6 +150,10 @@ class RealTime:
 
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        """The daemon's monotonic clock (its credentials' deadlines are on it)."""
+        return time.monotonic()
 
     def seconds_since(self, expiry: float, read_at: float, read_mono: float) -> float:
         """Real seconds between the judging clock passing `expiry` and the read."""
@@ -167,6 +189,9 @@ class VirtualTime:
 
     def now(self) -> float:
         return self.clock.time()
+
+    def monotonic(self) -> float:
+        return self.clock.monotonic()
 
     def seconds_since(self, expiry: float, read_at: float, read_mono: float) -> float:
         for real_mono, wall in list(self.history):
@@ -566,8 +591,9 @@ class ExpiryChecker:
         if issued.secret_access_key != secret or issued.session_token != token:
             self.violations.append(f"{channel}: key {name} served with another secret or "
                                    "session token (torn or mixed)")
-        return self._verdict(channel, name, issued.expiration.timestamp(), served_expiry, t0, m0,
-                             is_file=is_file)
+        real = self.issued.aws_expiry(key_id)
+        assert real is not None
+        return self._verdict(channel, name, real, served_expiry, t0, m0, is_file=is_file)
 
     def _judge_gcp(self, channel: str, token: str, served_expiry: float | None, t0: float,
                    m0: float, *, is_file: bool) -> Read:
@@ -637,6 +663,10 @@ class Scenario:
     def now(self) -> float:
         return self.checker.judge.now()
 
+    def mono(self) -> float:
+        """The daemon's monotonic clock: what its deadlines and validity are judged on."""
+        return self.checker.judge.monotonic()
+
     def status(self, target: str) -> Any:
         status = self.bridge.daemon.store.get(target)
         assert status is not None
@@ -667,7 +697,7 @@ class Scenario:
     def expected_files(self) -> dict[str, str | None]:
         """File channel -> the digest the store says it must carry now (None: no file,
         or for aws/credentials no profile)."""
-        now = self.now()
+        now = self.mono()
         store = self.bridge.daemon.store
         valid = {t.name: (s.valid_credential(now) if (s := store.get(t.name)) else None)
                  for t in self.config.targets}

@@ -363,7 +363,8 @@ class SpireDeployment:
         shortest AWS grants) has `lifetime` seconds left: the bridge then refreshes every
         `lifetime / 4` seconds, which lets a test watch several refreshes."""
         skew = 15 * 60 - lifetime
-        sts = AwsStsEmulator(clock=lambda: time.time() - skew, jwks_cache_seconds=0)
+        sts = AwsStsEmulator(clock=lambda: time.time() - skew, date_clock=time.time,
+                             jwks_cache_seconds=0)
         sts.start()
         self._extra_emulators.append(sts)
         sts.register_oidc_provider(self.issuer, self._aws_audiences)

@@ -19,7 +19,7 @@ def aws_credential(target: str, *, now: float, lifetime: float = 3600.0) -> Cred
                          secret_access_key=secrets.token_urlsafe(30),
                          session_token=secrets.token_urlsafe(200), expires_at=now + lifetime)
     return Credential(target=target, material=aws, issued_at=now, expires_at=now + lifetime,
-                      svid_expires_at=now + 300)
+                      svid_expires_at=now + 300, deadline=now + lifetime, received=now)
 
 
 def fresh_status(target: str, *, now: float, lifetime: float = 3600.0) -> TargetStatus:
@@ -30,7 +30,7 @@ def fresh_status(target: str, *, now: float, lifetime: float = 3600.0) -> Target
 def svid(*, now: float, ttl: float = 300.0, spiffe_id: str = "spiffe://example.org/w") -> JwtSvid:
     return JwtSvid(spiffe_id=spiffe_id, audience="sts.amazonaws.com", expires_at=now + ttl,
                    issued_at=now, token="eyJhbGciOiJFUzI1NiJ9." + secrets.token_urlsafe(40)
-                   + "." + secrets.token_urlsafe(40))
+                   + "." + secrets.token_urlsafe(40), deadline=now + ttl)
 
 
 def tmpfs_dir() -> Path:
@@ -38,10 +38,14 @@ def tmpfs_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="sb-", dir="/dev/shm"))
 
 
-def trusting_sts(stack: DevStack, *, offset: float = 0.0) -> AwsStsEmulator:
+def trusting_sts(stack: DevStack, *, offset: float = 0.0,
+                 short_lived: bool = False) -> AwsStsEmulator:
     """A second, started STS emulator trusting the stack's issuer for the demo role, its
-    clock `offset` seconds from ours (negative: behind, so sessions end sooner for real)."""
-    sts = AwsStsEmulator(clock=lambda: time.time() + offset) if offset else AwsStsEmulator()
+    clock `offset` seconds from ours. `short_lived`: its answers are dated by the real
+    clock, so a session of a clock behind (negative offset) really ends sooner (an STS
+    handing out near-expired sessions); else the whole STS is skewed, Date and all."""
+    sts = AwsStsEmulator(clock=lambda: time.time() + offset,
+                         date_clock=time.time if short_lived else None)
     sts.start()
     sts.register_oidc_provider(stack.issuer, [AWS_AUDIENCE])
     sts.add_role(DEMO_ROLE_ARN, provider_url=stack.issuer, aud=AWS_AUDIENCE,

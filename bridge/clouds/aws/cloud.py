@@ -76,8 +76,9 @@ class AwsCloud:
     def shared_files(self, targets: Sequence[Target]) -> list[SharedFile]:
         return [files.credentials_file([t.name for t in targets])] if targets else []
 
-    def recover(self, directory: Path, target: Target, now: float) -> Credential | None:
-        return files.recover(directory, target.name, now)
+    def recover(self, directory: Path, target: Target, *, now: float,
+                mono: float) -> Credential | None:
+        return files.recover(directory, target.name, now=now, mono=mono)
 
 
 
@@ -98,9 +99,10 @@ class AwsSession:
             hop = replace(hop, region=last_aws.region, sts_endpoint=last_aws.sts_endpoint)
         clients = self._sts_clients()
         skew = self._context.skew
+        now = self._context.now
         if link is Link.NATIVE:
-            return [AwsAssumeRoleHop(hop, clients=clients, skew=skew)]
-        return [AwsWebIdentityHop(hop, clients=clients, skew=skew)]
+            return [AwsAssumeRoleHop(hop, clients=clients, skew=skew, now=now)]
+        return [AwsWebIdentityHop(hop, clients=clients, skew=skew, now=now)]
 
     def mint(self, hop: HopConfig, *, audience: str) -> list[Hop]:
         raise ValueError(AwsCloud().mint_problem(hop))

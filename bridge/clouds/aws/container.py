@@ -75,7 +75,8 @@ class ContainerEndpoint(CloudEndpoint):
     def build(self, config: object, targets: Sequence[Target],
               context: MetadataContext) -> ContainerServer:
         assert isinstance(config, ContainerConfig)
-        return ContainerServer(config, targets, store=context.store, now=context.clock.time,
+        return ContainerServer(config, targets, store=context.store,
+                               now=context.clock.monotonic,
                                tokens=context.tokens, metrics=context.metrics,
                                redactor=context.redactor)
 

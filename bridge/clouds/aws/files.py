@@ -68,7 +68,7 @@ def ini_section(c: Credential) -> str:
             f"aws_session_token = {aws.session_token}\n")
 
 
-def recover(directory: Path, name: str, now: float) -> Credential | None:
+def recover(directory: Path, name: str, *, now: float, mono: float) -> Credential | None:
     """`aws/<name>.json` from a previous run, if still valid (else None)."""
     try:
         doc = read_process_json(directory, name)
@@ -78,7 +78,7 @@ def recover(directory: Path, name: str, now: float) -> Credential | None:
                              session_token=str(doc["SessionToken"]), expires_at=expires)
     except (OutputError, ValueError, KeyError, TypeError):
         return None
-    return recovered(name, aws, now)
+    return recovered(name, aws, now=now, mono=mono)
 
 
 def read_process_json(directory: Path, target: str) -> dict[str, object]:

@@ -73,7 +73,7 @@ class ImdsEndpoint(CloudEndpoint):
     def build(self, config: object, targets: Sequence[Target],
               context: MetadataContext) -> ImdsServer:
         assert isinstance(config, ImdsConfig)
-        return ImdsServer(config, targets[0], store=context.store, now=context.clock.time,
+        return ImdsServer(config, targets[0], store=context.store, now=context.clock.monotonic,
                           monotonic=context.clock.monotonic, metrics=context.metrics)
 
 

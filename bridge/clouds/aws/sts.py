@@ -14,8 +14,10 @@ wire up. boto3 is not imported: on top of botocore it adds 20-40 ms of start-up
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
@@ -30,7 +32,7 @@ from bridge.clouds.aws.session_name import session_name
 from bridge.clouds.base import wrong_input
 from bridge.errors import ExchangeError
 from bridge.model import IdToken, JwtSvid, Material
-from bridge.skew import ClockSkew
+from bridge.skew import ClockSkew, lifetime
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,24 @@ _CODES: dict[str, tuple[bool, str, bool]] = {
 }
 
 
+# A request signed at a time STS refuses: the signature is fine, the clock is not.
+_CLOCK_CODES = frozenset({"RequestExpired", "RequestTimeTooSkewed"})
+_SIGNATURE_CODES = frozenset({"SignatureDoesNotMatch", "InvalidSignatureException"})
+_CLOCK_WORDS = re.compile(r"expired|not yet current|too skewed|is now earlier|is now later",
+                          re.IGNORECASE)
+
 # Idle keep-alive connections kept per STS endpoint: refresh.concurrency's maximum, so
 # concurrent refreshes sharing a client never churn connections (a pool only grows to
 # what is in use at once).
 _MAX_POOL = 1024
+
+
+SKEW_SERVICE = "aws_sts"  # the clock_skew_seconds{service} of STS answers
+
+
+def sts_scope(target: AwsHopConfig) -> str:
+    """The STS endpoint a hop calls (its concurrency scope)."""
+    return f"aws_sts {target.sts_endpoint or target.region or 'us-east-1'}"
 
 
 class StsClients:
@@ -96,14 +112,14 @@ class StsClients:
             return client
 
 
-def _call(hop: str, skew: ClockSkew | None, call: Any, region: str,
+def _call(hop: str, skew: ClockSkew | None, now: Callable[[], float], call: Any, region: str,
           **params: Any) -> AwsCredentials:
     """Run one STS call; translate botocore's errors into classified ExchangeErrors."""
-    sent = time.time()
+    sent = now()
     try:
         out = call(**params)
     except botocore.exceptions.ClientError as exc:
-        _observe(skew, exc.response, sent)  # a skewed clock often shows up as an error
+        _observe(skew, exc.response, sent, now())  # a skewed clock often shows up as an error
         # Hidden: STS error messages may echo the request (the web identity token).
         raise _classify_client_error(exc, hop) from None
     except (botocore.exceptions.EndpointConnectionError,
@@ -118,19 +134,21 @@ def _call(hop: str, skew: ClockSkew | None, call: Any, region: str,
                             code="ClientFailure", retryable=True,
                             # Hidden: parameter errors quote the value (the token).
                             reason="unavailable") from None
-    _observe(skew, out, sent)
+    _observe(skew, out, sent, now())
     c = out["Credentials"]
+    date = out.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    # In this host's terms: what is left by STS's own clock, from when we asked.
+    left = lifetime(c["Expiration"].astimezone(UTC).timestamp(), date, fallback_now=sent)
     return AwsCredentials(
         access_key_id=c["AccessKeyId"], secret_access_key=c["SecretAccessKey"],
-        session_token=c["SessionToken"],
-        expires_at=c["Expiration"].astimezone(UTC).timestamp(),
+        session_token=c["SessionToken"], expires_at=sent + left,
         assumed_role_arn=out.get("AssumedRoleUser", {}).get("Arn", ""), region=region)
 
 
-def _observe(skew: ClockSkew | None, response: Any, sent: float) -> None:
+def _observe(skew: ClockSkew | None, response: Any, sent: float, received: float) -> None:
     if skew is not None:
         headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        skew.observe("aws_sts", headers.get("date"), sent, time.time())
+        skew.observe(SKEW_SERVICE, headers.get("date"), sent, received)
 
 
 class AwsWebIdentityHop:
@@ -142,10 +160,13 @@ class AwsWebIdentityHop:
     name = "aws_web_identity"
 
     def __init__(self, target: AwsHopConfig, *, clients: StsClients,
-                 skew: ClockSkew | None = None) -> None:
+                 skew: ClockSkew | None = None, now: Callable[[], float] = time.time) -> None:
         self._target = target
         self._skew = skew
+        self._now = now
         self._client = clients.client(target, signed_with=None)
+        self.scope = sts_scope(target)
+        self.judge = SKEW_SERVICE
 
     def exchange(self, material: Material) -> AwsCredentials:
         if isinstance(material, JwtSvid):
@@ -154,7 +175,7 @@ class AwsWebIdentityHop:
             token, subject = material.token, material.subject
         else:
             raise wrong_input(self.name, material)
-        return _call(self.name, self._skew, self._client.assume_role_with_web_identity,
+        return _call(self.name, self._skew, self._now, self._client.assume_role_with_web_identity,
                      self._target.region or "us-east-1",
                      RoleArn=self._target.role_arn,
                      RoleSessionName=self._target.session_name or session_name(subject),
@@ -170,10 +191,13 @@ class AwsAssumeRoleHop:
     name = "aws_assume_role"
 
     def __init__(self, target: AwsHopConfig, *, clients: StsClients,
-                 skew: ClockSkew | None = None) -> None:
+                 skew: ClockSkew | None = None, now: Callable[[], float] = time.time) -> None:
         self._target = target
         self._clients = clients
         self._skew = skew
+        self._now = now
+        self.scope = sts_scope(target)
+        self.judge = SKEW_SERVICE
 
     def exchange(self, material: Material) -> AwsCredentials:
         if not isinstance(material, AwsCredentials):
@@ -186,7 +210,7 @@ class AwsAssumeRoleHop:
             "DurationSeconds": int(self._target.duration)}
         if self._target.external_id:
             params["ExternalId"] = self._target.external_id
-        return _call(self.name, self._skew, client.assume_role,
+        return _call(self.name, self._skew, self._now, client.assume_role,
                      self._target.region or "us-east-1", **params)
 
 
@@ -196,7 +220,11 @@ def _classify_client_error(exc: botocore.exceptions.ClientError, hop: str) -> Ex
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     # STS messages name the role, audience or issuer; they carry no token material.
     message = " ".join(str(error.get("Message", "")).split())[:300]
-    if code in _CODES:
+    if code in _CLOCK_CODES or (code in _SIGNATURE_CODES and _CLOCK_WORDS.search(message)):
+        # The request was signed by a wrong clock: retry once the skew is measured (this
+        # answer's Date feeds it); not a config error. The operator is told to fix NTP.
+        retryable, reason, fresh = True, "clock_skew", False
+    elif code in _CODES:
         retryable, reason, fresh = _CODES[code]
     elif status >= 500 or status == 429:
         retryable, reason, fresh = True, "unavailable", False

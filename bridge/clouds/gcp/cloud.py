@@ -23,7 +23,7 @@ from bridge.outputs.files import SharedFile, TargetFile
 from bridge.schema import Section
 
 if TYPE_CHECKING:
-    import urllib3
+    from bridge.clouds.gcp.federation import DatedPool
 
 # google-auth treats a token as stale 3 min 45 s before its expiry (REFRESH_THRESHOLD).
 MIN_REMAINING = 3 * 60.0 + 45.0
@@ -85,8 +85,9 @@ class GcpCloud:
     def shared_files(self, targets: Sequence[Target]) -> list[SharedFile]:
         return []
 
-    def recover(self, directory: Path, target: Target, now: float) -> Credential | None:
-        return files.recover(directory, target.name, now)
+    def recover(self, directory: Path, target: Target, *, now: float,
+                mono: float) -> Credential | None:
+        return files.recover(directory, target.name, now=now, mono=mono)
 
 
 
@@ -95,7 +96,7 @@ class GcpSession:
 
     def __init__(self, context: HopContext) -> None:
         self._context = context
-        self._http: urllib3.PoolManager | None = None
+        self._http: DatedPool | None = None
 
     def build(self, hop: HopConfig, *, link: Link,
               earlier: Sequence[HopConfig]) -> list[Hop]:
@@ -111,9 +112,9 @@ class GcpSession:
         assert isinstance(hop, GcpHopConfig)
         return [GcpIdTokenHop(hop, audience=audience, http=self._pool())]
 
-    def _pool(self) -> urllib3.PoolManager:
+    def _pool(self) -> DatedPool:
         from bridge.clouds.gcp.federation import pool
 
         if self._http is None:
-            self._http = pool(self._context.timeout, self._context.skew)
+            self._http = pool(self._context.timeout, self._context.skew, self._context.now)
         return self._http

@@ -11,7 +11,9 @@ google-auth makes one attempt and never retries; retries are the scheduler's.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,8 +27,9 @@ from bridge.clouds.gcp.classify import classify_iam_refresh, classify_sts
 from bridge.clouds.gcp.config import JWT_TOKEN_TYPE, GcpHopConfig
 from bridge.clouds.gcp.material import GcpToken
 from bridge.model import IdToken, JwtSvid, Material
-from bridge.skew import ClockSkew
+from bridge.skew import ClockSkew, lifetime
 
+SKEW_SERVICE = "gcp"  # the clock_skew_seconds{service} of Google's answers
 AWS_TOKEN_TYPE = "urn:ietf:params:aws:token-type:aws4_request"  # noqa: S105 - RFC 8693 name
 IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 
@@ -53,27 +56,44 @@ class _AwsSession(aws.AwsSecurityCredentialsSupplier):
         return self._region
 
 
-class _SkewObservingPool(urllib3.PoolManager):
-    """Every response's Date header feeds the skew estimate (google-auth's calls too)."""
+class DatedPool(urllib3.PoolManager):
+    """The urllib3 pool google-auth (and the ID-token call) run on: our deadline, no
+    retries (the scheduler's). Every answer's `Date` feeds the skew estimate, and the
+    last one this thread got is kept (`last_answer`): an absolute expiry in it (IAM's
+    `expireTime`) is turned into time left by Google's own clock, not ours."""
 
-    def __init__(self, skew: ClockSkew, **kw: Any) -> None:
+    def __init__(self, skew: ClockSkew | None, now: Callable[[], float] = time.time,
+                 **kw: Any) -> None:
         super().__init__(**kw)
         self._skew = skew
+        self._now = now
+        self._last = threading.local()
 
     def urlopen(  # type: ignore[override] # PoolManager.urlopen itself narrows it
             self, method: str, url: str, redirect: bool = True, **kw: Any,
     ) -> urllib3.BaseHTTPResponse:
-        sent = time.time()
+        sent = self._now()
         response = super().urlopen(method, url, redirect=redirect, **kw)
-        self._skew.observe("gcp", response.headers.get("Date"), sent, time.time())
+        date = response.headers.get("Date")
+        self._last.answer = (sent, date)
+        if self._skew is not None:
+            self._skew.observe(SKEW_SERVICE, date, sent, self._now())
         return response
 
+    def last_answer(self) -> tuple[float, str | None]:
+        """(our wall time when it was asked, its Date) of this thread's last answer."""
+        answer: tuple[float, str | None] = getattr(self._last, "answer", (self._now(), None))
+        return answer
 
-def pool(timeout: float, skew: ClockSkew | None) -> urllib3.PoolManager:
-    """The urllib3 pool google-auth (and the ID-token call) run on: our deadline, no
-    retries (the scheduler's), and every response's Date header into the skew estimate."""
-    kw: dict[str, Any] = {"timeout": urllib3.Timeout(total=timeout), "retries": False}
-    return _SkewObservingPool(skew, **kw) if skew else urllib3.PoolManager(**kw)
+    def local_expiry(self, expiry: float) -> float:
+        """An expiry from this thread's last answer, in this host's terms."""
+        sent, date = self.last_answer()
+        return sent + lifetime(expiry, date, fallback_now=sent)
+
+
+def pool(timeout: float, skew: ClockSkew | None,
+         now: Callable[[], float] = time.time) -> DatedPool:
+    return DatedPool(skew, now, timeout=urllib3.Timeout(total=timeout), retries=False)
 
 
 class GcpFederationHop:
@@ -81,8 +101,10 @@ class GcpFederationHop:
 
     name = "gcp_federation"
 
-    def __init__(self, target: GcpHopConfig, *, http: urllib3.PoolManager) -> None:
+    def __init__(self, target: GcpHopConfig, *, http: DatedPool) -> None:
         self._target = target
+        self.scope = f"gcp_sts {target.sts_endpoint}"
+        self.judge = SKEW_SERVICE
         self._http = http
 
     def exchange(self, material: Material) -> GcpToken:
@@ -113,8 +135,11 @@ class GcpFederationHop:
             raise classify_iam_refresh(exc, hop="gcp_iam") from exc
         # The federated token (kept for a following generateIdToken) is the refreshed copy's.
         federated_token = getattr(impersonated, "_source_credentials", None)
+        # google-auth parses IAM's absolute `expireTime`; STS's relative `expires_in` it
+        # already puts in this host's terms (above).
         return GcpToken(access_token=str(impersonated.token),
-                        expires_at=_epoch(impersonated.expiry), principal=sa,
+                        expires_at=self._http.local_expiry(_epoch(impersonated.expiry)),
+                        principal=sa,
                         federated_token=str(federated_token.token) if federated_token else None)
 
     def _federated_credentials(self, material: Material, scopes: list[str]) -> Any:

@@ -63,7 +63,7 @@ def render_external_account(gcp: GcpHopConfig, jwt_path: Path) -> bytes:
     return json.dumps(doc, indent=2).encode()
 
 
-def recover(directory: Path, name: str, now: float) -> Credential | None:
+def recover(directory: Path, name: str, *, now: float, mono: float) -> Credential | None:
     """`gcp/<name>.json` from a previous run, if still valid (else None)."""
     try:
         doc = json.loads((directory / "gcp" / f"{name}.json").read_text())
@@ -72,7 +72,7 @@ def recover(directory: Path, name: str, now: float) -> Credential | None:
                        principal=str(doc.get("principal", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return recovered(name, gcp, now)
+    return recovered(name, gcp, now=now, mono=mono)
 
 
 def _gcp(cred: Credential) -> GcpToken:

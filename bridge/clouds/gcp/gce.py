@@ -86,7 +86,7 @@ class GceEndpoint(CloudEndpoint):
     def build(self, config: object, targets: Sequence[Target],
               context: MetadataContext) -> GceServer:
         assert isinstance(config, GceConfig)
-        return GceServer(config, targets[0], store=context.store, now=context.clock.time,
+        return GceServer(config, targets[0], store=context.store, now=context.clock.monotonic,
                          metrics=context.metrics)
 
 
@@ -170,7 +170,7 @@ class GceServer(LoopbackServer):
         status = self._store.get(self._target)
         credential = status.valid_credential(now) if status is not None else None
         if credential is None or not isinstance(credential.material, GcpToken) or int(
-                credential.expires_at - now) < 1:
+                credential.remaining(now)) < 1:
             return json_reply(503, {"error": "unavailable",
                                     "error_description": f"no valid token for {self._target} "
                                                          "right now; retry later"})
@@ -181,7 +181,7 @@ def _token_body(credential: Credential, now: float) -> bytes:
     gcp = credential.material
     assert isinstance(gcp, GcpToken)
     return json.dumps({"access_token": gcp.access_token,
-                       "expires_in": int(credential.expires_at - now),
+                       "expires_in": int(credential.remaining(now)),
                        "token_type": gcp.token_type}).encode()
 
 

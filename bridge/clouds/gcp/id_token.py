@@ -15,6 +15,7 @@ import urllib3
 from bridge.clouds.base import wrong_input
 from bridge.clouds.gcp.classify import classify_iam
 from bridge.clouds.gcp.config import GcpHopConfig
+from bridge.clouds.gcp.federation import SKEW_SERVICE, DatedPool
 from bridge.clouds.gcp.material import GcpToken
 from bridge.errors import ExchangeError
 from bridge.model import IdToken, Material
@@ -26,8 +27,10 @@ class GcpIdTokenHop:
     name = "gcp_id_token"
 
     def __init__(self, target: GcpHopConfig, *, audience: str,
-                 http: urllib3.PoolManager) -> None:
+                 http: DatedPool) -> None:
         self._target = target
+        self.scope = f"gcp_iam {target.iam_credentials_endpoint}"
+        self.judge = SKEW_SERVICE
         self._audience = audience
         self._http = http
 
@@ -59,7 +62,8 @@ class GcpIdTokenHop:
             raise ExchangeError("no token in the generateIdToken response", hop=self.name,
                                 code="BadResponse", retryable=True,
                                 reason="unavailable") from None
-        return IdToken(token=token, subject=sa, expires_at=_jwt_exp(token))
+        return IdToken(token=token, subject=sa,
+                       expires_at=self._http.local_expiry(_jwt_exp(token)))
 
 
 def _jwt_exp(token: str) -> float:

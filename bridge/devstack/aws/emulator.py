@@ -72,6 +72,7 @@ class AwsStsEmulator(IamDirectory, RecordingEmulator[RecordedRequest]):
         *,
         port: int = 0,
         clock: Callable[[], float] = time.time,
+        date_clock: Callable[[], float] | None = None,
         fetch: JsonFetcher = fetch_json,
         idp_timeout: float = 2.0,
         jwks_cache_seconds: float = 60.0,
@@ -79,14 +80,22 @@ class AwsStsEmulator(IamDirectory, RecordingEmulator[RecordedRequest]):
         """Prepare the emulator; nothing listens until `start()`.
 
         `clock` drives `exp` checks, credential expiry and the `Date` header, so a test
-        can play clock skew; `fetch` is how discovery documents and JWKS are read.
+        can play clock skew; `date_clock` (default: `clock`) dates the answers alone: a
+        lagging `clock` with the real `date_clock` is an STS handing out sessions that
+        end sooner than asked. `fetch` is how discovery documents and JWKS are read.
         """
         keys = IssuerKeys(fetch, timeout=idp_timeout, cache_seconds=jwks_cache_seconds)
         IamDirectory.__init__(self, keys)
         RecordingEmulator.__init__(self, port=port, name="devstack-aws-sts")
         self._clock = clock
+        self._date_clock = date_clock or clock
         self._sessions = SessionStore()
         self._context = StsContext(self, self._sessions, keys, clock)
+
+    def answer_time(self) -> float:
+        """The time its answers carry in `Date` now (what its clients can know of its
+        clock)."""
+        return self._date_clock()
 
     def clear_jwks_cache(self) -> None:
         """Forget every cached JWKS (the next token refetches its issuer's keys)."""
@@ -145,6 +154,6 @@ class AwsStsEmulator(IamDirectory, RecordingEmulator[RecordedRequest]):
         headers = {
             "Content-Type": "text/xml",
             "x-amzn-RequestId": request_id,
-            "Date": http_date(self._clock()),
+            "Date": http_date(self._date_clock()),
         }
         return HttpResponse(status, body, headers)

@@ -71,6 +71,7 @@ class GcpEmulator(GcpProject, RecordingEmulator[GoogleRecordedRequest]):
         *,
         port: int = 0,
         clock: Callable[[], float] = time.time,
+        date_clock: Callable[[], float] | None = None,
         fetch: JsonFetcher = fetch_json,
         replay: AwsReplay = replay_signed_request,
         idp_timeout: float = 2.0,
@@ -78,13 +79,16 @@ class GcpEmulator(GcpProject, RecordingEmulator[GoogleRecordedRequest]):
     ) -> None:
         """Prepare the emulator; nothing listens until `start()`.
 
-        `clock` drives every time check and expiry; `fetch` reads issuers' discovery
+        `clock` drives every time check and expiry; `date_clock` (default: `clock`) dates
+        the answers alone (a lagging `clock` with the real `date_clock` hands out tokens
+        that end sooner than asked); `fetch` reads issuers' discovery
         documents and JWKS; `replay` sends signed GetCallerIdentity requests to AWS.
         """
         keys = IssuerKeys(fetch, timeout=idp_timeout, cache_seconds=jwks_cache_seconds)
         GcpProject.__init__(self, keys)
         RecordingEmulator.__init__(self, port=port, name="devstack-gcp")
         self._clock = clock
+        self._date_clock = date_clock or clock
         self._tokens = TokenStore()
         self._issuer = GoogleIdTokenIssuer(lambda: self.url)
         self._context = GcpContext(
@@ -96,6 +100,11 @@ class GcpEmulator(GcpProject, RecordingEmulator[GoogleRecordedRequest]):
             issuer=self._issuer,
             clock=clock,
         )
+
+    def answer_time(self) -> float:
+        """The time its answers carry in `Date` now (what its clients can know of its
+        clock)."""
+        return self._date_clock()
 
     @property
     def sts_url(self) -> str:
@@ -155,18 +164,18 @@ class GcpEmulator(GcpProject, RecordingEmulator[GoogleRecordedRequest]):
         failure = self.faults.before(operation)
         if operation == OP_TOKEN:
             return answer(lambda: token_exchange(self._context, request, form), StsError,
-                          failure, self._clock())
+                          failure, self._date_clock())
         if iam_match is not None:
             return answer(lambda: generate_token(self._context, request, iam_match, document),
-                          IamError, failure, self._clock())
+                          IamError, failure, self._date_clock())
         if failure is not None:
-            return json_response(failure.status or 503, {"error": failure.code}, self._clock())
+            return json_response(failure.status or 503, {"error": failure.code}, self._date_clock())
         if request.method == "GET" and request.path == GOOGLE_DISCOVERY_PATH:
-            return json_response(200, self.discovery_document(), self._clock())
+            return json_response(200, self.discovery_document(), self._date_clock())
         if request.method == "GET" and request.path == GOOGLE_CERTS_PATH:
-            return json_response(200, self.google_jwks(), self._clock())
+            return json_response(200, self.google_jwks(), self._date_clock())
         not_found = {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}
-        return json_response(404, {"error": not_found}, self._clock())
+        return json_response(404, {"error": not_found}, self._date_clock())
 
 
 def _parse_body(request: HttpRequest) -> tuple[dict[str, str], Any]:

@@ -97,7 +97,7 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
                 last = message
                 yield message
             valid = status.valid_credential(now)
-            timeout = None if valid is None else max(0.0, valid.expires_at - now) + 0.01
+            timeout = None if valid is None else max(0.0, valid.remaining(now)) + 0.01
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):  # not wait_for (gh-86296)
                     await changed.wait()
@@ -127,7 +127,7 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
                          "not yet delivered); retry later")
         response = pb.GetCredentialResponse(
             credential=credential_message(self._targets[name], status, now))
-        self._responses[name] = (status, valid.expires_at, response)
+        self._responses[name] = (status, valid.deadline, response)
         return response
 
     def _admit_watcher(self) -> None:

@@ -85,7 +85,7 @@ def test_watch_reports_expiry_without_material(start_bridge: StartBridge, stack:
         held = bridge.daemon.store.get("demo")
         assert held is not None
         assert held.credential is not None
-        bridge.daemon.store.expire("demo", held.credential.expires_at + 1)
+        bridge.daemon.store.expire("demo", held.credential.deadline + 1)
         expired = next(stream)
         stream.close()
         assert expired.state is State.EXPIRED
@@ -176,7 +176,7 @@ def test_health_reports_the_service_ready(start_bridge: StartBridge, stack: DevS
         held = bridge.daemon.store.get("demo")
         assert held is not None
         assert held.credential is not None
-        bridge.daemon.store.expire("demo", held.credential.expires_at + 1)
+        bridge.daemon.store.expire("demo", held.credential.deadline + 1)
         deadline = time.monotonic() + 5
         while check("spiffebridge.v1.CredentialService") == serving:
             assert time.monotonic() < deadline, "health never went NOT_SERVING"

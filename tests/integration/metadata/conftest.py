@@ -73,7 +73,7 @@ class Bridge:
         return status
 
     def credential(self, name: str) -> Credential | None:
-        return self.status(name).valid_credential(time.time())
+        return self.status(name).valid_credential(time.monotonic())
 
     def keys(self, name: str) -> list[str]:
         """Access key IDs the store has held for `name`, in order."""
@@ -188,7 +188,7 @@ def short_lived_sts(stack: DevStack, lifetime: float) -> AwsStsEmulator:
     (the shortest STS grants) has `lifetime` real seconds left: the bridge refreshes it
     after a quarter of that. GetCallerIdentity with those credentials still verifies
     (SigV4's 15-minute window leaves `lifetime` seconds of margin)."""
-    return trusting_sts(stack, offset=-(MIN_DURATION - lifetime))
+    return trusting_sts(stack, offset=-(MIN_DURATION - lifetime), short_lived=True)
 
 
 StsFactory = Callable[[float], AwsStsEmulator]

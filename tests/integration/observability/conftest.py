@@ -64,7 +64,7 @@ class Deployment:
 
 def _emulator(stack: DevStack, *, skew: float = 0.0) -> AwsStsEmulator:
     """A second STS trusting the stack's issuer, optionally with its clock behind."""
-    return trusting_sts(stack, offset=-skew)
+    return trusting_sts(stack, offset=-skew, short_lived=True)
 
 
 def _target(name: str, sts: AwsStsEmulator) -> dict[str, object]:

@@ -39,7 +39,7 @@ def _hop(stack: DevStack) -> AwsWebIdentityHop:
 def _svid(token: str) -> JwtSvid:
     now = time.time()
     return JwtSvid(spiffe_id=DEMO, audience=AUD, expires_at=now + 300, issued_at=now,
-                   token=token)
+                   token=token, deadline=time.monotonic() + 300)
 
 
 def test_source_fetches_a_checked_svid_through_py_spiffe(source: WorkloadApiSource) -> None:

@@ -26,6 +26,7 @@ from tests.support.expiry import (
     Issued,
     Judge,
     MakeScenario,
+    RealTime,
     Scenario,
     StartChecker,
     VirtualTime,
@@ -114,12 +115,13 @@ def expiry_checker() -> Iterator[StartChecker]:
 
     def start(bridge: RunningBridge | Config, *, aws: Sequence[AwsStsEmulator] = (),
               gcp: Sequence[GcpEmulator] = (), judge: Judge | None = None) -> ExpiryChecker:
+        issued = Issued(aws, gcp, (judge or RealTime()).now)
         if isinstance(bridge, RunningBridge):
             running = bridge
-            checker = ExpiryChecker(running.config, Issued(aws, gcp), judge=judge,
+            checker = ExpiryChecker(running.config, issued, judge=judge,
                                     services=lambda: running.daemon.services)
         else:
-            checker = ExpiryChecker(bridge, Issued(aws, gcp), judge=judge)
+            checker = ExpiryChecker(bridge, issued, judge=judge)
         started.append(checker.start())
         return checker
 

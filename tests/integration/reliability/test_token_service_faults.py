@@ -128,7 +128,7 @@ def test_permanent_access_denied_backs_off_to_the_cap_then_lapses_to_not_ready(
 
     vt.advance(120)  # a minute past it
     assert s.state("aws") == "expired"
-    assert not readiness(s.bridge.daemon.store.snapshot(), vt.now())[0]
+    assert not readiness(s.bridge.daemon.store.snapshot(), vt.monotonic())[0]
     gone = s.sweep()
     assert gone.served() == set()
     assert (gone.outcome("grpc:aws"), gone.outcome("container:aws"),

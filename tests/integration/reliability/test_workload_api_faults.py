@@ -41,7 +41,7 @@ GCP_CHANNELS = channels("gcp")
 
 
 def ready(s: Scenario) -> bool:
-    return readiness(s.bridge.daemon.store.snapshot(), s.now())[0]
+    return readiness(s.bridge.daemon.store.snapshot(), s.mono())[0]
 
 
 def test_agent_missing_at_start_is_not_ready_retries_with_backoff_then_delivers(

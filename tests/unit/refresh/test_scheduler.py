@@ -17,6 +17,7 @@ from bridge.errors import ExchangeError, SourceError
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
 from bridge.model import JwtSvid, Material, State
+from bridge.refresh.limits import Limits
 from bridge.refresh.pipeline import TargetPipeline
 from bridge.refresh.policy import Policy
 from bridge.refresh.scheduler import Scheduler
@@ -34,13 +35,14 @@ class ScriptedSource:
         self.calls = 0
         self.fail_with: SourceError | None = None
 
-    def fetch(self, audience: str, spiffe_id: str | None) -> JwtSvid:
+    def fetch(self, audience: str, spiffe_id: str | None, judge: str | None = None) -> JwtSvid:
         self.calls += 1
         if self.fail_with:
             raise self.fail_with
         now = self.clock.time()
         return JwtSvid(spiffe_id="spiffe://example.org/w", audience=audience,
-                       expires_at=now + 300, issued_at=now, token=f"eyJ.token.{self.calls}")
+                       expires_at=now + 300, issued_at=now, token=f"eyJ.token.{self.calls}",
+                       deadline=self.clock.monotonic() + 300)
 
     def jwt_bundles(self) -> None:
         return None
@@ -53,6 +55,8 @@ class ScriptedHop:
     """Returns credentials living LIFETIME seconds, or raises what the script says."""
 
     name = "aws_web_identity"
+    scope = "aws_sts us-east-1"
+    judge = "aws_sts"
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
@@ -100,13 +104,15 @@ class Rig:
         self.store = CredentialStore(names)
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        limits = Limits(concurrency)  # per endpoint: every target here calls the same one
         self.pipelines = [TargetPipeline(_target(n), source=self.source, hops=[self.hop],
-                                         monotonic=self.clock.monotonic, now=self.clock.time)
+                                         monotonic=self.clock.monotonic, now=self.clock.time,
+                                         limits=limits)
                           for n in names]
         self.scheduler = Scheduler(self.pipelines, store=self.store, clock=self.clock,
                                    metrics=self.metrics, redactor=Redactor(),
                                    policy=Policy(min_remaining=AWS_MIN_REMAINING),
-                                   concurrency=concurrency, rng=random.Random(7))
+                                   rng=random.Random(7))
 
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         return self.registry.get_sample_value(name, labels or {})

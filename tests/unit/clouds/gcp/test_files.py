@@ -44,7 +44,8 @@ def _status(now: float, lifetime: float = 3600) -> TargetStatus:
     token = GcpToken(access_token="ya29." + secrets.token_urlsafe(60), expires_at=now + lifetime,
                      principal="w@p.iam.gserviceaccount.com")
     cred = Credential(target="bq", issued_at=now, expires_at=now + lifetime,
-                      svid_expires_at=now + 300, material=token)
+                      svid_expires_at=now + 300, material=token, deadline=now + lifetime,
+                      received=now)
     return TargetStatus(name="bq", state=State.FRESH, credential=cred, delivered=True,
                         svid=svid(now=now))
 

@@ -76,7 +76,7 @@ def server(store: CredentialStore, now: Now, metrics: Metrics) -> Iterator[GceSe
 def deliver(store: CredentialStore, *, lifetime: float = 3600.0) -> Credential:
     token = "ya29.unit-" + "x" * 40
     credential = Credential(target="bq", issued_at=NOW, expires_at=NOW + lifetime,
-                            svid_expires_at=NOW + 300,
+                            svid_expires_at=NOW + 300, deadline=NOW + lifetime, received=NOW,
                             material=GcpToken(access_token=token, expires_at=NOW + lifetime,
                                               principal=EMAIL))
     store.succeeded("bq", credential, NOW)
