@@ -7,6 +7,7 @@ change so outputs can catch up (they coalesce; they always read the newest snaps
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -25,6 +26,23 @@ class CredentialStore:
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def reconfigure(self, names: Iterable[str], keep: Iterable[str]) -> None:
+        """Hold exactly `names` from now on (a reload): the statuses of `keep` carry over,
+        every other target starts afresh, and removed ones are gone."""
+        names, keep = list(names), set(keep)
+        with self._lock:
+            old = self._statuses
+            self._statuses = {n: old[n] if n in keep and n in old else TargetStatus(name=n)
+                              for n in names}
+            changed = [s for n, s in self._statuses.items() if old.get(n) is not s]
+        for status in changed:
+            for listener in self._listeners:
+                listener(status.name, status)
 
     def snapshot(self) -> Mapping[str, TargetStatus]:
         with self._lock:
@@ -72,7 +90,9 @@ class CredentialStore:
 
     def _update(self, name: str, change: Callable[[TargetStatus], TargetStatus]) -> TargetStatus:
         with self._lock:
-            old = self._statuses[name]
+            old = self._statuses.get(name)
+            if old is None:  # a reload removed it while its last refresh was finishing
+                return TargetStatus(name=name)
             new = change(old)
             self._statuses[name] = new
         if new != old:

@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -54,18 +54,26 @@ class Daemon:
     services: list[Service] = field(default_factory=list)
     carried: frozenset[str] = frozenset()  # targets whose state a reload kept
     limits: Limits | None = None  # the refreshes' per-endpoint pools, closed with it
+    running: frozenset[int] = frozenset()  # ids of services a previous generation started
+    retired: list[Service] = field(default_factory=list)  # its services not taken over
+    up_listeners: list[Callable[[bool], None]] = field(default_factory=list)
+    handover: bool = False  # at the end of `serve`, leave listeners and source running
+    reloaded: bool = False  # built from a previous generation (nothing to recover)
 
 
 def build(config: Config, *, clock: Clock | None = None,
           registry: CollectorRegistry | None = None, redactor: Redactor | None = None,
           source: SvidSource | None = None, metrics: Metrics | None = None,
-          carried: Mapping[str, TargetStatus] | None = None,
+          previous: Daemon | None = None,
           tokens: LocalTokens | None = None, skew: ClockSkew | None = None) -> Daemon:
     """Wire a daemon from config. Must be called inside the event loop that will run it.
 
-    `carried` are statuses a previous generation held for unchanged targets (SIGHUP);
-    `tokens` (the local endpoints' secrets) and `skew` (the clouds' clock) outlive a
-    generation.
+    `previous` is the generation a reload replaces (already stopped with `handover`): its
+    store goes on (unchanged targets keep their credential and schedule, and their
+    metrics never move), its Workload API connection when that is configured alike, and
+    every listener that would listen exactly alike (`Service.adopt`): no client sees a
+    gap and no other process can take a port. `tokens` (the local endpoints' secrets)
+    and `skew` (the clouds' clock) outlive every generation.
     """
     clock = clock or SystemClock()
     metrics = metrics or Metrics(registry or CollectorRegistry())
@@ -75,19 +83,26 @@ def build(config: Config, *, clock: Clock | None = None,
     # Two generations of 4 secrets and an SVID per target: nothing live is ever evicted.
     redactor.reserve(16 * len(config.targets) + 256)
     skew = skew or clock_skew(metrics, clock)
-    listeners: list[Callable[[bool], None]] = [
-        lambda up: metrics.workload_api_up.set(1 if up else 0)]
+    names = [t.name for t in config.targets]
+    same_agent = previous is not None and previous.config.workload_api == config.workload_api
+    if previous is not None and same_agent and source is None:
+        source, listeners = previous.source, previous.up_listeners
+        del listeners[1:]  # the previous scheduler's; ours joins below
+    else:
+        listeners = [lambda up: metrics.workload_api_up.set(1 if up else 0)]
     if source is None:
         metrics.workload_api_up.set(0)
         source = WorkloadApiSource(
             config.workload_api.socket, timeout=config.workload_api.timeout, now=clock.time,
             monotonic=clock.monotonic, cloud_now=skew.cloud_now,
             on_up=lambda up: _tell(listeners, up))
-    names = [t.name for t in config.targets]
-    store = CredentialStore(names)
-    kept = {n: s for n, s in (carried or {}).items() if n in names}
-    for status in kept.values():
-        store.seed(status)
+    kept: set[str] = set()
+    if previous is not None:
+        store = previous.store
+        kept = {t.name for t in config.targets if previous.config.target(t.name) == t}
+        store.reconfigure(names, keep=kept)
+    else:
+        store = CredentialStore(names)
     # One session per cloud in use: a cloud no target names is never imported.
     hop_context = HopContext(timeout=config.workload_api.timeout, skew=skew, now=clock.time)
     sessions: dict[str, CloudSession] = {}
@@ -127,9 +142,29 @@ def build(config: Config, *, clock: Clock | None = None,
         if listener is not None and served:
             services.append(endpoint.build(listener, served[:1] if endpoint.single else served,
                                            context))
+    services, running, retired = _take_over(services, previous)
     return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
                   source=source, scheduler=scheduler, directory=directory, writer=writer,
-                  services=services, carried=frozenset(kept), limits=limits)
+                  services=services, carried=frozenset(kept), limits=limits, running=running,
+                  retired=retired, up_listeners=listeners, reloaded=previous is not None)
+
+
+def _take_over(services: list[Service], previous: Daemon | None
+               ) -> tuple[list[Service], frozenset[int], list[Service]]:
+    """Each new service a running one of `previous` can serve instead (it adopts it);
+    returns the services, the ids of those already running, and the previous ones no
+    new service took (to be stopped)."""
+    if previous is None:
+        return services, frozenset(), []
+    free = list(previous.services)
+    chosen: list[Service] = []
+    for service in services:
+        old = next((s for s in free if s.adopt(service)), None)
+        if old is not None:
+            free.remove(old)
+        chosen.append(old or service)
+    running = frozenset(id(s) for s in chosen if s not in services)
+    return chosen, running, free
 
 
 def _tell(listeners: Sequence[Callable[[bool], None]], up: bool) -> None:
@@ -176,7 +211,9 @@ def _prepare(daemon: Daemon) -> None:
     daemon.directory.prepare()
     now = daemon.clock.time()
     out = daemon.config.outputs.directory
-    targets = [t for t in daemon.config.targets if t.name not in daemon.carried]
+    if daemon.reloaded:  # a reload keeps what it kept in memory; files of a changed
+        return           # target are that config's, not this one's
+    targets = list(daemon.config.targets)
     for t in targets:
         credential = cloud_of(t.final).recover(out, t, now=now, mono=daemon.clock.monotonic())
         if credential is not None:
@@ -187,11 +224,16 @@ def _prepare(daemon: Daemon) -> None:
 
 
 async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
-    """Run until `stop` is set. Raises OutputError when the directory is unusable."""
+    """Run until `stop` is set. Raises OutputError when the directory is unusable.
+
+    At the end the listeners and the source are stopped, unless `daemon.handover` was
+    set first: then they keep serving the store while the next generation is built."""
     _prepare(daemon)
-    started: list[Service] = []
+    started: list[Service] = [s for s in daemon.services if id(s) in daemon.running]
     try:
         for service in daemon.services:
+            if id(service) in daemon.running:
+                continue
             service.start()
             started.append(service)
             log.info("serving %s", service.describe())
@@ -211,11 +253,13 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
     except BaseExceptionGroup as failed:  # one clear error, not a group, for the CLI
         raise _first(failed) from None  # it keeps its own cause; the group is noise
     finally:
-        _stop(started)
-        daemon.source.close()
+        daemon.store.unsubscribe(daemon.writer.notify)
         if daemon.limits is not None:
             daemon.limits.close()
-        log.info("spiffe-bridge stopped")
+        if not daemon.handover:
+            _stop(started)
+            daemon.source.close()
+            log.info("spiffe-bridge stopped")
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -55,17 +55,23 @@ async def supervise(path: Path, config: Config, *, stop: asyncio.Event,
         serving = asyncio.create_task(d.serve(daemon, generation))
         new = await _until_change(path, daemon.config, stop=stop, reload=reload,
                                   serving=serving, metrics=metrics)
+        daemon.handover = new is not None  # listeners keep serving while we switch
         generation.set()
         await serving
         if new is None:
             return
-        kept = {t.name: daemon.store.get(t.name) for t in new.targets
-                if daemon.config.target(t.name) == t}
-        carried = {n: s for n, s in kept.items() if s is not None}
-        daemon = d.build(new, redactor=redactor, metrics=metrics, carried=carried,
+        old = daemon
+        daemon = d.build(new, redactor=redactor, metrics=metrics, previous=old,
                          tokens=tokens, skew=skew)
-        log.info("config reloaded from %s: %d target(s), %d kept as they were", path,
-                 len(new.targets), len(carried))
+        for service in old.retired:  # no new listener took it over
+            service.stop()
+        if daemon.source is not old.source:
+            old.source.close()
+        for gone in {t.name for t in old.config.targets} - {t.name for t in new.targets}:
+            metrics.forget_target(gone)
+        log.info("config reloaded from %s: %d target(s), %d kept as they were, %d "
+                 "listener(s) kept open", path, len(new.targets), len(daemon.carried),
+                 len(daemon.running))
 
 
 async def _until_change(path: Path, current: Config, *, stop: asyncio.Event,

@@ -124,15 +124,32 @@ class CredentialDirectory:
         with atomic.open_dir(d) as root:
             os.fchmod(root, atomic.DIR_MODE)
             removed += atomic.sweep_temp_files(root)
+            expected = self.expected()
             for sub in self._subdirs:
                 atomic.ensure_dir(root, sub)
                 with self._subdir(root, sub) as fd:
                     removed += atomic.sweep_temp_files(fd)
+                    self._sweep_orphans(fd, sub, expected)
             atomic.write_file(root, ".probe", b"")
             atomic.remove_file(root, ".probe")
         if removed:
             log.info("removed %d stale temp file(s) from %s", removed, d)
         return removed
+
+    @staticmethod
+    def _sweep_orphans(fd: int, sub: str, expected: frozenset[str]) -> None:
+        """Remove the files of targets no longer configured (a reload or a restart with
+        another config): their credentials must not outlive their target, nor be read
+        by a reader that still looks for them."""
+        for entry in os.listdir(fd):
+            if entry.startswith(".") or f"{sub}/{entry}" in expected:
+                continue
+            try:
+                if stat.S_ISREG(os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode):
+                    os.unlink(entry, dir_fd=fd)
+                    log.info("removed %s/%s: no configured target writes it", sub, entry)
+            except OSError:
+                continue
 
     def apply(self, statuses: Mapping[str, TargetStatus], now: float) -> list[OutputFailure]:
         """Mirror `statuses` into files at monotonic `now`; return what failed (a file

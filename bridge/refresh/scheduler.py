@@ -66,9 +66,10 @@ class Scheduler:
         self._exit_on_permanent = exit_on_permanent
         self.last_tick = clock.monotonic()
         for p in self._pipelines:
-            metrics.init_target(p.target.name)
             carried = store.get(p.target.name)
-            if carried is not None and carried.credential is not None:
+            if carried is None or carried.credential is None:
+                metrics.init_target(p.target.name)
+            else:
                 # Kept across a reload: its metrics stay as they were, never reset.
                 metrics.set_state(p.target.name, carried.served_state(clock.monotonic()))
                 metrics.expiry.labels(p.target.name).set(carried.credential.expires_at)

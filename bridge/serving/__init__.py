@@ -22,5 +22,10 @@ class Service(Protocol):
         """One line for the log: what is served where."""
         ...
 
+    def adopt(self, other: object) -> bool:
+        """Take over what `other` (not started) was built to serve, if this running one
+        listens exactly as `other` would (a reload keeps its socket); else False."""
+        ...
+
 
 __all__ = ["Service"]

@@ -72,6 +72,15 @@ class HealthServer:
         host = host.decode() if isinstance(host, bytes) else str(host)
         return f"{host}:{port}"
 
+    def adopt(self, other: object) -> bool:
+        """Serve `other`'s statuses and figures if it would listen on the same address (a
+        reload): probes and scrapes never see the port closed."""
+        if not isinstance(other, HealthServer) or other._bind != self._bind:
+            return False
+        self._registry, self._statuses, self._now = other._registry, other._statuses, other._now
+        self._since_tick, self._behind = other._since_tick, other._behind
+        return True
+
     def start(self) -> None:
         outer = self
 

@@ -99,6 +99,14 @@ class ContainerServer(LoopbackServer):
         self._token = b""
         self._replies: dict[str, tuple[Credential, Reply]] = {}  # built once per credential
 
+    def listen_key(self) -> tuple[object, ...]:
+        return (*super().listen_key(), self._token_file)
+
+    def take(self, other: LoopbackServer) -> None:
+        assert isinstance(other, ContainerServer)
+        self._roles, self._store, self._now = other._roles, other._store, other._now
+        self._replies = {}
+
     @property
     def token_file(self) -> Path:
         return self._token_file

@@ -117,6 +117,11 @@ class ImdsServer(LoopbackServer):
         self._tokens = SessionTokens(monotonic)
         self._reply: tuple[Credential, Reply] | None = None  # built once per credential
 
+    def take(self, other: LoopbackServer) -> None:
+        assert isinstance(other, ImdsServer)
+        self._role, self._store, self._now = other._role, other._store, other._now
+        self._reply = None
+
     def describe(self) -> str:
         return (f"IMDSv2 emulation on {self.url}/ for {self._role} "
                 "(AWS_EC2_METADATA_SERVICE_ENDPOINT)")

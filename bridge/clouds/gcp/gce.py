@@ -116,6 +116,11 @@ class GceServer(LoopbackServer):
         self._store = store
         self._now = now
 
+    def take(self, other: LoopbackServer) -> None:
+        assert isinstance(other, GceServer)
+        self._target, self._email, self._scopes = other._target, other._email, other._scopes
+        self._project, self._store, self._now = other._project, other._store, other._now
+
     def describe(self) -> str:
         return (f"GCE metadata emulation on {self.url} for {self._target} "
                 "(GCE_METADATA_HOST and GCE_METADATA_IP)")

@@ -30,6 +30,16 @@ class Changes:
     def event(self, name: str) -> asyncio.Event:
         return self._events[name]
 
+    def track(self, names: Iterable[str]) -> None:
+        """Follow exactly `names` from now on (a reload): watchers of a name dropped are
+        woken, and find their target gone. Call on the server's loop."""
+        wanted = set(names)
+        for gone in [n for n in self._events if n not in wanted]:
+            self._fire(gone)
+            del self._events[gone]
+        for name in wanted:
+            self._events.setdefault(name, asyncio.Event())
+
     def close(self) -> None:
         """Wake every watcher so streams end now instead of at the shutdown grace."""
         self.closed = True

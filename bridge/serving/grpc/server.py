@@ -84,6 +84,7 @@ class GrpcService:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._servicer: CredentialServicer | None = None
         self._health_pending = False
         self.tcp_port: int | None = None
 
@@ -109,6 +110,25 @@ class GrpcService:
         if thread is not None:
             thread.join(self._config.shutdown_grace + 5.0)
 
+    def adopt(self, other: object) -> bool:
+        """Take over `other`'s targets and caller checks if it would listen exactly as
+        this one does (a reload): the socket stays open, no client sees a gap."""
+        if not isinstance(other, GrpcService) or _listening(other._config) != _listening(
+                self._config) or other._store is not self._store:
+            return False
+        self._targets, self._verifier = other._targets, other._verifier
+        loop, servicer = self._loop, self._servicer
+        if loop is not None and servicer is not None:
+            done = threading.Event()
+
+            def swap() -> None:
+                servicer.reconfigure(other._targets, other._verifier)
+                done.set()
+            with contextlib.suppress(RuntimeError):  # the server has stopped meanwhile
+                loop.call_soon_threadsafe(swap)
+                done.wait(START_TIMEOUT)
+        return True
+
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
@@ -130,10 +150,10 @@ class GrpcService:
         health_servicer = health.aio.HealthServicer()
         changes = Changes(asyncio.get_running_loop(), self._targets,
                           on_change=lambda: self._health_changed(health_servicer))
-        pb_grpc.add_CredentialServiceServicer_to_server(CredentialServicer(
+        self._servicer = CredentialServicer(
             self._targets, status=self._store.get, now=self._now, verifier=self._verifier,
-            metrics=self._metrics, changes=changes, max_watchers=self._config.max_watchers),
-            server)
+            metrics=self._metrics, changes=changes, max_watchers=self._config.max_watchers)
+        pb_grpc.add_CredentialServiceServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -193,3 +213,9 @@ class GrpcService:
         task = asyncio.get_running_loop().create_task(servicer.set(SERVICE, status))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _listening(config: GrpcSettings) -> tuple[object, ...]:
+    """What a running server cannot change without re-binding."""
+    return (config.socket, config.socket_mode, config.tcp_address, config.max_concurrent_rpcs,
+            config.max_watchers, config.shutdown_grace)

@@ -50,6 +50,14 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         self._responses: dict[str, tuple[TargetStatus, float, pb.GetCredentialResponse]] = {}
         self._counters: dict[tuple[str, grpc.StatusCode], Any] = {}  # labels() once per pair
 
+    def reconfigure(self, targets: Mapping[str, ServedTarget], verifier: CallerVerifier) -> None:
+        """Serve `targets` from now on (a reload that kept the listener). Call on the
+        server's loop; a call in flight finishes against what it started with."""
+        self._targets = dict(targets)
+        self._verifier = verifier
+        self._responses.clear()
+        self._changes.track(self._targets)
+
     async def ListTargets(  # noqa: N802 - named by the proto
             self, request: pb.ListTargetsRequest, context: grpc.aio.ServicerContext,
     ) -> pb.ListTargetsResponse:

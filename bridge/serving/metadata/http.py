@@ -122,6 +122,23 @@ class LoopbackServer:
     def describe(self) -> str:
         return f"{self.endpoint} metadata on {self.url}"
 
+    def adopt(self, other: object) -> bool:
+        """Serve what `other` was built to serve, if it would listen exactly as this one
+        does (a reload): the socket stays open, so no client sees a gap and no other
+        process can take the port meanwhile."""
+        if type(other) is not type(self) or not isinstance(other, LoopbackServer) or (
+                other.listen_key() != self.listen_key()):
+            return False
+        self.take(other)
+        return True
+
+    def listen_key(self) -> tuple[object, ...]:
+        """Hook: what cannot change without a new listener."""
+        return (self._host, self._configured_port, self._max_connections)
+
+    def take(self, other: LoopbackServer) -> None:
+        """Hook: take `other`'s targets and collaborators (same class, same key)."""
+
     def bound(self) -> None:
         """Hook: the socket is bound, nothing is served yet (write the token file)."""
 
