@@ -1,67 +1,75 @@
 """Every metric the bridge exports (names are the contract in DESIGN.md).
 
-Registered on an injected registry, never the global one, so tests and embedders get a
-clean set. Labels are bounded: target names (validated `[a-z0-9-]`), fixed stage and
-reason words, output kinds; never tokens, keys or ARNs.
+Process-wide metrics are registered on an injected registry, never the global one, so
+tests and embedders get a clean set. Per-target ones (one set of series per target, the
+bulk at scale) are `series.TargetFamily`s, formatted once per change; `render()` is the
+whole `/metrics` page. Labels are bounded: target names (validated `[a-z0-9-]`), fixed
+stage and reason words, output kinds; never tokens, keys or ARNs. No `_created` series:
+no dashboard or alert reads them, and they doubled every counter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from bridge import __version__
 from bridge.model import State
+from bridge.series import TargetFamily
 
 _P = "spiffe_bridge_"
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class Metrics:
+    """The bridge's metrics: a registry for the process-wide ones, target families for
+    the rest (see the module docstring)."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
+        # prometheus-client's own switch, process-wide: no `_created` series anywhere
+        # (this process exports one registry; nothing reads them).
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry
-        self.refresh_total = Counter(
-            _P + "refresh_total", "Refresh attempts by outcome.", ["target", "result"],
-            registry=registry)
+        self.refresh_total = TargetFamily(
+            _P + "refresh_total", "Refresh attempts by outcome.", "counter", ("result",))
         self.refresh_duration = Histogram(
-            _P + "refresh_duration_seconds", "Time spent per refresh stage.",
-            ["target", "stage"], buckets=_BUCKETS, registry=registry)
-        self.refresh_failures = Counter(
+            _P + "refresh_duration_seconds", "Time spent per refresh stage, all targets.",
+            ["stage"], buckets=_BUCKETS, registry=registry)
+        self.refresh_failures = TargetFamily(
             _P + "refresh_failures_total", "Failed refreshes by stage and classified reason.",
-            ["target", "stage", "reason"], registry=registry)
-        self.expiry = Gauge(
+            "counter", ("stage", "reason"))
+        self.expiry = TargetFamily(
             _P + "credential_expiry_timestamp_seconds",
-            "Expiry (unix time) of the credential currently served.", ["target"],
-            registry=registry)
-        self.last_success = Gauge(
+            "Expiry (unix time) of the credential currently served.", "gauge")
+        self.last_success = TargetFamily(
             _P + "credential_last_success_timestamp_seconds",
-            "Unix time of the last successful refresh.", ["target"], registry=registry)
-        self.state = Gauge(
+            "Unix time of the last successful refresh.", "gauge")
+        self.state = TargetFamily(
             _P + "credential_state", "1 for the target's current state (fresh|stale|expired).",
-            ["target", "state"], registry=registry)
-        self.svid_expiry = Gauge(
+            "gauge", ("state",))
+        self.svid_expiry = TargetFamily(
             _P + "svid_expiry_timestamp_seconds",
-            "Expiry (unix time) of the latest JWT-SVID fetched for the target.", ["target"],
-            registry=registry)
+            "Expiry (unix time) of the latest JWT-SVID fetched for the target.", "gauge")
         self.workload_api_up = Gauge(
             _P + "workload_api_up", "1 when the Workload API answered the last call.",
             registry=registry)
         self.grpc_requests = Counter(
             _P + "grpc_requests_total", "gRPC API requests by method and status code.",
             ["method", "code"], registry=registry)
-        self.outputs_behind = Gauge(
+        self.outputs_behind = TargetFamily(
             _P + "outputs_behind", "1 while a target's files could not be brought up to "
             "date by the last write pass (disk full, read-only): readers of the files get "
-            "an older credential or, past its expiry, none.", ["target"], registry=registry)
+            "an older credential or, past its expiry, none.", "gauge")
         self.output_write_failures = Counter(
             _P + "output_write_failures_total", "Failed output writes by output kind.",
             ["output"], registry=registry)
-        self.permanent_failure = Gauge(
+        self.permanent_failure = TargetFamily(
             _P + "permanent_failure", "1 while a target's last failure was permanent "
-            "(needs a config or IAM fix, not a retry).", ["target"], registry=registry)
+            "(needs a config or IAM fix, not a retry).", "gauge")
         # endpoint: container | imds | gce; code: the HTTP status; reason: host |
         # forwarded | flavor | token | busy (fixed words, never a header value).
         self.metadata_requests = Counter(
@@ -84,10 +92,9 @@ class Metrics:
             "last reload (the previous config keeps running).", registry=registry)
         for result in ("applied", "unchanged", "rejected"):
             self.config_reloads.labels(result)
-        self._per_target: tuple[Counter | Gauge | Histogram, ...] = (
-            self.refresh_total, self.refresh_duration, self.refresh_failures, self.expiry,
-            self.last_success, self.state, self.svid_expiry, self.permanent_failure,
-            self.outputs_behind)
+        self.targets: tuple[TargetFamily, ...] = (
+            self.refresh_total, self.refresh_failures, self.expiry, self.last_success,
+            self.state, self.svid_expiry, self.permanent_failure, self.outputs_behind)
         Info(_P + "build", "Build information.", registry=registry).info(
             {"version": __version__})
         ProcessCollector(registry=registry)
@@ -102,7 +109,7 @@ class Metrics:
     def init_target(self, target: str) -> None:
         """Create every per-target series at start, so dashboards and alerts see zeros."""
         for result in ("success", "failure"):
-            self.refresh_total.labels(target, result)
+            self.refresh_total.labels(target, result).inc(0)
         self.set_state(target, State.EXPIRED)
         self.permanent_failure.labels(target).set(0)
         self.outputs_behind.labels(target).set(0)
@@ -110,8 +117,22 @@ class Metrics:
     def forget_target(self, target: str) -> None:
         """Drop every series of a target a reload removed: it must not export its last
         state for ever."""
-        for metric in self._per_target:
-            metric.remove_by_labels({"target": target})
+        for family in self.targets:
+            family.remove_target(target)
+
+    def render(self) -> bytes:
+        """The whole `/metrics` page (Prometheus text format 0.0.4)."""
+        return generate_latest(self.registry) + "".join(
+            f.render() for f in self.targets).encode()
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        """One sample's value by name and labels (process-wide or per target), or None."""
+        for family in self.targets:
+            if family.name == name:
+                target = labels.pop("target", "")
+                rest = tuple(labels.get(n, "") for n in family.labelnames[1:])
+                return family.get(target, rest)
+        return self.registry.get_sample_value(name, labels)
 
     def set_state(self, target: str, state: State) -> None:
         for s in State:

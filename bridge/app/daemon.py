@@ -129,7 +129,7 @@ def build(config: Config, *, clock: Clock | None = None,
     services: list[Service] = [
         GrpcService(config.grpc, [served_target(t) for t in config.targets], store=store,
                     now=clock.monotonic, verifier=verifier, metrics=metrics),
-        HealthServer(config.http_address, registry=metrics.registry, statuses=store.snapshot,
+        HealthServer(config.http_address, page=metrics.render, statuses=store.snapshot,
                      now=clock.monotonic, behind=lambda: writer.behind,
                      seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick),
     ]

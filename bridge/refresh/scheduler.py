@@ -122,7 +122,7 @@ class Scheduler:
         finally:
             timings.add("total", self._clock.monotonic() - start)
             for stage, seconds in timings.stages.items():
-                self._metrics.refresh_duration.labels(name, stage).observe(seconds)
+                self._metrics.refresh_duration.labels(stage).observe(seconds)
         self._redactor.add(svid.token, *credential.secrets())
         left = credential.remaining(self._clock.monotonic())
         if left < self._policies[name].min_lifetime:

@@ -7,12 +7,13 @@ error class, so a failing probe explains itself.
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.errors import ServingError
 from bridge.model import TargetStatus, utc_iso
@@ -49,14 +50,14 @@ class HealthServer:
     """A `Service`: binds at `start()`, like every listener, so building a daemon
     (`once`, tests) never takes the port."""
 
-    def __init__(self, address: str, *, registry: CollectorRegistry,
+    def __init__(self, address: str, *, page: Callable[[], bytes],
                  statuses: Callable[[], Mapping[str, TargetStatus]],
                  now: Callable[[], float], seconds_since_tick: Callable[[], float],
                  behind: Callable[[], frozenset[str]] = frozenset) -> None:
         host, _, port = address.rpartition(":")
         self._bind = (host.strip("[]"), int(port))
         self._server: ThreadingHTTPServer | None = None
-        self._registry = registry
+        self._page = page  # the /metrics text
         self._statuses = statuses
         self._now = now
         self._since_tick = seconds_since_tick
@@ -77,7 +78,7 @@ class HealthServer:
         reload): probes and scrapes never see the port closed."""
         if not isinstance(other, HealthServer) or other._bind != self._bind:
             return False
-        self._registry, self._statuses, self._now = other._registry, other._statuses, other._now
+        self._page, self._statuses, self._now = other._page, other._statuses, other._now
         self._since_tick, self._behind = other._since_tick, other._behind
         return True
 
@@ -113,7 +114,12 @@ class HealthServer:
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         path = h.path.split("?", 1)[0]
         if path == "/metrics":
-            self._reply(h, 200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
+            page = self._page()
+            if "gzip" in (h.headers.get("Accept-Encoding") or ""):  # what Prometheus sends
+                self._reply(h, 200, gzip.compress(page, compresslevel=1), CONTENT_TYPE_LATEST,
+                            encoding="gzip")
+            else:
+                self._reply(h, 200, page, CONTENT_TYPE_LATEST)
         elif path == "/healthz":
             since = self._since_tick()
             live = since < LIVENESS_LIMIT
@@ -127,9 +133,12 @@ class HealthServer:
             self._reply(h, 404, b"not found\n", "text/plain")
 
     @staticmethod
-    def _reply(h: BaseHTTPRequestHandler, code: int, body: bytes, ctype: str) -> None:
+    def _reply(h: BaseHTTPRequestHandler, code: int, body: bytes, ctype: str, *,
+               encoding: str | None = None) -> None:
         h.send_response(code)
         h.send_header("Content-Type", ctype)
+        if encoding:
+            h.send_header("Content-Encoding", encoding)
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         h.wfile.write(body)

@@ -673,19 +673,14 @@ class Scenario:
         return status
 
     def metric(self, name: str, **labels: str) -> float:
-        value = self.bridge.daemon.metrics.registry.get_sample_value(name, labels)
+        value = self.bridge.daemon.metrics.sample(name, **labels)
         return 0.0 if value is None else value
 
     def failures(self, target: str, reason: str) -> float:
         """spiffe_bridge_refresh_failures_total for `target` and `reason`, any stage."""
-        total = 0.0
-        for family in self.bridge.daemon.metrics.registry.collect():
-            for s in family.samples:
-                if (s.name == "spiffe_bridge_refresh_failures_total"
-                        and s.labels.get("target") == target
-                        and s.labels.get("reason") == reason):
-                    total += s.value
-        return total
+        return sum(value for labels, value in
+                   self.bridge.daemon.metrics.refresh_failures.samples()
+                   if labels["target"] == target and labels["reason"] == reason)
 
     def state(self, target: str) -> str:
         """The state the metrics export (exactly one of fresh/stale/expired is 1)."""

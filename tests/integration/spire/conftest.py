@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import daemon as bridge_daemon
 from bridge.config import load_config
+from bridge.metrics import Metrics
 from bridge.model import TargetStatus
 from tests.support.process import start_bridge
 from tests.support.spire import (
@@ -120,10 +121,10 @@ def bridge_config(spire: SpireDeployment, outdir: Path, short_dir: Path) -> Writ
 @dataclass
 class OnceResult:
     statuses: dict[str, TargetStatus]
-    registry: CollectorRegistry
+    metrics: Metrics
 
     def sample(self, name: str, **labels: str) -> float | None:
-        return self.registry.get_sample_value(f"spiffe_bridge_{name}", labels)
+        return self.metrics.sample(f"spiffe_bridge_{name}", **labels)
 
 
 RunOnce = Callable[[Path], OnceResult]
@@ -135,15 +136,15 @@ def run_once() -> RunOnce:
 
     def once(config_path: Path) -> OnceResult:
         config = load_config(config_path)
-        registry = CollectorRegistry()
+        metrics = Metrics(CollectorRegistry())
 
         async def go() -> list[TargetStatus]:
             bridge_daemon.use_worker_threads(config)
-            daemon = bridge_daemon.build(config, registry=registry)
+            daemon = bridge_daemon.build(config, metrics=metrics)
             return await bridge_daemon.run_once(daemon)
 
         statuses = asyncio.run(go())
-        return OnceResult({s.name: s for s in statuses}, registry)
+        return OnceResult({s.name: s for s in statuses}, metrics)
 
     return once
 

@@ -115,7 +115,7 @@ class Rig:
                                    rng=random.Random(7))
 
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float | None:
-        return self.registry.get_sample_value(name, labels or {})
+        return self.metrics.sample(name, **(labels or {}))
 
 
 async def _running(rig: Rig) -> asyncio.Task[None]:
