@@ -64,6 +64,10 @@ class Metrics:
             _P + "outputs_behind", "1 while a target's files could not be brought up to "
             "date by the last write pass (disk full, read-only): readers of the files get "
             "an older credential or, past its expiry, none.", "gauge")
+        self.clock_steps = Counter(
+            _P + "clock_steps_total", "Steps of this host's wall clock (beyond 1 s against "
+            "the monotonic clock): each re-dates every expiry written for SDKs.",
+            registry=registry)
         self.output_write_failures = Counter(
             _P + "output_write_failures_total", "Failed output writes by output kind.",
             ["output"], registry=registry)

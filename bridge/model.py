@@ -15,7 +15,7 @@ credential look valid or a valid one look expired.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -32,6 +32,9 @@ def parse_utc_iso(text: object) -> float:
     return datetime.strptime(str(text), ISO_FORMAT).replace(tzinfo=UTC).timestamp()
 
 
+REDATE_BELOW = 0.5  # seconds: smaller differences are the clocks' jitter, not a step
+
+
 @dataclass(frozen=True, slots=True)
 class JwtSvid:
     """A JWT-SVID as fetched from the Workload API; `expires_at` in this host's terms,
@@ -46,6 +49,15 @@ class JwtSvid:
 
     def secrets(self) -> tuple[str, ...]:
         return (self.token,)
+
+    def in_terms_of(self, offset: float) -> JwtSvid:
+        """Its wall-clock times in the terms of a host clock `offset` (wall minus
+        monotonic) ahead of the monotonic one; see `Credential.in_terms_of`."""
+        delta = offset + self.deadline - self.expires_at
+        if abs(delta) < REDATE_BELOW:
+            return self
+        return replace(self, expires_at=self.expires_at + delta,
+                       issued_at=self.issued_at + delta)
 
 
 class Material(Protocol):
@@ -92,6 +104,21 @@ class Credential:
     def remaining(self, now: float) -> float:
         """Seconds of validity left at monotonic `now`."""
         return self.deadline - now
+
+    def in_terms_of(self, offset: float) -> Credential:
+        """The same credential with its wall-clock times re-expressed for a host clock
+        `offset` seconds (wall minus monotonic) ahead of the monotonic one, i.e. after
+        this host's clock stepped; the deadline, on the monotonic clock, does not move.
+        Idempotent: a credential already in those terms comes back as it is."""
+        delta = offset + self.deadline - self.expires_at
+        if abs(delta) < REDATE_BELOW:
+            return self
+        material = self.material
+        if is_dataclass(material) and hasattr(material, "expires_at"):
+            material = replace(material, expires_at=material.expires_at + delta)
+        return replace(self, issued_at=self.issued_at + delta,
+                       expires_at=self.expires_at + delta,
+                       svid_expires_at=self.svid_expires_at + delta, material=material)
 
 
 class State(enum.StrEnum):

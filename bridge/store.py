@@ -88,6 +88,18 @@ class CredentialStore:
             return replace(s, state=State.EXPIRED, credential=None)
         return self._update(name, change)
 
+    def redate(self, offset: float) -> None:
+        """Re-express every held expiry for a host clock `offset` (wall minus monotonic)
+        ahead of the monotonic one: it stepped, and what is written and served next
+        must be in its new terms (idempotent; deadlines never move)."""
+        with self._lock:
+            old = self._statuses
+            self._statuses = {n: _redated(s, offset) for n, s in old.items()}
+            changed = [s for n, s in self._statuses.items() if old[n] is not s]
+        for status in changed:
+            for listener in self._listeners:
+                listener(status.name, status)
+
     def _update(self, name: str, change: Callable[[TargetStatus], TargetStatus]) -> TargetStatus:
         with self._lock:
             old = self._statuses.get(name)
@@ -99,3 +111,11 @@ class CredentialStore:
             for listener in self._listeners:
                 listener(name, new)
         return new
+
+
+def _redated(s: TargetStatus, offset: float) -> TargetStatus:
+    credential = s.credential.in_terms_of(offset) if s.credential else None
+    svid = s.svid.in_terms_of(offset) if s.svid else None
+    if credential is s.credential and svid is s.svid:
+        return s
+    return replace(s, credential=credential, svid=svid)

@@ -25,6 +25,8 @@ from bridge.errors import BridgeError, ExchangeError, PermanentFailureError, Sou
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
 from bridge.model import Credential, JwtSvid, State, TargetStatus
+from bridge.refresh import clock_steps
+from bridge.refresh.clock_steps import StepWatcher
 from bridge.refresh.pipeline import TargetPipeline, Timings
 from bridge.refresh.policy import JWT_MIN_REMAINING, Policy
 from bridge.store import CredentialStore
@@ -94,6 +96,7 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._heartbeat())
+            group.create_task(self._watch_clock(), name="clock-steps")
             for p in self._pipelines:
                 group.create_task(self._run_target(p), name=f"refresh:{p.target.name}")
                 if p.target.jwt_file:
@@ -136,6 +139,9 @@ class Scheduler:
                 hop="refresh", code="ShortLived", retryable=True, reason="short_lived"),
                 timings)
         now = self._clock.time()
+        # In the host clock's terms of now: a step during the exchange must not leave
+        # its expiries in the old ones (the watcher may have re-dated the rest already).
+        credential = credential.in_terms_of(now - self._clock.monotonic())
         self._held_by_source.discard(name)
         status = self._store.succeeded(name, credential, now)
         m = self._metrics
@@ -308,9 +314,25 @@ class Scheduler:
             log.warning("JWT-SVID refresh for %s failed (%s)", p.target.name, reason)
             return None
         self._redactor.add(svid.token)
+        svid = svid.in_terms_of(self._clock.time() - self._clock.monotonic())
         self._store.svid_updated(p.target.name, svid)
         self._metrics.svid_expiry.labels(p.target.name).set(svid.expires_at)
         return svid
+
+    async def _watch_clock(self) -> None:
+        """Re-date what is held when this host's wall clock steps (see clock_steps)."""
+        watcher = StepWatcher(self._clock.time, self._clock.monotonic)
+        while True:
+            await asyncio.sleep(clock_steps.PERIOD)
+            if watcher.step() is None:
+                continue
+            self._metrics.clock_steps.inc()
+            self._store.redate(self._clock.time() - self._clock.monotonic())
+            for name, status in self._store.snapshot().items():
+                if status.credential is not None:
+                    self._metrics.expiry.labels(name).set(status.credential.expires_at)
+                if status.svid is not None:
+                    self._metrics.svid_expiry.labels(name).set(status.svid.expires_at)
 
     async def _heartbeat(self) -> None:
         """Proves the event loop is alive (for /healthz), independent of refresh timing.

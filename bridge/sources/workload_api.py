@@ -14,13 +14,19 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import jwt
 from spiffe import JwtBundleSet, SpiffeId, TrustDomain, WorkloadApiClient
-from spiffe import JwtSvid as PyJwtSvid
+from spiffe._proto import workload_pb2
+from spiffe.bundle.jwt_bundle.errors import AuthorityNotFoundError
 from spiffe.errors import ArgumentError, PySpiffeError
+from spiffe.svid.errors import InvalidTokenError, TokenExpiredError
+from spiffe.svid.jwt_svid_validator import JwtSvidValidator
+from spiffe.workloadapi.errors import FetchJwtSvidError
+from spiffe.workloadapi.handle_error import handle_error
 
 from bridge.errors import SourceError
 from bridge.model import JwtSvid
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 BUNDLE_WAIT = 2.0  # seconds a first fetch waits for the first bundle message
 # STS's WebIdentityToken limit; SPIRE's JWT-SVIDs are well under 1 KiB.
 MAX_SVID_LENGTH = 20_000
+_FAR = 2**40  # an `exp` no clock reaches: py-spiffe's own check passes it
 LEEWAY = 60.0  # seconds of clock skew allowed on `iat`/`nbf` (go-jose's default leeway)
 # JWS Compact Serialization: three base64url segments without padding (RFC 7515 §2, §7.1);
 # PyJWT also decodes padded or whitespace-laden tokens that go-jose (hence STS) refuses.
@@ -79,9 +86,9 @@ class WorkloadApiSource:
 
     def fetch(self, audience: str, spiffe_id: str | None, judge: str | None = None) -> JwtSvid:
         client = self._connect()
-        subject = SpiffeId(spiffe_id) if spiffe_id else None
         try:
-            fetched = client.fetch_jwt_svid({audience}, subject=subject, timeout=self._timeout)
+            token = _fetch_token(client, audience, spiffe_id or "", self._timeout)
+            fetched = _parse(token, audience, now=self._issuer_now(judge))
         except PySpiffeError as exc:
             error = _classify(exc)
             self._on_up(error.reason not in {"unavailable", "timeout"})
@@ -110,9 +117,7 @@ class WorkloadApiSource:
         _check_header(token)
         claims = _claims(token)
         now, mono = self._now(), self._monotonic()
-        # The token's times are the SPIRE server's: judge them by the clouds' clock when
-        # it is known (it rides the monotonic clock, so a stepped host clock is no matter).
-        issuer_now = self._cloud_now(judge) or now
+        issuer_now = self._cloud_now(judge) or now  # as in _issuer_now, at this `now`
         _check_claims(claims, audience=audience, spiffe_id=spiffe_id, now=issuer_now)
         left = float(fetched.expiry) - issuer_now
         if left < self._min_remaining:
@@ -126,6 +131,12 @@ class WorkloadApiSource:
         return JwtSvid(spiffe_id=str(fetched.spiffe_id), audience=audience,
                        expires_at=now + left, issued_at=issued_at, token=token,
                        deadline=mono + left)
+
+    def _issuer_now(self, judge: str | None) -> float:
+        """The token's times are the SPIRE server's: judge them by the clouds' clock when
+        it is known (it rides the monotonic clock, so a stepped host clock is no matter).
+        Before any cloud answered, this host's clock is all there is."""
+        return self._cloud_now(judge) or self._now()
 
     def _verify_locally(self, token: str, spiffe_id: Any, audience: str) -> None:
         with self._lock:
@@ -142,8 +153,8 @@ class WorkloadApiSource:
             raise SourceError(f"no JWT bundle for trust domain {td}", retryable=True,
                               reason="invalid_svid")
         try:
-            PyJwtSvid.parse_and_validate(token, bundle, {audience})
-        except PySpiffeError as exc:
+            _verify_signature(token, bundle, audience)
+        except (PySpiffeError, jwt.PyJWTError) as exc:
             raise SourceError(f"JWT-SVID failed local validation: {_safe(exc)}",
                               # Hidden: token validation errors may quote claims.
                               retryable=True, reason="invalid_svid") from None
@@ -264,7 +275,78 @@ def _check_claims(claims: dict[str, Any], *, audience: str, spiffe_id: str | Non
     for name in ("iat", "nbf"):
         value = claims.get(name)
         if isinstance(value, int) and value > now + LEEWAY:
-            raise bad(f"{name} is {value - int(now)}s in the future")
+            raise bad(f"{name} is {value - int(now)}s in the future (or this host's "
+                      "clock is behind the SPIRE server's: check NTP)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    token: str
+    spiffe_id: SpiffeId
+    expiry: int
+
+
+@handle_error(error_cls=FetchJwtSvidError)
+def _fetch_token(client: Any, audience: str, spiffe_id: str, timeout: float) -> str:
+    """py-spiffe's FetchJWTSVID call, on its channel and with its error wrapping, but
+    without its parse: that judges `exp` by this host's wall clock (see `_parse`)."""
+    response = client._spiffe_workload_api_stub.FetchJWTSVID(
+        workload_pb2.JWTSVIDRequest(audience=[audience], spiffe_id=spiffe_id),
+        timeout=timeout)
+    if len(response.svids) == 0:
+        raise FetchJwtSvidError("JWT SVID response is empty")
+    return str(response.svids[0].svid)
+
+
+@handle_error(error_cls=FetchJwtSvidError)
+def _parse(token: str, audience: str, *, now: float) -> _Fetched:
+    """py-spiffe's `JwtSvid.parse_insecure` rules (header, required claims, audience,
+    subject), with `exp` judged at `now`, the issuer's time, not this host's."""
+    if not token:
+        raise ArgumentError("token cannot be empty")
+    try:
+        validator = JwtSvidValidator()
+        validator.validate_header(jwt.get_unverified_header(token))
+        claims = jwt.decode(token, options={"verify_signature": False})
+        when = _numeric(claims.get("exp"))
+        # Every rule but the clock's: py-spiffe would compare `exp` with time.time().
+        validator.validate_claims(claims if when is None else {**claims, "exp": _FAR},
+                                  {audience})
+        if when is None:  # validate_claims refuses a missing or non-numeric exp; be sure
+            raise InvalidTokenError("exp claim must be a numeric value")
+        if when <= now:
+            raise TokenExpiredError()
+        sub = claims.get("sub")
+        if not sub:
+            raise InvalidTokenError("JWT token must contain a non-empty 'sub' claim")
+        return _Fetched(token=token, spiffe_id=SpiffeId(sub), expiry=int(when))
+    except jwt.PyJWTError as err:
+        raise InvalidTokenError(str(err)) from err
+
+
+def _numeric(value: object) -> float | None:
+    """`exp` as py-spiffe reads it (a number or a numeric string), else None."""
+    if not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _verify_signature(token: str, bundle: Any, audience: str) -> None:
+    """py-spiffe's checks of header, key and signature, and the audience, but no time
+    claim: its parse judges `exp` by this host's wall clock, which may be wrong;
+    `_check_claims` and the expiry margin judge times by the issuer's clock."""
+    header = jwt.get_unverified_header(token)
+    JwtSvidValidator().validate_header(header)  # alg and typ, py-spiffe's own rule
+    kid = header.get("kid")
+    key = bundle.get_jwt_authority(kid)  # py-spiffe refuses a missing or empty kid
+    if key is None:
+        raise AuthorityNotFoundError(str(kid)[:64])
+    jwt.decode(token, key=key, algorithms=[header["alg"]], audience=audience,
+               options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,
+                        "require": ["aud", "exp", "sub"]})
 
 
 def _claims(token: str) -> dict[str, Any]:

@@ -45,8 +45,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import jwt
 import yaml
 
 from bridge.client import ApiError, BridgeClient
@@ -260,6 +261,12 @@ class VirtualTime:
 Judge = RealTime | VirtualTime
 
 
+class HostOffsets(Protocol):
+    """A daemon whose wall clock is shifted (tests.support.faketime.HostClock)."""
+
+    def offsets(self, at: float) -> tuple[float, float]: ...
+
+
 # -- reading what is served ------------------------------------------------------------------
 
 
@@ -306,10 +313,14 @@ class ExpiryChecker:
 
     def __init__(self, config: Config, issued: Issued, *, judge: Judge | None = None,
                  services: Callable[[], Sequence[object]] = tuple,
-                 period: float = CHECK_PERIOD, limit: float = CHECK_LIMIT) -> None:
+                 period: float = CHECK_PERIOD, limit: float = CHECK_LIMIT,
+                 host: HostOffsets | None = None) -> None:
+        """`host`: the daemon's wall clock is shifted (libfaketime); absolute expiries it
+        serves are in its terms, and `host.offsets(t)` says which offsets it may have had."""
         self.config = config
         self.issued = issued
         self.judge: Judge = judge or RealTime()
+        self._host = host
         self._services = services
         self._period = period
         self._limit = limit
@@ -329,6 +340,7 @@ class ExpiryChecker:
         outdir = config.outputs.directory
         self._aws = [t.name for t in config.targets if t.final.cloud == "aws"]
         self._gcp = [t.name for t in config.targets if t.final.cloud == "gcp"]
+        self._jwt = [t.name for t in config.targets if t.jwt_file]
         self._dir = Path(outdir)
 
     # -- lifecycle --
@@ -393,6 +405,8 @@ class ExpiryChecker:
             for name in self._gcp:
                 self._read_file(out, f"gcp/{name}.json", self._gcp_json)
                 self._read_file(out, f"gcp/{name}.token", self._gcp_token)
+            for name in self._jwt:
+                self._read_file(out, f"jwt/{name}.jwt", self._jwt_file)
             for t in self.config.targets:
                 self._read_grpc(out, t.name)
             self._read_metadata(out)
@@ -477,6 +491,16 @@ class ExpiryChecker:
         if not token or token != token.strip():
             raise ValueError("empty, or surrounded by whitespace")
         return self._judge_gcp(channel, token, None, t0, m0, is_file=True)
+
+    def _jwt_file(self, channel: str, data: bytes, t0: float, m0: float) -> Read:
+        """The opt-in JWT-SVID file, judged by its own `exp` (the agent's issuer runs on
+        the real clock here)."""
+        claims = jwt.decode(data.decode(), options={"verify_signature": False})
+        exp = claims["exp"]
+        if not isinstance(exp, int):
+            raise TypeError("exp is not an integer")
+        return self._verdict(channel, digest(data.decode()), float(exp), None, t0, m0,
+                             is_file=True)
 
     # -- gRPC --
 
@@ -572,7 +596,8 @@ class ExpiryChecker:
                                        parse_utc_iso(doc["Expiration"]), t0, m0, is_file=False)
             else:
                 read = self._judge_gcp(channel, str(doc["access_token"]),
-                                       t0 + int(doc["expires_in"]), t0, m0, is_file=False)
+                                       t0 + int(doc["expires_in"]), t0, m0, is_file=False,
+                                       relative=True)
         except (ValueError, KeyError, TypeError) as exc:
             self.violations.append(f"{channel}: unparseable 200 reply ({type(exc).__name__})")
             read = Read(channel, "torn")
@@ -596,19 +621,26 @@ class ExpiryChecker:
         return self._verdict(channel, name, real, served_expiry, t0, m0, is_file=is_file)
 
     def _judge_gcp(self, channel: str, token: str, served_expiry: float | None, t0: float,
-                   m0: float, *, is_file: bool) -> Read:
+                   m0: float, *, is_file: bool, relative: bool = False) -> Read:
         name = digest(token)
         real = self.issued.gcp_expiry(token)
         if real is None:
             self.violations.append(f"{channel}: token {name} was never issued by Google")
             return Read(channel, "unknown", name)
-        return self._verdict(channel, name, real, served_expiry, t0, m0, is_file=is_file)
+        return self._verdict(channel, name, real, served_expiry, t0, m0, is_file=is_file,
+                             relative=relative)
 
     def _verdict(self, channel: str, name: str, real: float, served: float | None, t0: float,
-                 m0: float, *, is_file: bool) -> Read:
-        if served is not None and served > real + 1.0:
-            self.violations.append(f"{channel}: {name} served as expiring {served - real:.0f}s "
-                                   "after its real expiry")
+                 m0: float, *, is_file: bool, relative: bool = False) -> Read:
+        """`served`: the expiry as served, in the daemon's wall-clock terms unless
+        `relative` (an `expires_in` taken at `t0`)."""
+        lo, hi = self._host.offsets(t0) if self._host and not relative else (0.0, 0.0)
+        if served is not None and served - hi > real + 1.0:
+            late = served - hi - real
+            self.violations.append(f"{channel}: {name} served as expiring {late:.0f}s after "
+                                   "its real expiry (in this host's terms)")
+        if served is not None:
+            served -= lo  # in real terms, the latest it can mean
         expiry = real if served is None else min(real, served)
         if expiry <= t0:
             if is_file:

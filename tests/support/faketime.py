@@ -1,0 +1,91 @@
+"""The daemon on a shifted clock: libfaketime (Debian's `faketime` package) preloaded
+into the daemon process only, driven through a timestamp file the test rewrites.
+
+`FAKETIME_DONT_FAKE_MONOTONIC=1`: only the wall clock (`CLOCK_REALTIME`, `time()`) is
+faked, as when NTP steps a host's clock or it runs wrong; the monotonic clock stays
+real. The emulators, the agent and the checker run in the test process on the real
+clock, so "expired" is judged by real time.
+
+`HostClock` keeps the history of what it set, so the checker can tell the daemon's
+wall-clock offset at any real moment (within the library's 1 s re-read of the file).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+INSTALL = "tests/tools/install-faketime.sh"
+LIBRARIES = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+             "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+             "/usr/lib/faketime/libfaketime.so.1")
+SHIM = Path(__file__).resolve().parent / "faketime_shim"
+REREAD = 1.0  # seconds: FAKETIME_CACHE_DURATION, how late the daemon sees a change
+
+
+def library() -> str:
+    """libfaketime's path; skip without it, but fail under CI=true (the README's rule)."""
+    found = next((p for p in LIBRARIES if os.path.exists(p)), None)
+    if found is None:
+        message = f"libfaketime not found (install: {INSTALL})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+class HostClock:
+    """The daemon's wall clock: `offset` seconds from real time, or running `speed`
+    times as fast from the moment it was set."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "faketime.rc"
+        self._lock = threading.Lock()
+        # (real time set, offset at that moment, speed); the daemon sees it <= REREAD later
+        self._history: list[tuple[float, float, float]] = []
+        self.set(0.0)
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ if base is None else base)
+        env.update({
+            "LD_PRELOAD": library(),
+            "FAKETIME_TIMESTAMP_FILE": str(self.path),
+            "FAKETIME_CACHE_DURATION": str(int(REREAD)),
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_XRESET": "1",  # a speed applies from when it is set, not from start
+            "PYTHONPATH": os.pathsep.join(p for p in (str(SHIM), env.get("PYTHONPATH"))
+                                          if p),
+        })
+        return env
+
+    def set(self, offset: float, *, speed: float = 1.0) -> None:
+        """Shift the daemon's clock to real time + `offset` seconds, running at `speed`."""
+        spec = f"{offset:+.0f}" + (f" x{speed:g}" if speed != 1.0 else "")
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(spec + "\n")
+        os.replace(tmp, self.path)  # the library never reads half a line
+        with self._lock:
+            self._history.append((time.time(), offset, speed))
+
+    def offsets(self, at: float, window: float = REREAD + 0.5) -> tuple[float, float]:
+        """The lowest and highest offset the daemon's clock may have had from `at -
+        window` to `at` (real times): a file it wrote then carries one of them."""
+        with self._lock:
+            history = list(self._history)
+        values = [_offset_at(history, t) for t in (at - window - REREAD, at - REREAD, at)]
+        values += [o for (t, o, _s) in history if at - window - REREAD <= t <= at]
+        return min(values), max(values)
+
+
+def _offset_at(history: list[tuple[float, float, float]], at: float) -> float:
+    current = (0.0, 0.0, 1.0)
+    for entry in history:
+        if entry[0] <= at:
+            current = entry
+    since, offset, speed = current
+    return offset + (speed - 1.0) * max(0.0, at - since)
