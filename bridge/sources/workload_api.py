@@ -88,7 +88,10 @@ class WorkloadApiSource:
         client = self._connect()
         try:
             token = _fetch_token(client, audience, spiffe_id or "", self._timeout)
-            fetched = _parse(token, audience, now=self._issuer_now(judge))
+            # py-spiffe's rule (expired by this host's clock) until a cloud's clock is
+            # known; then the expiry margin below judges by that clock instead.
+            local = None if self._cloud_now(judge) is not None else self._now()
+            fetched = _parse(token, audience, now=local)
         except PySpiffeError as exc:
             error = _classify(exc)
             self._on_up(error.reason not in {"unavailable", "timeout"})
@@ -117,8 +120,12 @@ class WorkloadApiSource:
         _check_header(token)
         claims = _claims(token)
         now, mono = self._now(), self._monotonic()
-        issuer_now = self._cloud_now(judge) or now  # as in _issuer_now, at this `now`
-        _check_claims(claims, audience=audience, spiffe_id=spiffe_id, now=issuer_now)
+        # The token's times are the SPIRE server's: judge them by the clouds' clock when
+        # it is known (it rides the monotonic clock, so a stepped host clock is no matter).
+        issuer_now = self._cloud_now(judge) or now
+        # `iat`/`nbf` are the SPIRE server's clock: in step with this host or with the
+        # clouds (NTP), we cannot tell which; only a time ahead of both is refused.
+        _check_claims(claims, audience=audience, spiffe_id=spiffe_id, now=max(now, issuer_now))
         left = float(fetched.expiry) - issuer_now
         if left < self._min_remaining:
             raise SourceError(
@@ -131,12 +138,6 @@ class WorkloadApiSource:
         return JwtSvid(spiffe_id=str(fetched.spiffe_id), audience=audience,
                        expires_at=now + left, issued_at=issued_at, token=token,
                        deadline=mono + left)
-
-    def _issuer_now(self, judge: str | None) -> float:
-        """The token's times are the SPIRE server's: judge them by the clouds' clock when
-        it is known (it rides the monotonic clock, so a stepped host clock is no matter).
-        Before any cloud answered, this host's clock is all there is."""
-        return self._cloud_now(judge) or self._now()
 
     def _verify_locally(self, token: str, spiffe_id: Any, audience: str) -> None:
         with self._lock:
@@ -299,9 +300,9 @@ def _fetch_token(client: Any, audience: str, spiffe_id: str, timeout: float) -> 
 
 
 @handle_error(error_cls=FetchJwtSvidError)
-def _parse(token: str, audience: str, *, now: float) -> _Fetched:
+def _parse(token: str, audience: str, *, now: float | None) -> _Fetched:
     """py-spiffe's `JwtSvid.parse_insecure` rules (header, required claims, audience,
-    subject), with `exp` judged at `now`, the issuer's time, not this host's."""
+    subject), with `exp` judged at `now` if given, not by time.time()."""
     if not token:
         raise ArgumentError("token cannot be empty")
     try:
@@ -314,7 +315,7 @@ def _parse(token: str, audience: str, *, now: float) -> _Fetched:
                                   {audience})
         if when is None:  # validate_claims refuses a missing or non-numeric exp; be sure
             raise InvalidTokenError("exp claim must be a numeric value")
-        if when <= now:
+        if now is not None and when <= now:
             raise TokenExpiredError()
         sub = claims.get("sub")
         if not sub:

@@ -26,6 +26,11 @@ LIBRARIES = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
              "/usr/lib/faketime/libfaketime.so.1")
 SHIM = Path(__file__).resolve().parent / "faketime_shim"
 REREAD = 1.0  # seconds: FAKETIME_CACHE_DURATION, how late the daemon sees a change
+# Seconds the daemon may take to re-date what it serves after its clock stepped: the
+# library's re-read, the daemon's one look a second (bridge.refresh.clock_steps), and
+# slack for a loaded machine. Only the "expiry as written" check uses it; whether
+# anything really expired is judged on the real clock alone, with no grace.
+REDATE_GRACE = REREAD + 1.0 + 3.0
 
 
 def library() -> str:
@@ -72,13 +77,13 @@ class HostClock:
         with self._lock:
             self._history.append((time.time(), offset, speed))
 
-    def offsets(self, at: float, window: float = REREAD + 0.5) -> tuple[float, float]:
+    def offsets(self, at: float, window: float = REDATE_GRACE) -> tuple[float, float]:
         """The lowest and highest offset the daemon's clock may have had from `at -
-        window` to `at` (real times): a file it wrote then carries one of them."""
+        window` to `at` (real times): what it serves then is dated by one of them."""
         with self._lock:
             history = list(self._history)
-        values = [_offset_at(history, t) for t in (at - window - REREAD, at - REREAD, at)]
-        values += [o for (t, o, _s) in history if at - window - REREAD <= t <= at]
+        values = [_offset_at(history, t) for t in (at - window, at - REREAD, at)]
+        values += [o for (t, o, _s) in history if at - window <= t <= at]
         return min(values), max(values)
 
 
