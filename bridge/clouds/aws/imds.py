@@ -146,7 +146,8 @@ class ImdsServer(LoopbackServer):
         if request.path != TOKEN_PATH:
             return text(405, "method not allowed\n", headers=(("Allow", "GET"),))
         ttl_text = (request.headers.get(TTL_HEADER) or "").strip()
-        if not (ttl_text.isascii() and ttl_text.isdigit() and 1 <= int(ttl_text) <= MAX_TTL):
+        if not (ttl_text.isascii() and ttl_text.isdigit() and len(ttl_text) <= 5
+                and 1 <= int(ttl_text) <= MAX_TTL):  # 5 digits first: int() of 5,000 raises
             return text(400, f"{TTL_HEADER} must be 1..{MAX_TTL}\n")
         ttl = int(ttl_text)
         return text(200, self._tokens.issue(ttl), headers=((TTL_HEADER, str(ttl)),))
