@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 
 from bridge.metrics import Metrics
 from bridge.serving.bounded import IDLE_TIMEOUT, MAX_CONNECTIONS, BoundedServer, Peer
-from bridge.serving.metadata.messages import Reply, Request, host_allowed, text
+from bridge.serving.http1 import Reply, Request
+from bridge.serving.metadata.messages import host_allowed, text
 from bridge.serving.metadata.peers import peer_uid
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,13 @@ class LoopbackServer(BoundedServer):
     def allowed_uids(self) -> frozenset[int] | None:
         """Which local uids may read this listener (None: any)."""
         return self._allowed_uids
+
+    def readers(self) -> str:
+        """Who may read it, as `describe()` says it."""
+        uids = self._allowed_uids
+        if uids is None:
+            return "every local user"
+        return ("uid " if len(uids) == 1 else "uids ") + ", ".join(map(str, sorted(uids)))
 
     def start(self) -> None:
         self.listen()

@@ -9,9 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.serving.http1 import Reply, Request
-
-__all__ = ["Reply", "Request", "host_allowed", "json_reply", "text"]
+from bridge.serving.http1 import Reply
 
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
