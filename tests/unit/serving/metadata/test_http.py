@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.metrics import Metrics
-from bridge.serving.metadata.http import LoopbackServer
 from bridge.serving.http1 import Reply, Request
+from bridge.serving.metadata.http import LoopbackServer
 from bridge.serving.metadata.messages import host_allowed, text
 from tests.support.local_http import call, count
 
