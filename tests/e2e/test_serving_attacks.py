@@ -24,6 +24,7 @@ from botocore.utils import ContainerMetadataFetcher
 
 from bridge.devstack import DEMO_ROLE_ARN, DevStack
 from tests.conftest import WriteConfig
+from tests.support.configs import gcp_target
 from tests.support.process import bridge_cli, free_port, start_bridge, stop
 from tests.support.wait import wait_for
 
@@ -39,6 +40,7 @@ class Served:
     http: int
     container: int
     imds: int
+    gce: int
     token: str
 
     def metrics(self) -> str:
@@ -61,16 +63,18 @@ def served(stack: DevStack, write_config: WriteConfig, outdir: Path,
            short_dir: Path) -> Iterator[Served]:
     """`run` serving one AWS target over the container endpoint and IMDS (readable by
     this test's uid only), each on a fixed loopback port."""
-    path = write_config(targets=[{
-        "name": "demo", "serve": ["container", "imds"],
-        "aws": {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1",
-                "sts_endpoint": stack.aws_sts_url}}])
-    ports = {k: free_port() for k in ("http", "container", "imds")}
+    path = write_config(targets=[
+        {"name": "demo", "serve": ["container", "imds"],
+         "aws": {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1",
+                 "sts_endpoint": stack.aws_sts_url}},
+        gcp_target(stack, "demo-gcp", serve=["gce"])])
+    ports = {k: free_port() for k in ("http", "container", "imds", "gce")}
     doc = yaml.safe_load(path.read_text())
     doc["http"] = {"address": f"127.0.0.1:{ports['http']}"}
     doc["metadata"] = {
         "container": {"address": f"127.0.0.1:{ports['container']}"},
-        "imds": {"address": f"127.0.0.1:{ports['imds']}", "allowed_uids": [os.getuid()]}}
+        "imds": {"address": f"127.0.0.1:{ports['imds']}", "allowed_uids": [os.getuid()]},
+        "gce": {"address": f"127.0.0.1:{ports['gce']}", "allowed_uids": [os.getuid()]}}
     path.write_text(yaml.safe_dump(doc))
     log = short_dir / "bridge.log"
     proc = start_bridge("run", "--config", str(path), log=log)
@@ -78,9 +82,10 @@ def served(stack: DevStack, write_config: WriteConfig, outdir: Path,
         token_file = outdir / "container.token"
         wait_for((outdir / "aws" / "demo.json").exists, "the first credential",
                  detail=lambda: log.read_text()[-500:])
+        wait_for((outdir / "gcp" / "demo-gcp.token").exists, "the GCP token")
         wait_for(token_file.exists, "the container token")
         yield Served(proc, path, ports["http"], ports["container"], ports["imds"],
-                     token_file.read_text())
+                     ports["gce"], token_file.read_text())
     finally:
         code, _, _ = stop(proc)
         text = log.read_text()
@@ -235,8 +240,19 @@ def test_the_health_server_is_bounded_and_refuses_rebinding(served: Served) -> N
             conn.close()
 
 
-_IMDS_CLIENT = r"""
-import http.client, json, sys
+# The clients drop to their uid themselves: `subprocess.run(user=...)` forks without
+# vfork, and the in-process dev stack's gRPC fork handlers then crash the child.
+_AS_UID = r"""
+import os, sys
+uid = int(sys.argv[2])
+if os.getuid() != uid:
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+assert os.getuid() == os.geteuid() == uid
+"""
+_IMDS_CLIENT = _AS_UID + r"""
+import http.client, json
 port = int(sys.argv[1])
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
 c.request("PUT", "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
@@ -253,7 +269,7 @@ print(json.dumps(out))
 
 
 def _imds_as(uid: int, port: int) -> dict[str, object]:
-    proc = subprocess.run(["/usr/bin/python3", "-c", _IMDS_CLIENT, str(port)], user=uid,
+    proc = subprocess.run(["/usr/bin/python3", "-c", _IMDS_CLIENT, str(port), str(uid)],
                           capture_output=True, text=True, timeout=30, check=False, cwd="/",
                           env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
@@ -270,6 +286,32 @@ def test_imds_serves_only_the_allowed_uid(served: Served) -> None:
     assert served.refusals("imds", "uid") == 1
 
 
+_GCE_CLIENT = _AS_UID + r"""
+import http.client, json
+port = int(sys.argv[1])
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+c.request("GET", "/computeMetadata/v1/instance/service-accounts/default/token",
+          headers={"Metadata-Flavor": "Google"})
+r = c.getresponse(); body = r.read()
+print(json.dumps({"get": r.status, "has_token": b"access_token" in body}))
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="starting a process as another uid needs root")
+def test_gce_serves_only_the_allowed_uid(served: Served) -> None:
+    """Item 6, GCE: the same gate; nobody gets 403 `uid`, this uid a token."""
+    def as_uid(uid: int) -> dict[str, object]:
+        proc = subprocess.run(["/usr/bin/python3", "-c", _GCE_CLIENT, str(served.gce),
+                               str(uid)], capture_output=True, text=True, timeout=30,
+                              check=False, cwd="/", env={"PATH": "/usr/bin:/bin"})
+        assert proc.returncode == 0, proc.stderr
+        return dict(json.loads(proc.stdout))
+
+    assert as_uid(NOBODY) == {"get": 403, "has_token": False}
+    assert served.refusals("gce", "uid") == 1
+    assert as_uid(os.getuid()) == {"get": 200, "has_token": True}
+
+
 def test_check_refuses_imds_without_allowed_uids_and_says_who_reads_what(
         served: Served) -> None:
     """Item 6: secure by default; `check` names the key, and lists the exposure."""
@@ -280,6 +322,7 @@ def test_check_refuses_imds_without_allowed_uids_and_says_who_reads_what(
         ok.stdout)
     assert f"metadata.container on 127.0.0.1:{served.container} serves demo to every " \
            "local user that can read" in ok.stdout
+    assert f"metadata.gce on 127.0.0.1:{served.gce} serves demo-gcp to uid " in ok.stdout
     del doc["metadata"]["imds"]["allowed_uids"]
     bad = served.config.with_name("no-uids.yaml")
     bad.write_text(yaml.safe_dump(doc))
