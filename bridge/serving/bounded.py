@@ -191,9 +191,9 @@ class BoundedServer:
         try:
             threading.Thread(target=self._connection, args=(peer,), name=f"{self.name}-conn",
                              daemon=True).start()
-        except BaseException:  # no thread (pids limit): this connection only
+        except RuntimeError as exc:  # no thread (a pids limit): this connection only
+            log.warning("%s cannot start a connection thread: %s", self.name, exc)
             self._forget(peer)
-            raise
 
     def _make_room(self) -> bool:
         """Cut the oldest connection that is not serving a request, and take its slot."""
@@ -255,14 +255,14 @@ class BoundedServer:
             except HeadError as exc:
                 self._send(peer, Reply(exc.status, f"{_PHRASES.get(exc.status, '')}\n".encode(),
                                        refusal="malformed", close=True), close=True)
+                _finish(sock)
                 return
             self._set(peer, _BUSY)
             reply = self._safe_respond(request, peer)
             close = reply.close or not request.keep_alive or request.method == "HEAD"
             self._send(peer, reply, close=close)
             if close or peer.evicted:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_WR)
+                _finish(sock)
                 return
             self._set(peer, _IDLE)
 
@@ -270,11 +270,14 @@ class BoundedServer:
         """The next head, or None when the connection is done (closed, idle, late: a late
         head has been answered 408)."""
         sock = peer.sock
-        started = peer.since if first else None
+        # the first head is timed from the accept, a pipelined one from now, and the
+        # next one on a keep-alive connection from its first byte
+        started = peer.since if first else (time.monotonic() if buffer else None)
         while (end := head_end(buffer)) < 0:
             if len(buffer) > MAX_HEAD:
                 self._send(peer, Reply(431, b"Request Header Fields Too Large\n",
                                        refusal="malformed", close=True), close=True)
+                _finish(sock)
                 return None
             now = time.monotonic()
             if started is None:  # keep-alive: wait for the first byte of the next request
@@ -287,6 +290,7 @@ class BoundedServer:
                     if buffer:
                         self._send(peer, Reply(408, b"Request Timeout\n", refusal="slow",
                                                close=True), close=True)
+                        _finish(sock)
                     return None
             sock.settimeout(timeout)
             try:
@@ -343,3 +347,13 @@ class BoundedServer:
         if self._date[0] != now:
             self._date = (now, formatdate(now, usegmt=True))
         return self._date[1]
+
+
+def _finish(sock: socket.socket) -> None:
+    """End our side after the last reply, and take what the client already sent, so that
+    closing sends FIN, not a reset that could destroy the reply before it is read."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        for _ in range(16):
+            if not sock.recv(65536, socket.MSG_DONTWAIT):
+                return
