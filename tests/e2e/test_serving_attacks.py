@@ -9,6 +9,7 @@ import contextlib
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -386,3 +387,30 @@ def test_a_5000_digit_imds_ttl_is_400_not_500(served: Served) -> None:
         f"X-aws-ec2-metadata-token-ttl-seconds: {'9' * 5000}\r\n\r\n").encode())
     assert status == 400
     assert 'code="500"' not in served.metrics()
+
+
+def test_a_reload_narrowing_allowed_uids_applies_to_the_kept_listener(served: Served) -> None:
+    """Item 6 over time: SIGHUP keeps the IMDS socket open (same address) but applies the
+    new `allowed_uids` at once, to new connections and to a connection opened before."""
+    kept = http.client.HTTPConnection("127.0.0.1", served.imds, timeout=5)
+    try:
+        kept.request("PUT", "/latest/api/token",
+                     headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+        response = kept.getresponse()
+        response.read()
+        assert response.status == 200
+        doc = yaml.safe_load(served.config.read_text())
+        doc["metadata"]["imds"]["allowed_uids"] = [os.getuid() + 4242]
+        served.config.write_text(yaml.safe_dump(doc))
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: 'spiffe_bridge_config_reloads_total{result="applied"} 1.0' in
+                 served.metrics(), "the reload")
+        assert _imds_as(os.getuid(), served.imds) == {"put": 403}
+        kept.request("PUT", "/latest/api/token",
+                     headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+        response = kept.getresponse()
+        response.read()
+        assert response.status == 403
+    finally:
+        kept.close()
+    assert served.refusals("imds", "uid") == 2
