@@ -174,7 +174,8 @@ class BoundedServer:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError:  # out of descriptors: back off rather than spin on a ready
+                time.sleep(0.05)  # listener; the backlog waits for a free one
                 return
             self._admit(sock, address)
 
@@ -257,7 +258,8 @@ class BoundedServer:
                                        refusal="malformed", close=True), close=True)
                 _finish(sock)
                 return
-            self._set(peer, _BUSY)
+            if not self._claim(peer):
+                return  # cut to make room just as its head completed
             reply = self._safe_respond(request, peer)
             close = reply.close or not request.keep_alive or request.method == "HEAD"
             self._send(peer, reply, close=close)
@@ -318,6 +320,14 @@ class BoundedServer:
             failed = type(exc).__name__  # only the type: a message could quote a header
         log.error("%s request failed: %s", self.name, failed)
         return Reply(500, b"internal error\n", close=True)
+
+    def _claim(self, peer: Peer) -> bool:
+        """Mark `peer` busy unless `_make_room` chose it first (one lock decides)."""
+        with self._lock:
+            if peer.evicted:
+                return False
+            peer.state, peer.since = _BUSY, time.monotonic()
+            return True
 
     def _set(self, peer: Peer, state: str, *, since: float | None = None) -> None:
         with self._lock:
