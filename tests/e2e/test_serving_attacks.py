@@ -404,8 +404,9 @@ def test_a_reload_narrowing_allowed_uids_applies_to_the_kept_listener(served: Se
         served.config.write_text(yaml.safe_dump(doc))
         served.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: 'spiffe_bridge_config_reloads_total{result="applied"} 1.0' in
-                 served.metrics(), "the reload")
-        assert _imds_as(os.getuid(), served.imds) == {"put": 403}
+                 served.metrics(), "the reload")  # counted before the daemon is rebuilt:
+        wait_for(lambda: _imds_as(os.getuid(), served.imds) == {"put": 403},  # wait for it
+                 "the narrowed allowed_uids on a new connection")
         kept.request("PUT", "/latest/api/token",
                      headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
         response = kept.getresponse()
