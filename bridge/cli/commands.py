@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from bridge.config import Config, load_config
+from bridge.config.serving import exposure
 from bridge.logs import Redactor, setup_logging
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ def check(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK ({len(config.targets)} target"
           f"{'s' if len(config.targets) != 1 else ''}: "
           f"{', '.join(t.name for t in config.targets)})")
+    for line in exposure(config.metadata, config.targets):
+        print(f"  {line}")
     return EXIT_OK
 
 

@@ -126,6 +126,10 @@ class Endpoint(Protocol):
         """Why `target` cannot be served here, or None."""
         ...
 
+    def exposure(self, config: object, targets: Sequence[str]) -> str:
+        """One line for `check`: what the listener hands out (`targets`), to whom."""
+        ...
+
     def build(self, config: object, targets: Sequence[Target],
               context: MetadataContext) -> Service:
         """The listener for `config` (what `read` returned) serving `targets`."""

@@ -152,3 +152,15 @@ def check_serving(root: Section, grpc: GrpcConfig, metadata: MetadataConfig,
     if grpc.socket_mode & 0o007 and any(not t.allowed_callers for _, t in targets):
         root.error("grpc.socket_mode", f"{grpc.socket_mode:04o} opens the socket to every "
                    "user: give every target `allowed_callers` first")
+
+
+def exposure(metadata: MetadataConfig, targets: Sequence[Target]) -> list[str]:
+    """What each configured metadata endpoint hands out, and to whom (`check` prints
+    it: serving a credential over loopback HTTP is a choice an operator should see)."""
+    lines = []
+    for key, (_, endpoint) in endpoints().items():
+        listener = metadata.get(key)
+        if listener is not None:
+            served = [t.name for t in targets if key in t.serve]
+            lines.append(endpoint.exposure(listener, served))
+    return lines

@@ -8,17 +8,21 @@ error class, so a failing probe explains itself.
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
-import threading
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.errors import ServingError
 from bridge.model import TargetStatus, utc_iso
+from bridge.serving.bounded import BoundedServer, Peer
+from bridge.serving.http1 import Reply, Request
 
 LIVENESS_LIMIT = 60.0
+MAX_CONNECTIONS = 64  # probes and scrapers: a few connections each
+HEADER_TIMEOUT = 5.0  # scrapers may sit across a network
+_JSON = "application/json"
 
 
 def is_ready(statuses: Mapping[str, TargetStatus], now: float) -> bool:
@@ -46,32 +50,37 @@ def readiness(statuses: Mapping[str, TargetStatus], now: float,
     return ready, {"ready": ready, "targets": targets}
 
 
-class HealthServer:
+class HealthServer(BoundedServer):
     """A `Service`: binds at `start()`, like every listener, so building a daemon
-    (`once`, tests) never takes the port."""
+    (`once`, tests) never takes the port. Bounded like the metadata listeners (a
+    connection cap with idle connections evicted first, a deadline per request head),
+    so idle connections cannot grow threads or starve probes; and a `Host` that is
+    neither an IP literal, `localhost`, nor the configured host is refused with 421, so
+    a web page rebinding its DNS name to this address reads nothing."""
+
+    name = "http"
 
     def __init__(self, address: str, *, page: Callable[[], bytes],
                  statuses: Callable[[], Mapping[str, TargetStatus]],
                  now: Callable[[], float], seconds_since_tick: Callable[[], float],
-                 behind: Callable[[], frozenset[str]] = frozenset) -> None:
+                 behind: Callable[[], frozenset[str]] = frozenset,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         host, _, port = address.rpartition(":")
         self._bind = (host.strip("[]"), int(port))
-        self._server: ThreadingHTTPServer | None = None
+        super().__init__(self._bind[0], self._bind[1], max_connections=max_connections,
+                         header_timeout=HEADER_TIMEOUT)
         self._page = page  # the /metrics text
         self._statuses = statuses
         self._now = now
         self._since_tick = seconds_since_tick
         self._behind = behind
-        self._thread: threading.Thread | None = None
 
     @property
     def address(self) -> str:
         """`host:port` as bound (as configured before `start()`)."""
-        if self._server is None:
-            return f"{self._bind[0]}:{self._bind[1]}"
-        host, port = self._server.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else str(host)
-        return f"{host}:{port}"
+        bound = self.bound_address
+        host, port = bound if bound is not None else self._bind
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def adopt(self, other: object) -> bool:
         """Serve `other`'s statuses and figures if it would listen on the same address (a
@@ -83,62 +92,70 @@ class HealthServer:
         return True
 
     def start(self) -> None:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer._handle(self)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
         try:
-            self._server = ThreadingHTTPServer(self._bind, Handler)
+            self.listen()
         except OSError as exc:
             raise ServingError(f"cannot listen on http://{self.address}: {exc.strerror}",
                                reason="http") from exc
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http",
-                                        daemon=True)
-        self._thread.start()
+        self.serve()
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        self.close()
 
     def describe(self) -> str:
         return f"metrics and health on http://{self.address}"
 
-    def _handle(self, h: BaseHTTPRequestHandler) -> None:
-        path = h.path.split("?", 1)[0]
+    def respond(self, request: Request, peer: Peer) -> Reply:
+        if not self._host_ok(request.single("Host")):
+            return Reply(421, b"host not allowed\n", close=True)
+        if request.method not in ("GET", "HEAD"):
+            return Reply(405, b"method not allowed\n", headers=(("Allow", "GET"),))
+        return self._page_for(request)
+
+    def _page_for(self, request: Request) -> Reply:
+        path = request.path
         if path == "/metrics":
             page = self._page()
-            if "gzip" in (h.headers.get("Accept-Encoding") or ""):  # what Prometheus sends
-                self._reply(h, 200, gzip.compress(page, compresslevel=1), CONTENT_TYPE_LATEST,
-                            encoding="gzip")
-            else:
-                self._reply(h, 200, page, CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
+            if "gzip" in (request.headers.get("Accept-Encoding") or ""):  # Prometheus asks
+                return Reply(200, gzip.compress(page, compresslevel=1), CONTENT_TYPE_LATEST,
+                             headers=(("Content-Encoding", "gzip"),))
+            return Reply(200, page, CONTENT_TYPE_LATEST)
+        if path == "/healthz":
             since = self._since_tick()
             live = since < LIVENESS_LIMIT
             live_body = {"live": live, "seconds_since_tick": round(since, 1)}
-            self._reply(h, 200 if live else 503, json.dumps(live_body).encode(),
-                        "application/json")
-        elif path == "/readyz":
+            return Reply(200 if live else 503, json.dumps(live_body).encode(), _JSON)
+        if path == "/readyz":
             ready, body = readiness(self._statuses(), self._now(), self._behind())
-            self._reply(h, 200 if ready else 503, json.dumps(body).encode(), "application/json")
-        else:
-            self._reply(h, 404, b"not found\n", "text/plain")
+            return Reply(200 if ready else 503, json.dumps(body).encode(), _JSON)
+        return Reply(404, b"not found\n", "text/plain")
 
-    @staticmethod
-    def _reply(h: BaseHTTPRequestHandler, code: int, body: bytes, ctype: str, *,
-               encoding: str | None = None) -> None:
-        h.send_response(code)
-        h.send_header("Content-Type", ctype)
-        if encoding:
-            h.send_header("Content-Encoding", encoding)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
+    def _host_ok(self, value: str | None) -> bool:
+        """An IP literal (probes and scrapers use the pod IP), `localhost`, or the
+        configured host, with any port; never another DNS name (rebinding)."""
+        if value is None:
+            return False
+        name = _host_name(value)
+        if name is None:
+            return False
+        if name.lower() in ("localhost", self._bind[0].lower()):
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+
+def _host_name(value: str) -> str | None:
+    """The name part of a Host value (None when malformed); IPv6 only bracketed."""
+    if value.startswith("["):
+        end = value.find("]")
+        rest = value[end + 1:]
+        if end < 0 or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        return value[1:end]
+    name, sep, port = value.partition(":")
+    if sep and not (port.isascii() and port.isdigit()):
+        return None
+    return name or None

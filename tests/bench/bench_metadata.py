@@ -64,7 +64,7 @@ def _serve_bridge(token_file: str, ready: Any, port: Any) -> None:
                           hops=(AwsHopConfig(role_arn="arn:aws:iam::111122223333:role/bench",
                                              region="us-east-1"),))
     server = ContainerServer(ContainerConfig("127.0.0.1:0", Path(token_file)), [target],
-                             store=store, now=time.time, metrics=Metrics(CollectorRegistry()))
+                             store=store, now=time.monotonic, metrics=Metrics(CollectorRegistry()))
     server.start()
     port.value = server.port
     ready.set()

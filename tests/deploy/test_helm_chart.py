@@ -46,8 +46,8 @@ def test_each_rendering_has_the_objects_its_switches_ask_for(
         rendered: dict[str, list[Doc]]) -> None:
     assert kinds(rendered["default"]) == ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"]
     assert kinds(rendered["all-on"]) == [
-        "ClusterSPIFFEID", "ConfigMap", "DaemonSet", "PrometheusRule", "Service",
-        "ServiceAccount", "ServiceMonitor"]
+        "ClusterSPIFFEID", "ConfigMap", "DaemonSet", "NetworkPolicy", "PrometheusRule",
+        "Service", "ServiceAccount", "ServiceMonitor"]
     assert kinds(rendered["all-off"]) == ["ConfigMap", "DaemonSet"]
     for docs in rendered.values():
         for d in docs:
@@ -198,3 +198,20 @@ def test_notes_render(rendering: str, tmp_path: Path) -> None:
         RENDERINGS[rendering]) else yaml.safe_load((CHART / "values.yaml").read_text())
     for target in values_doc["targets"]:
         assert target["name"] in notes
+
+
+def test_network_policy_admits_only_the_metrics_port_from_the_given_peers(
+        rendered: dict[str, list[Doc]]) -> None:
+    """Issue 13 item 5: the optional policy selects the bridge pods, admits only their
+    metrics port, only from `networkPolicy.metricsFrom`; off by default."""
+    values = yaml.safe_load(RENDERINGS["all-on"][0].read_text())
+    policy = one(rendered["all-on"], "NetworkPolicy")["spec"]
+    template = one(rendered["all-on"], "DaemonSet")["spec"]["template"]
+    assert policy["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    ports = {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+    assert [p["port"] for p in rule["ports"]] == ["http-metrics"]
+    assert "http-metrics" in ports
+    assert rule["from"] == values["networkPolicy"]["metricsFrom"]
+    assert "NetworkPolicy" not in kinds(rendered["default"])

@@ -38,7 +38,8 @@ def test_node_level_objects_share_one_namespace_and_service_account(
     name = namespace["metadata"]["name"]
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     for file in ("serviceaccount.yaml", "configmap.yaml", "daemonset.yaml",
-                 "daemonset-hostpath.yaml", "service.yaml", "servicemonitor.yaml"):
+                 "daemonset-hostpath.yaml", "service.yaml", "servicemonitor.yaml",
+                 "networkpolicy.yaml"):
         for d in manifests[file]:
             assert d["metadata"]["namespace"] == name, file
     account = one(manifests["serviceaccount.yaml"], "ServiceAccount")
@@ -161,3 +162,19 @@ def test_every_file_parses_to_kubernetes_objects(manifests: dict[str, list[Doc]]
     # The raw ConfigMap holds a YAML mapping, not a string that merely looks like one.
     config = one(manifests["configmap.yaml"], "ConfigMap")["data"]["config.yaml"]
     assert isinstance(yaml.safe_load(config), dict)
+
+
+def test_network_policy_admits_only_the_metrics_port_of_the_bridge_pods(
+        manifests: dict[str, list[Doc]]) -> None:
+    """Issue 13 item 5: the health server listens on the pod address; the shipped
+    policy selects the DaemonSet's pods and admits only their metrics port."""
+    policy = one(manifests["networkpolicy.yaml"], "NetworkPolicy")["spec"]
+    for file in ("daemonset.yaml", "daemonset-hostpath.yaml"):
+        template = one(manifests[file], "DaemonSet")["spec"]["template"]
+        assert _selects(policy["podSelector"]["matchLabels"], template["metadata"]["labels"])
+        ports = {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+        assert "http-metrics" in ports
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "http-metrics", "protocol": "TCP"}]
+    assert rule["from"], "an ingress rule without `from` admits every pod"

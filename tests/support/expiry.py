@@ -796,7 +796,8 @@ def write_config(path: Path, stack: DevStack, outdir: Path, targets: list[dict[s
     }
     if metadata:
         serves = {k for t in targets for k in t.get("serve", ())}
-        doc["metadata"] = {k: {"address": "127.0.0.1:0"} for k in sorted(serves)}
+        doc["metadata"] = {k: {"address": "127.0.0.1:0", "allowed_uids": [os.getuid()]}
+                           for k in sorted(serves)}
     path.write_text(yaml.safe_dump(doc))
     return path
 

@@ -34,13 +34,12 @@ from bridge.logs import Redactor
 from bridge.metrics import Metrics
 from bridge.model import Credential, utc_iso
 from bridge.schema import Section, check_abs_path
+from bridge.serving.http1 import Reply, Request
 from bridge.serving.metadata import (
     CloudEndpoint,
     LocalTokens,
     LoopbackServer,
     MetadataContext,
-    Reply,
-    Request,
     json_reply,
     text,
     write_token_file,
@@ -57,6 +56,7 @@ class ContainerConfig:
 
     address: str
     token_file: Path
+    allowed_uids: tuple[int, ...] | None = None  # None: every local user (with the token)
 
 
 class ContainerEndpoint(CloudEndpoint):
@@ -66,6 +66,11 @@ class ContainerEndpoint(CloudEndpoint):
     single = False
     cloud, title = "aws", "an AWS"
     config_type = ContainerConfig
+    uids_required = False  # the token file is the gate
+
+    def gate(self, config: object) -> str:
+        assert isinstance(config, ContainerConfig)
+        return f"that can read {config.token_file}"
 
     def read_extra(self, section: Section, *, directory: str) -> dict[str, object]:
         default_file = str(Path(directory or "/") / TOKEN_FILE_NAME)
@@ -88,7 +93,7 @@ class ContainerServer(LoopbackServer):
                  store: CredentialStore, now: Callable[[], float],
                  tokens: LocalTokens | None = None, metrics: Metrics | None = None,
                  redactor: Redactor | None = None) -> None:
-        super().__init__(config.address, metrics=metrics)
+        super().__init__(config.address, metrics=metrics, allowed_uids=config.allowed_uids)
         self._token_file = config.token_file
         self._roles = {t.name: t.final.role_arn for t in targets
                        if isinstance(t.final, AwsHopConfig)}

@@ -35,12 +35,11 @@ from bridge.clouds.aws.material import AwsCredentials
 from bridge.clouds.base import Target
 from bridge.metrics import Metrics
 from bridge.model import Credential, utc_iso
+from bridge.serving.http1 import Reply, Request
 from bridge.serving.metadata import (
     CloudEndpoint,
     LoopbackServer,
     MetadataContext,
-    Reply,
-    Request,
     json_reply,
     text,
 )
@@ -60,6 +59,7 @@ class ImdsConfig:
     """`metadata.imds`: the listener (it serves one target: the instance's role)."""
 
     address: str
+    allowed_uids: tuple[int, ...] | None = None  # None: every local user
 
 
 class ImdsEndpoint(CloudEndpoint):
@@ -110,7 +110,7 @@ class ImdsServer(LoopbackServer):
     def __init__(self, config: ImdsConfig, target: Target, *, store: CredentialStore,
                  now: Callable[[], float], monotonic: Callable[[], float],
                  metrics: Metrics | None = None) -> None:
-        super().__init__(config.address, metrics=metrics)
+        super().__init__(config.address, metrics=metrics, allowed_uids=config.allowed_uids)
         self._role = target.name
         self._store = store
         self._now = now
@@ -124,7 +124,8 @@ class ImdsServer(LoopbackServer):
 
     def describe(self) -> str:
         return (f"IMDSv2 emulation on {self.url}/ for {self._role} "
-                "(AWS_EC2_METADATA_SERVICE_ENDPOINT)")
+                "(AWS_EC2_METADATA_SERVICE_ENDPOINT) to "
+                f"{self.readers()}")
 
     def handle(self, request: Request) -> Reply:
         if request.method == "PUT":
@@ -146,7 +147,8 @@ class ImdsServer(LoopbackServer):
         if request.path != TOKEN_PATH:
             return text(405, "method not allowed\n", headers=(("Allow", "GET"),))
         ttl_text = (request.headers.get(TTL_HEADER) or "").strip()
-        if not (ttl_text.isascii() and ttl_text.isdigit() and 1 <= int(ttl_text) <= MAX_TTL):
+        if not (ttl_text.isascii() and ttl_text.isdigit() and len(ttl_text) <= 5
+                and 1 <= int(ttl_text) <= MAX_TTL):  # 5 digits first: int() of 5,000 raises
             return text(400, f"{TTL_HEADER} must be 1..{MAX_TTL}\n")
         ttl = int(ttl_text)
         return text(200, self._tokens.issue(ttl), headers=((TTL_HEADER, str(ttl)),))

@@ -33,12 +33,11 @@ from bridge.clouds.gcp.material import GcpToken
 from bridge.metrics import Metrics
 from bridge.model import Credential
 from bridge.schema import Section, clip
+from bridge.serving.http1 import Reply, Request
 from bridge.serving.metadata import (
     CloudEndpoint,
     LoopbackServer,
     MetadataContext,
-    Reply,
-    Request,
     json_reply,
     text,
 )
@@ -59,6 +58,7 @@ class GceConfig:
     account's project)."""
 
     address: str
+    allowed_uids: tuple[int, ...] | None = None  # None: every local user
     project_id: str | None = None
 
 
@@ -106,7 +106,7 @@ class GceServer(LoopbackServer):
 
     def __init__(self, config: GceConfig, target: Target, *, store: CredentialStore,
                  now: Callable[[], float], metrics: Metrics | None = None) -> None:
-        super().__init__(config.address, metrics=metrics)
+        super().__init__(config.address, metrics=metrics, allowed_uids=config.allowed_uids)
         final = target.final
         gcp = final if isinstance(final, GcpHopConfig) else None
         self._target = target.name
@@ -123,7 +123,8 @@ class GceServer(LoopbackServer):
 
     def describe(self) -> str:
         return (f"GCE metadata emulation on {self.url} for {self._target} "
-                "(GCE_METADATA_HOST and GCE_METADATA_IP)")
+                "(GCE_METADATA_HOST and GCE_METADATA_IP) to "
+                f"{self.readers()}")
 
     def reply_headers(self) -> tuple[tuple[str, str], ...]:
         return (FLAVOR,)

@@ -17,7 +17,7 @@ from bridge.logs import Redactor
 from bridge.metrics import Metrics
 from bridge.serving.metadata.endpoint import CloudEndpoint
 from bridge.serving.metadata.http import LoopbackServer
-from bridge.serving.metadata.messages import Reply, Request, json_reply, text
+from bridge.serving.metadata.messages import json_reply, text
 from bridge.serving.metadata.tokens import LocalTokens, write_token_file
 from bridge.store import CredentialStore
 
@@ -38,8 +38,6 @@ __all__ = [
     "LocalTokens",
     "LoopbackServer",
     "MetadataContext",
-    "Reply",
-    "Request",
     "json_reply",
     "text",
     "write_token_file",

@@ -1,20 +1,18 @@
 """The loopback HTTP/1.1 server under every metadata emulator.
 
-What each emulator gets without writing it again:
+What each emulator gets without writing it again (on top of `bridge.serving.bounded`:
+bounded threads, a deadline for each request head, idle and half-sent connections
+evicted first, strict parsing):
 
 - **Loopback callers only, and no rebinding.** The listener is bound to a loopback
   address (config enforces it). A `Host` that is not a loopback literal or `localhost`
   with this listener's port is refused, so a web page whose DNS name resolves to
-  127.0.0.1 cannot read credentials (aws-vault#578). A request carrying
-  `X-Forwarded-For` or `Forwarded` came through a proxy and is refused, as real IMDS
-  and rolesanywhere `serve` do.
-- **Bounded.** At most `max_connections` connections are served at once, one thread
-  each; one more is answered 503 and closed at once instead of queueing a thread.
-  Idle keep-alive connections are dropped after `idle_timeout`, and `stop()` cuts the
-  open ones so nothing is served after it returns.
+  127.0.0.1 cannot read credentials (aws-vault#578). A request carrying any proxy
+  header (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `Via`, ...) came through a proxy
+  and is refused, as real IMDS and rolesanywhere `serve` do.
+- **Only the allowed local users.** With `allowed_uids`, the uid owning the caller's
+  socket (`peers.peer_uid`) must be listed, else 403 (refusal `uid`).
 - **Quiet.** No request is logged: headers carry tokens. Request bodies are refused.
-- **One write per reply** (status line, headers and body in one `send`), with
-  TCP_NODELAY, so keep-alive clients never wait on Nagle and delayed ACKs.
 
 Subclasses implement `handle(request) -> Reply`, and may refuse earlier in `precheck`
 (GCE's `Metadata-Flavor`) and add headers to every reply (`reply_headers`).
@@ -22,30 +20,30 @@ Subclasses implement `handle(request) -> Reply`, and may refuse earlier in `prec
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import selectors
-import socket
-import sys
-import threading
-import time
-from email.utils import formatdate
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 from bridge.metrics import Metrics
-from bridge.serving.metadata.messages import Reply, Request, host_allowed, text
+from bridge.serving.bounded import IDLE_TIMEOUT, MAX_CONNECTIONS, BoundedServer, Peer
+from bridge.serving.http1 import Reply, Request
+from bridge.serving.metadata.messages import host_allowed, text
+from bridge.serving.metadata.peers import peer_uid
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 128
-IDLE_TIMEOUT = 10.0
-_PHRASES = {s.value: s.phrase for s in HTTPStatus}
+__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "PROXY_HEADERS", "LoopbackServer"]
+
+# Headers a proxy adds: their presence means the request did not come straight from a
+# local process. Any `x-forwarded-` name is refused too.
+PROXY_HEADERS = frozenset({
+    "forwarded", "via", "x-real-ip", "x-client-ip", "client-ip", "true-client-ip",
+    "x-cluster-client-ip", "x-originating-ip", "x-remote-ip", "x-remote-addr",
+    "cf-connecting-ip", "fastly-client-ip", "x-proxyuser-ip", "x-envoy-external-address",
+})
 
 
-class LoopbackServer:
+class LoopbackServer(BoundedServer):
     """A metadata listener (a `daemon.Service`): binds at `start()`, not before, so
     building a daemon for `once` never takes the port."""
 
@@ -54,28 +52,27 @@ class LoopbackServer:
 
     def __init__(self, address: str, *, metrics: Metrics | None = None,
                  max_connections: int = MAX_CONNECTIONS,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = IDLE_TIMEOUT,
+                 allowed_uids: Collection[int] | None = None) -> None:
         host, _, port = address.rpartition(":")
         self._host = host.strip("[]")
+        bind = "127.0.0.1" if self._host == "localhost" else self._host
+        super().__init__(bind, int(port), max_connections=max_connections,
+                         idle_timeout=idle_timeout)
+        self.name = f"metadata-{self.endpoint}"
         self._configured_port = self._port = int(port)
-        self._family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         self._metrics = metrics
-        self._max_connections = max_connections
-        self._idle_timeout = idle_timeout
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._allowed_uids = None if allowed_uids is None else frozenset(allowed_uids)
         self._counters: dict[tuple[str, str], Any] = {}
         self._hosts: set[str] = set()  # Host values already accepted (bounded)
-        self._date = (0, "")
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
     def address(self) -> str:
         """`host:port` as bound (the configured one before `start()`)."""
-        server = self._server
-        bound = self._host if server is None else server.server_address[0]
-        host = bound.decode() if isinstance(bound, bytes | bytearray) else str(bound)
+        bound = self.bound_address
+        host = self._host if bound is None else bound[0]
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     @property
@@ -85,38 +82,40 @@ class LoopbackServer:
 
     @property
     def serving(self) -> bool:
-        return self._server is not None
+        return self.bound_address is not None
 
     @property
     def url(self) -> str:
         return f"http://{self.address}"
 
+    @property
+    def allowed_uids(self) -> frozenset[int] | None:
+        """Which local uids may read this listener (None: any)."""
+        return self._allowed_uids
+
+    def readers(self) -> str:
+        """Who may read it, as `describe()` says it."""
+        uids = self._allowed_uids
+        if uids is None:
+            return "every local user"
+        return ("uid " if len(uids) == 1 else "uids ") + ", ".join(map(str, sorted(uids)))
+
     def start(self) -> None:
-        host = "127.0.0.1" if self._host == "localhost" else self._host
-        server = _Server(self, (host, self._configured_port), family=self._family,
-                         max_connections=self._max_connections)
-        self._server = server
-        self._port = int(server.server_address[1])
+        self.listen()
+        bound = self.bound_address
+        assert bound is not None
+        self._port = bound[1]
         try:
             self.bound()
         except BaseException:
-            server.server_close()
-            self._server = None
+            self.close()
             raise
-        self._thread = threading.Thread(
-            target=server.serve_until_woken,
-            name=f"metadata-{self.endpoint}", daemon=True)
-        self._thread.start()
+        self.serve()
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
+        if self.bound_address is None:
             return
-        if self._thread is not None:
-            server.wake()
-            self._thread.join(timeout=5)
-        server.server_close()
-        server.close_connections()
+        self.close()
         self.stopped()
 
     def describe(self) -> str:
@@ -129,12 +128,13 @@ class LoopbackServer:
         if type(other) is not type(self) or not isinstance(other, LoopbackServer) or (
                 other.listen_key() != self.listen_key()):
             return False
+        self._allowed_uids = other._allowed_uids
         self.take(other)
         return True
 
     def listen_key(self) -> tuple[object, ...]:
         """Hook: what cannot change without a new listener."""
-        return (self._host, self._configured_port, self._max_connections)
+        return (self._host, self._configured_port, self.max_connections)
 
     def take(self, other: LoopbackServer) -> None:
         """Hook: take `other`'s targets and collaborators (same class, same key)."""
@@ -154,15 +154,8 @@ class LoopbackServer:
     def handle(self, request: Request) -> Reply:
         raise NotImplementedError
 
-    def reply_headers(self) -> tuple[tuple[str, str], ...]:
-        """Hook: headers sent on every reply of this listener, refusals included."""
-        return ()
-
-    def _respond(self, h: _Handler) -> Reply:
-        path, _, query = h.path.partition("?")
-        request = Request(h.command, path, query, h.headers,
-                          [k.lower() for k in h.headers.keys()])  # noqa: SIM118 - a Message
-        refused = self._refuse(request) or self.precheck(request)
+    def respond(self, request: Request, peer: Peer) -> Reply:
+        refused = self._refuse(request) or self._refuse_uid(peer) or self.precheck(request)
         if refused is not None:
             return refused
         if request.method not in self.methods:
@@ -182,8 +175,18 @@ class LoopbackServer:
         host = request.single("Host")
         if host is None or not self._host_ok(host):
             return text(403, "host not allowed\n", refusal="host")
-        if "x-forwarded-for" in names or "forwarded" in names:
+        if any(n in PROXY_HEADERS or n.startswith("x-forwarded-") for n in names):
             return text(403, "forwarded requests are not allowed\n", refusal="forwarded")
+        return None
+
+    def _refuse_uid(self, peer: Peer) -> Reply | None:
+        allowed = self._allowed_uids
+        if allowed is None:
+            return None
+        if not peer.uid_known:  # once per connection: a socket's owner does not change
+            peer.uid, peer.uid_known = peer_uid(peer.sock), True
+        if peer.uid is None or peer.uid not in allowed:
+            return text(403, "this local user may not read this endpoint\n", refusal="uid")
         return None
 
     def _host_ok(self, value: str) -> bool:
@@ -195,38 +198,7 @@ class LoopbackServer:
             self._hosts.add(value)
         return True
 
-    def _serve_one(self, h: _Handler) -> None:
-        failed = ""
-        try:
-            reply = self._respond(h)
-        except Exception as exc:  # a bug must cost one 500, not the connection's thread
-            failed = type(exc).__name__  # only the type: a message could quote a header
-            reply = Reply(500, b"internal error\n", close=True)
-        if failed:
-            log.error("%s metadata request failed: %s", self.endpoint, failed)
-        if reply.close or h.command == "HEAD":  # a HEAD client would not read the body
-            h.close_connection = True
-        self._count(reply)  # before the write, so a client that saw it sees it counted
-        h.wfile.write(self._render(reply, close=h.close_connection))
-
-    def _render(self, reply: Reply, *, close: bool) -> bytes:
-        """Status line, headers and body as one buffer (one send)."""
-        phrase = _PHRASES.get(reply.status, "")
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (*self.reply_headers(), *reply.headers))
-        if close:
-            extra += "Connection: close\r\n"
-        head = (f"HTTP/1.1 {reply.status} {phrase}\r\nServer: spiffe-bridge\r\n"
-                f"Date: {self._date_header()}\r\nContent-Type: {reply.content_type}\r\n"
-                f"Content-Length: {len(reply.body)}\r\nCache-Control: no-store\r\n{extra}\r\n")
-        return head.encode("latin-1") + reply.body
-
-    def _date_header(self) -> str:
-        now = int(time.time())
-        if self._date[0] != now:
-            self._date = (now, formatdate(now, usegmt=True))
-        return self._date[1]
-
-    def _count(self, reply: Reply) -> None:
+    def counted(self, reply: Reply) -> None:
         if self._metrics is None:
             return
         key = ("code", str(reply.status))
@@ -236,150 +208,14 @@ class LoopbackServer:
                 self.endpoint, key[1])
         counter.inc()
         if reply.refusal is not None:
-            rkey = ("refusal", reply.refusal)
-            refusals = self._counters.get(rkey)
-            if refusals is None:
-                refusals = self._counters[rkey] = self._metrics.metadata_refusals.labels(
-                    self.endpoint, reply.refusal)
-            refusals.inc()
+            self.dropped(reply.refusal)
 
-    def _busy(self, sock: socket.socket) -> None:
-        """Too many connections: a canned 503 without a thread, then close."""
-        reply = Reply(503, b"busy\n", headers=(("Retry-After", "1"),), refusal="busy")
-        self._count(reply)
-        with contextlib.suppress(OSError):
-            sock.setblocking(False)
-            sock.send(self._render(reply, close=True))
-            sock.recv(65536)  # take a request already here, so closing sends FIN, not RST
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive
-    server_version = "spiffe-bridge"
-    sys_version = ""
-    disable_nagle_algorithm = True
-    server: _Server
-
-    timeout = IDLE_TIMEOUT  # per server: `_Server` derives a class with its own
-
-    def do_GET(self) -> None:
-        self.server.owner._serve_one(self)
-
-    def do_PUT(self) -> None:
-        self.server.owner._serve_one(self)
-
-    def do_POST(self) -> None:
-        self.server.owner._serve_one(self)
-
-    def do_HEAD(self) -> None:
-        self.server.owner._serve_one(self)
-
-    def do_DELETE(self) -> None:
-        self.server.owner._serve_one(self)
-
-    def send_error(self, code: int, message: str | None = None,
-                   explain: str | None = None) -> None:
-        """Malformed requests: a short reply that echoes nothing the caller sent."""
-        self.close_connection = True
-        reply = Reply(code, f"{HTTPStatus(code).phrase}\n".encode(), close=True)
-        self.server.owner._count(reply)
-        with contextlib.suppress(OSError):
-            self.wfile.write(self.server.owner._render(reply, close=True))
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return  # never log requests: their headers carry tokens
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, owner: LoopbackServer, address: tuple[str, int], *, family: int,
-                 max_connections: int) -> None:
-        self.address_family = family
-        self.owner = owner
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._lock = threading.Lock()
-        self._open: set[socket.socket] = set()
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        handler = type("_Handler", (_Handler,), {"timeout": owner._idle_timeout})
-        super().__init__(address, handler)
-
-    def serve_until_woken(self) -> None:
-        """`serve_forever` without its polling: the accept loop sleeps until a
-        connection or `wake()`, so an idle listener costs nothing and stops at once."""
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.socket, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while True:
-                for key, _ in selector.select():
-                    if key.fileobj == self._wake_r:
-                        return
-                    self._accept_one()
-
-    def _accept_one(self) -> None:
-        try:
-            request, client_address = self.get_request()
-        except OSError:
+    def dropped(self, reason: str) -> None:
+        if self._metrics is None:
             return
-        try:
-            self.process_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-            self.shutdown_request(request)
-
-    def wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
-
-    def server_close(self) -> None:
-        super().server_close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would call getfqdn(), a reverse DNS lookup: skip it.
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind(self.server_address)
-        self.server_address = self.socket.getsockname()
-        self.server_name, self.server_port = str(self.server_address[0]), int(
-            self.server_address[1])
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.owner._busy(request)
-            self.shutdown_request(request)
-            return
-        with self._lock:
-            self._open.add(request)
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._release(request)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._release(request)
-
-    def _release(self, request: socket.socket) -> None:
-        with self._lock:
-            self._open.discard(request)
-        self._slots.release()
-
-    def close_connections(self) -> None:
-        with self._lock:
-            open_now = list(self._open)
-        for sock in open_now:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return  # clients hang up and idle out; that is not an error
-        log.warning("%s metadata connection failed: %s", self.owner.endpoint,
-                    type(exc).__name__)
+        rkey = ("refusal", reason)
+        refusals = self._counters.get(rkey)
+        if refusals is None:
+            refusals = self._counters[rkey] = self._metrics.metadata_refusals.labels(
+                self.endpoint, reason)
+        refusals.inc()

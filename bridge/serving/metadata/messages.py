@@ -1,50 +1,18 @@
-"""What a metadata endpoint sees and answers: a parsed `Request`, a `Reply`, and the
-Host check every listener makes (loopback literals or `localhost`, with its port)."""
+"""What a metadata endpoint sees and answers: a parsed `Request`, a `Reply` (both
+`bridge.serving.http1`'s), and the Host check every listener makes (loopback literals
+or `localhost`, with its port)."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from email.message import Message
 from typing import Any
-from urllib.parse import parse_qs
+
+from bridge.serving.http1 import Reply
 
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
-
-
-@dataclass(slots=True)
-class Request:
-    """What a handler sees: method, path and raw query apart, headers as parsed, and the
-    lower-cased header names in order (one pass; `count` spots a repeated header)."""
-
-    method: str
-    path: str
-    query: str
-    headers: Message
-    names: list[str]
-
-    def single(self, name: str) -> str | None:
-        """The value of a header sent exactly once (None if absent or repeated)."""
-        if self.names.count(name.lower()) != 1:
-            return None
-        return self.headers.get(name)
-
-    def param(self, name: str) -> str | None:
-        values = parse_qs(self.query).get(name)
-        return values[-1] if values else None
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    body: bytes = b""
-    content_type: str = _TEXT
-    headers: tuple[tuple[str, str], ...] = ()
-    refusal: str | None = None  # metric reason when the caller was turned away
-    close: bool = False
 
 
 def text(status: int, body: str, *, refusal: str | None = None,

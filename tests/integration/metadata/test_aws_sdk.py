@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def setup(start_bridge: StartBridge, sts_factory: StsFactory) -> Setup:
     sts = sts_factory(LIFETIME)
     b = start_bridge([aws_target("app", sts, ["container", "imds"])], {
         "container": {"address": "127.0.0.1:0"},
-        "imds": {"address": "127.0.0.1:0"}})
+        "imds": {"address": "127.0.0.1:0", "allowed_uids": [os.getuid()]}})
     b.wait_for(lambda: b.credential("app") is not None, "the first delivery")
     return Setup(b, sts)
 

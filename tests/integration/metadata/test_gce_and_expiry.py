@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def no_material(bridge: Bridge, body: bytes) -> bool:
 
 def test_google_auth_default_and_compute_engine_credentials(
         stack: DevStack, start_bridge: StartBridge, short_dir: Path) -> None:
-    bridge = start_bridge([gcp_target(stack)], {"gce": {"address": "127.0.0.1:0"}})
+    bridge = start_bridge([gcp_target(stack)], {"gce": {"address": "127.0.0.1:0",
+                                                            "allowed_uids": [os.getuid()]}})
     bridge.wait_for(lambda: bridge.credential("bq") is not None, "the first delivery")
     gce = bridge.service("gce")
     env = {"GCE_METADATA_HOST": gce.address, "GCE_METADATA_IP": gce.address,
@@ -85,8 +87,8 @@ def test_expired_and_undelivered_targets_get_503_everywhere(
     bridge = start_bridge([aws_target("short", sts, ["container", "imds"]),
                            gcp_target(stack)],
                           {"container": {"address": "127.0.0.1:0"},
-                           "imds": {"address": "127.0.0.1:0"},
-                           "gce": {"address": "127.0.0.1:0"}})
+                           "imds": {"address": "127.0.0.1:0", "allowed_uids": [os.getuid()]},
+                           "gce": {"address": "127.0.0.1:0", "allowed_uids": "any"}})
     bridge.wait_for(lambda: bridge.credential("short") is not None, "the AWS delivery")
     sts.faults.fail_next(ASSUME_ROLE_WITH_WEB_IDENTITY, HttpFailure(503, "ServiceUnavailable"),
                          times=FOREVER)

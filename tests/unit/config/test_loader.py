@@ -308,8 +308,9 @@ def test_serving_keys_build_the_model() -> None:
         (("targets",), targets),
         ((*T0, "serve"), ["container", "imds"]),
         (("metadata",), {"container": {"address": "127.0.0.1:9470"},
-                         "imds": {"address": "127.0.0.1:9471"},
-                         "gce": {"address": "[::1]:9472", "project_id": "my-project"}}),
+                         "imds": {"address": "127.0.0.1:9471", "allowed_uids": [1000]},
+                         "gce": {"address": "[::1]:9472", "project_id": "my-project",
+                                 "allowed_uids": "any"}}),
     )), env={})
     container = served.metadata.get("container")
     assert container is not None
@@ -319,6 +320,9 @@ def test_serving_keys_build_the_model() -> None:
     assert gce is not None
     assert gce.project_id == "my-project"
     assert served.targets[0].serve == ("container", "imds")
+    imds = served.metadata.get("imds")
+    assert imds is not None
+    assert (imds.allowed_uids, gce.allowed_uids, container.allowed_uids) == ((1000,), None, None)
 
 
 def test_yaml_octal_socket_mode_is_understood() -> None:

@@ -3,8 +3,10 @@ connections, keep-alive, stop, no request logging. Real sockets, http.client cli
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -13,8 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.metrics import Metrics
+from bridge.serving.http1 import Reply, Request
 from bridge.serving.metadata.http import LoopbackServer
-from bridge.serving.metadata.messages import Reply, Request, host_allowed, text
+from bridge.serving.metadata.messages import host_allowed, text
 from tests.support.local_http import call, count
 
 SECRET = "AKIA-very-secret-value-0123456789"
@@ -235,4 +238,68 @@ def test_ipv6_loopback_listener(metrics: Metrics) -> None:
         finally:
             c.close()
     finally:
+        s.stop()
+
+
+def test_allowed_uids_gate_by_the_callers_socket_owner(metrics: Metrics) -> None:
+    """The owner of the caller's socket must be listed: this process's uid is served,
+    a listener for another uid refuses it with 403, counted as `uid`."""
+    other = Fixed("127.0.0.1:0", metrics=metrics, allowed_uids=[os.getuid() + 1])
+    mine = Fixed("127.0.0.1:0", metrics=metrics, allowed_uids=[os.getuid()])
+    other.start()
+    mine.start()
+    try:
+        assert call(other.port)[0] == 403
+        assert count(metrics, "spiffe_bridge_metadata_refusals_total", endpoint="test",
+                     reason="uid") == 1
+        assert call(mine.port)[0] == 200
+        assert count(metrics, "spiffe_bridge_metadata_refusals_total", endpoint="test",
+                     reason="uid") == 1
+    finally:
+        other.stop()
+        mine.stop()
+
+
+def test_a_partial_head_is_cut_at_its_deadline_not_per_read(metrics: Metrics) -> None:
+    """Bytes trickling in do not extend the deadline: 408 and close."""
+    s = Fixed("127.0.0.1:0", metrics=metrics)
+    s.header_timeout = 0.5
+    s.start()
+    try:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+            answer = b""
+            while not answer:
+                sock.sendall(b"x")
+                sock.settimeout(0.2)
+                with contextlib.suppress(TimeoutError):
+                    answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408 ")
+        assert count(metrics, "spiffe_bridge_metadata_refusals_total", endpoint="test",
+                     reason="slow") == 1
+    finally:
+        s.stop()
+
+
+def test_at_the_cap_a_half_sent_connection_makes_room(metrics: Metrics) -> None:
+    """Connections that sent part of a head are cut for a newcomer (counted `evicted`);
+    a request being served is not."""
+    s = Fixed("127.0.0.1:0", metrics=metrics, max_connections=2)
+    s.start()
+    slow = [socket.create_connection(("127.0.0.1", s.port), timeout=5) for _ in range(2)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        deadline = time.monotonic() + 5
+        while s.open_connections < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert call(s.port)[0] == 200
+        assert count(metrics, "spiffe_bridge_metadata_refusals_total", endpoint="test",
+                     reason="evicted") == 1
+        slow[0].settimeout(5)
+        assert slow[0].recv(4096) == b""  # the oldest was cut
+    finally:
+        for sock in slow:
+            sock.close()
         s.stop()
