@@ -2,8 +2,9 @@
 
 Store changes only set a flag; one task writes the newest snapshot whenever the flag is
 set, so a burst of refreshes costs one pass, and a failed pass (disk full, read-only)
-keeps the previous files and is retried after 1-3 s with whatever is newest then. The
-task also wakes at the earliest expiry it has written, to remove that file on time.
+keeps the previous files and is retried after 1-3 s with whatever is newest then (after
+a minute of failing, every 20-30 s). The task also wakes at the earliest expiry it has
+written, to remove that file on time, also between retries.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from bridge.model import TargetStatus
 from bridge.outputs.directory import CredentialDirectory, OutputFailure
 
 log = logging.getLogger(__name__)
+RETRY = (1.0, 3.0)  # seconds before retrying a failed pass
+LONG_FAILURE = 60.0  # after failing this long (a disk full for good), retry less often:
+LONG_RETRY = (20.0, 30.0)  # each retry logs, and a pass per 2 s for hours helps nobody
 
 
 class OutputWriter:
@@ -48,15 +52,24 @@ class OutputWriter:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._dirty.set()
+        failing_since: float | None = None
         while True:
             timeout = self._until_next_expiry()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):  # not wait_for: see Scheduler.refresh
                     await self._dirty.wait()
             self._dirty.clear()
-            if await self.flush():
-                await self._clock.sleep(self._rng.uniform(1.0, 3.0))
-                self._dirty.set()
+            if not await self.flush():
+                failing_since = None
+                continue
+            now = self._clock.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            delay = self._rng.uniform(*(LONG_RETRY if now - failing_since >= LONG_FAILURE
+                                        else RETRY))
+            # Never past the next expiry: that file must still go on time.
+            until = self._until_next_expiry()
+            await self._clock.sleep(delay if until is None else min(delay, until))
+            self._dirty.set()
 
     async def flush(self) -> list[OutputFailure]:
         """Write the newest snapshot now; return the failures (already counted and logged)."""

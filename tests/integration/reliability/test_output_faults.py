@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.outputs.writer import LONG_RETRY
+from bridge.serving.health import readiness
 from tests.support.expiry import (
     MakeScenario,
     Scenario,
@@ -101,3 +103,42 @@ def test_read_only_output_directory_keeps_the_previous_files_and_recovers(
         subprocess.run(["mount", "-o", f"remount,{mode}", str(small_tmpfs)], check=True)
 
     _break_and_recover(s, lambda: remount("ro"), lambda: remount("rw"), "read_only", caplog)
+
+
+def test_disk_full_for_longer_than_the_lifetime_removes_each_file_as_it_expires(
+        scenario: MakeScenario, small_tmpfs: Path) -> None:
+    """The tmpfs stays full for two hours (credentials last one): every refresh succeeds
+    but no file can be rewritten. Each file is removed when its own content expires
+    (unlinking needs no space), `outputs_behind` and /readyz say so the whole time, and
+    nothing expired is ever read (the checker); freed space brings every file back."""
+    s = scenario(("aws", "gcp"), virtual=True, directory=small_tmpfs / "creds")
+    s.sweep()
+    filler = small_tmpfs / "filler"
+    fill_until_full(filler)
+    try:
+        s.bridge.refresh_all()  # new credentials the writer cannot write
+        # (Google may hand back the token it gave before: then gcp's files are current.)
+        s.wait_for(lambda: "aws" in s.bridge.daemon.writer.behind, "aws outputs behind")
+        assert s.metric("spiffe_bridge_outputs_behind", target="aws") == 1
+        written = {rel: (s.outdir / rel).read_bytes() for rel in FILES}
+        for _ in range(3):  # 45 minutes full: refreshes go on, no file can be rewritten
+            s.vt.advance(15 * 60)
+            assert {t: s.state(t) for t in ("aws", "gcp")} == {"aws": "fresh", "gcp": "fresh"}
+            assert "aws" in s.bridge.daemon.writer.behind
+            ready, body = readiness(s.bridge.daemon.store.snapshot(), s.mono(),
+                                    s.bridge.daemon.writer.behind)
+            assert ready is False
+            assert body["targets"]["aws"]["outputs_behind"] is True  # type: ignore[index]
+            assert body["targets"]["aws"]["state"] == "fresh"  # type: ignore[index]
+        s.vt.advance(30 * 60)  # past the one-hour life of what the files held
+        # Each file was removed when its content expired (unlinking needs no space); the
+        # pages it freed may since have taken a newer credential, never the old one.
+        stale = [rel for rel in FILES
+                 if (s.outdir / rel).exists() and (s.outdir / rel).read_bytes() == written[rel]]
+        assert stale == []
+    finally:
+        filler.unlink()
+    s.vt.advance(LONG_RETRY[1])  # failing for over a minute: retried every 20-30 s
+    s.sweep()  # every file carries the store's credential again
+    assert s.metric("spiffe_bridge_outputs_behind", target="aws") == 0
+    assert s.bridge.daemon.writer.behind == frozenset()
