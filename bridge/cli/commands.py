@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from bridge.cli.output import REDACTOR as _REDACTOR
 from bridge.cli.output import say
+from bridge.cli.preflight import preflight
 from bridge.config import Config, file_warnings, load_config
+from bridge.errors import ConfigError
 from bridge.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -25,7 +27,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = _checked(args, starting=False)
     for warning in file_warnings(args.config):
         say(f"spiffe-bridge: warning: {warning}", err=True)
     say(f"{args.config}: OK ({len(config.targets)} target"
@@ -35,7 +37,7 @@ def check(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = _checked(args, starting=True)
     setup_logging(_REDACTOR, level=args.log_level, fmt=args.log_format)
     for warning in file_warnings(args.config):
         log.warning("%s", warning)
@@ -43,6 +45,15 @@ def run(args: argparse.Namespace) -> int:
 
     asyncio.run(run_until_signalled(args.config, config, redactor=_REDACTOR))
     return EXIT_OK
+
+
+def _checked(args: argparse.Namespace, *, starting: bool) -> Config:
+    """The config, and what it points at on this host (`preflight`): both or ConfigError."""
+    config = load_config(args.config)
+    problems = preflight(config, args.config, starting=starting)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def once(args: argparse.Namespace) -> int:

@@ -71,8 +71,8 @@ def is_fd_memory_backed(fd: int) -> bool:
     return fd_filesystem_type(fd) in _MEMORY_FS
 
 
-def trust_problem(path: Path, *, uid: int | None = None) -> str | None:
-    """Why `path` (an existing directory) cannot hold credentials, or None.
+def trust_problem(path: Path, *, uid: int | None = None, owners: bool = True) -> str | None:
+    """Why directory `path` cannot hold credentials, or None.
 
     Refused: a directory owned by another uid (it could swap files in, or chmod it
     back); one that group or others may write (including a shared sticky directory such
@@ -80,33 +80,44 @@ def trust_problem(path: Path, *, uid: int | None = None) -> str | None:
     ancestor owned by a uid other than root or ours, or writable by group or others
     unless it is sticky and root's (/tmp, /dev/shm as parents are fine: nobody else can
     rename our entry in them) or the root of a memory-backed volume (`_is_volume_root`).
-    Both the path as written and its resolved form are
-    checked, so a symlink in a directory someone else controls is refused too.
+    Both the path as written and its resolved form are checked, so a symlink in a
+    directory someone else controls is refused too. A missing
+    `path` (to be created 0700) has only its ancestors checked. `owners=False` skips the
+    uid rules (`check` may run as another user than the daemon).
     """
     me = os.geteuid() if uid is None else uid
     try:
         st = os.stat(path)
+    except FileNotFoundError:
+        st = None
     except OSError as exc:
         return f"cannot inspect {path}: {exc.strerror}"
-    if st.st_uid != me:
+    if st is not None and (problem := _own_problem(path, st, me, owners=owners)):
+        return problem
+    resolved = Path(os.path.realpath(path))
+    for ancestor in dict.fromkeys([*path.parents, *resolved.parents]):
+        if os.path.lexists(ancestor) and (
+                problem := _ancestor_problem(ancestor, path, me, owners=owners)):
+            return problem
+    return None
+
+
+def _own_problem(path: Path, st: os.stat_result, me: int, *, owners: bool) -> str | None:
+    if owners and st.st_uid != me:
         return f"{path} is owned by uid {st.st_uid}, not by this process (uid {me})"
     if st.st_mode & stat.S_ISVTX or st.st_mode & 0o022:
         return (f"{path} is a directory group or others can write (mode "
                 f"{stat.S_IMODE(st.st_mode):04o}); give the bridge a directory of its own "
                 "(it is not chmodded for you)")
-    resolved = Path(os.path.realpath(path))
-    for ancestor in dict.fromkeys([*path.parents, *resolved.parents]):
-        if problem := _ancestor_problem(ancestor, path, me):
-            return problem
     return None
 
 
-def _ancestor_problem(ancestor: Path, path: Path, me: int) -> str | None:
+def _ancestor_problem(ancestor: Path, path: Path, me: int, *, owners: bool) -> str | None:
     try:
         a = os.stat(ancestor)
     except OSError as exc:
         return f"cannot inspect {ancestor}: {exc.strerror}"
-    if a.st_uid not in (0, me):
+    if owners and a.st_uid not in (0, me):
         return (f"{ancestor} (a parent of {path}) is owned by uid {a.st_uid}: it could "
                 "swap the directory")
     sticky_root = a.st_mode & stat.S_ISVTX and a.st_uid == 0
