@@ -39,9 +39,10 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", re.
 class InvalidSvidError(ValueError):
     """The token is not a JWT-SVID we accept; the message never quotes the token."""
 
-    def __init__(self, message: str, *, no_bundle: bool = False,
-                 expired: bool = False) -> None:
+    def __init__(self, message: str, *, no_bundle: bool = False, expired: bool = False,
+                 unknown_key: bool = False) -> None:
         super().__init__(message)
+        self.unknown_key = unknown_key  # no key under its kid in the bundle
         self.no_bundle = no_bundle  # no bundle for the subject's trust domain
         self.expired = expired  # well-formed, but `exp` has passed
 
@@ -122,10 +123,12 @@ def verify_signature(token: str, header: dict[str, Any], sub: str,
                                no_bundle=True)
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
-        raise InvalidSvidError("key_id cannot be empty")  # py-spiffe's words, as below
+        raise InvalidSvidError("key_id cannot be empty",  # py-spiffe's words, as below
+                               unknown_key=True)
     key = bundle.get_jwt_authority(kid)
     if key is None:
-        raise InvalidSvidError(f"Authority not found for key ID: {str(kid)[:64]}")
+        raise InvalidSvidError(f"Authority not found for key ID: {str(kid)[:64]}",
+                               unknown_key=True)
     if isinstance(key, dsa.DSAPublicKey):  # no JOSE algorithm signs with DSA
         raise InvalidSvidError("Signature verification failed")
     try:

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from spiffe import JwtBundleSet, SpiffeId, WorkloadApiClient
+from spiffe import JwtBundleSet, SpiffeId
 from spiffe.errors import ArgumentError, PySpiffeError
 
 from bridge import jwt_svid
 from bridge.errors import SourceError
 from bridge.model import JwtSvid
+from bridge.sources.bundles import BundleParsingClient, ParsedBundles
 
 log = logging.getLogger(__name__)
 BUNDLE_WAIT = 2.0  # seconds a first fetch waits for the first bundle message
@@ -56,6 +57,7 @@ class WorkloadApiSource:
         monotonic: Callable[[], float] = time.monotonic,
         cloud_now: Callable[[str | None], float | None] = lambda _judge: None,
         on_up: Callable[[bool], None] | None = None,
+        on_skipped: Callable[[str, int], None] | None = None,
     ) -> None:
         self._socket = socket
         self._timeout = timeout
@@ -64,6 +66,8 @@ class WorkloadApiSource:
         self._monotonic = monotonic
         self._cloud_now = cloud_now
         self._on_up = on_up or (lambda _up: None)
+        self._on_skipped = on_skipped or (lambda _reason, _count: None)
+        self._bundle_problems: dict[str, str] = {}  # trust domain -> what was skipped
         self._lock = threading.Lock()
         self._client: Any = None
         self._stream: Any = None
@@ -137,6 +141,11 @@ class WorkloadApiSource:
         try:
             jwt_svid.verify_signature(token, header, sub, bundles)
         except jwt_svid.InvalidSvidError as exc:
+            problem = self._bundle_problems.get(str(SpiffeId(sub).trust_domain))
+            if problem is not None and (exc.no_bundle or exc.unknown_key):
+                raise SourceError(f"the agent's JWT bundles are unusable ({problem}); an "
+                                  f"SVID that cannot be verified is not sent ({exc})",
+                                  retryable=True, reason="invalid_bundle") from None
             if exc.no_bundle:
                 raise SourceError(str(exc), retryable=True, reason="invalid_svid") from None
             raise SourceError(f"JWT-SVID failed local validation: {exc}",
@@ -147,7 +156,8 @@ class WorkloadApiSource:
             client = self._client
             if client is None:
                 try:
-                    client = WorkloadApiClient(self._socket, default_timeout=self._timeout)
+                    client = BundleParsingClient(self._socket, default_timeout=self._timeout,
+                                                 on_parsed=self._on_parsed)
                 except ArgumentError as exc:
                     self._on_up(False)
                     raise SourceError(f"cannot reach the agent at {self._socket}: {_safe(exc)}",
@@ -158,6 +168,17 @@ class WorkloadApiSource:
         # the bundles at once; if it does not within the wait, STS still checks them.
         self._first_bundles.wait(min(self._timeout, BUNDLE_WAIT))
         return client
+
+    def _on_parsed(self, parsed: ParsedBundles) -> None:
+        """Before each bundle update is applied: count and report what it skipped."""
+        for reason, count in parsed.skipped.items():
+            self._on_skipped(reason, count)
+        with self._lock:
+            changed = parsed.problems != self._bundle_problems
+            self._bundle_problems = parsed.problems
+        if changed and parsed.problems:
+            log.warning("JWT bundles: skipped what cannot be used (%s); the rest is in use",
+                        "; ".join(f"{td}: {why}" for td, why in sorted(parsed.problems.items())))
 
     def _on_bundles(self, bundles: JwtBundleSet) -> None:
         with self._lock:
