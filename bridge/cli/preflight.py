@@ -9,7 +9,8 @@
   unlink it and take its clients. A socket nobody answers on is a leftover and is fine;
   for `check`, the bridge running this very config file is fine too.
 - `outputs.directory` (or a parent) is a shared directory, such as /tmp or /dev/shm
-  itself: `run` would chmod it 0700 (`outputs.atomic.trust_problem`).
+  itself: `run` would chmod it 0700 (`outputs.atomic.trust_problem`; `run` refuses it
+  when it prepares the directory, with the owner rules too).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def preflight(config: Config, config_path: Path, *, starting: bool) -> list[Conf
     for a bridge already serving this config: two daemons must not share a socket)."""
     problems: list[ConfigProblem] = []
     directory = config.outputs.directory
-    if problem := atomic.trust_problem(directory, owners=starting):
+    # `run` checks the directory when it prepares it (a runtime failure, exit 1, also on
+    # reload); `check` with the mode rules only: it may run as another user.
+    if not starting and (problem := atomic.trust_problem(directory, owners=False)):
         problems.append(ConfigProblem("outputs.directory", problem))
     for key, endpoint in config.metadata.endpoints:
         token_file = getattr(endpoint, "token_file", None)
