@@ -132,7 +132,7 @@ def _client_host(v: str) -> str | None:
 
 def clip(v: str) -> str:
     """A user value for a message: repr'd (control characters shown) and at most 80 chars."""
-    text = repr(v)
+    text = repr(v[:81])  # never the repr of a whole multi-megabyte value
     return text if len(text) <= 80 else text[:77] + "..."
 
 
