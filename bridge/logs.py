@@ -83,6 +83,14 @@ class Redactor:
         return _JWT.sub(_MASK, text)
 
 
+def bounded(text: str, limit: int = 300) -> str:
+    """A remote service's description, fit for a message: whitespace collapsed, anything
+    shaped like a JWT masked *before* cutting (a cut token no longer looks like one), and
+    at most `limit` characters, with an ellipsis when cut."""
+    text = _JWT.sub(_MASK, " ".join(text.split()))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class RedactingFilter(logging.Filter):
     """Renders each record once, redacted, so no handler sees the raw arguments."""
 

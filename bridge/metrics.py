@@ -57,6 +57,11 @@ class Metrics:
         self.workload_api_up = Gauge(
             _P + "workload_api_up", "1 when the Workload API answered the last call.",
             registry=registry)
+        # reason: no_kid | unsupported_kty | malformed_key | duplicate_kid | malformed_bundle
+        self.bundle_keys_skipped = Counter(
+            _P + "bundle_keys_skipped_total", "JWT bundle keys (or whole trust-domain "
+            "documents: malformed_bundle) skipped as unusable, per bundle update received.",
+            ["reason"], registry=registry)
         self.grpc_requests = Counter(
             _P + "grpc_requests_total", "gRPC API requests by method and status code.",
             ["method", "code"], registry=registry)

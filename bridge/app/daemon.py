@@ -34,6 +34,7 @@ from bridge.serving.health import HealthServer
 from bridge.serving.metadata import LocalTokens, MetadataContext
 from bridge.skew import ClockSkew
 from bridge.sources import SvidSource
+from bridge.sources.bundles import SKIP_REASONS
 from bridge.sources.workload_api import WorkloadApiSource
 from bridge.store import CredentialStore
 
@@ -90,12 +91,15 @@ def build(config: Config, *, clock: Clock | None = None,
         del listeners[1:]  # the previous scheduler's; ours joins below
     else:
         listeners = [lambda up: metrics.workload_api_up.set(1 if up else 0)]
+    for reason in SKIP_REASONS:  # zeros from the start, so increase() sees the first
+        metrics.bundle_keys_skipped.labels(reason)
     if source is None:
         metrics.workload_api_up.set(0)
         source = WorkloadApiSource(
             config.workload_api.socket, timeout=config.workload_api.timeout, now=clock.time,
             monotonic=clock.monotonic, cloud_now=skew.cloud_now,
-            on_up=lambda up: _tell(listeners, up))
+            on_up=lambda up: _tell(listeners, up),
+            on_skipped=lambda reason, n: metrics.bundle_keys_skipped.labels(reason).inc(n))
     kept: set[str] = set()
     if previous is not None:
         store = previous.store

@@ -8,12 +8,12 @@ clear line each on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from bridge import __version__
 from bridge.cli.commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, check, dev, once, run
+from bridge.cli.output import say
 from bridge.cli.readers import add_daemon_arguments, credential_process, status
 from bridge.errors import BridgeError, ConfigError
 
@@ -24,13 +24,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"spiffe-bridge: invalid configuration ({len(exc.problems)} problem"
-              f"{'s' if len(exc.problems) != 1 else ''}):", file=sys.stderr)
+        say(f"spiffe-bridge: invalid configuration ({len(exc.problems)} problem"
+            f"{'s' if len(exc.problems) != 1 else ''}):", err=True)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            say(f"  {problem}", err=True)
         return EXIT_USAGE
     except BridgeError as exc:
-        print(f"spiffe-bridge: {exc}", file=sys.stderr)
+        say(f"spiffe-bridge: {exc}", err=True)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK

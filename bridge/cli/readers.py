@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from bridge.cli.commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from bridge.cli.output import say
 from bridge.config import DEFAULT_CALLER_AUDIENCE, load_config
 
 if TYPE_CHECKING:
@@ -69,10 +70,10 @@ def status(args: argparse.Namespace) -> int:
     with _client(args, located[0]) as client:
         targets = client.list_targets()
     now = datetime.now(UTC).timestamp()
-    print(f"{'TARGET':<24} {'CLOUD':<5} {'STATE':<8} {'EXPIRES IN':>10}  LAST ERROR")
+    say(f"{'TARGET':<24} {'CLOUD':<5} {'STATE':<8} {'EXPIRES IN':>10}  LAST ERROR")
     for t in targets:
         left = f"{(t.expires_at - now) / 60:.0f}m" if t.expires_at else "-"
-        print(f"{t.name:<24} {t.cloud:<5} {t.state.value:<8} {left:>10}  {t.last_error}")
+        say(f"{t.name:<24} {t.cloud:<5} {t.state.value:<8} {left:>10}  {t.last_error}")
     if not targets:
         print("(no target this caller may read)")
     healthy = all(t.state.value != "expired" for t in targets)

@@ -11,7 +11,7 @@ Each cloud's own keys are read by the cloud (`bridge.clouds.<cloud>.config`).
 
 from __future__ import annotations
 
-from bridge.config.loader import load_config, parse_config
+from bridge.config.loader import file_warnings, load_config, parse_config
 from bridge.config.schema import (
     DEFAULT_HTTP_ADDRESS,
     Config,
@@ -38,6 +38,7 @@ __all__ = [
     "RefreshConfig",
     "TargetConfig",
     "WorkloadApiConfig",
+    "file_warnings",
     "load_config",
     "parse_config",
 ]

@@ -8,10 +8,9 @@ the file sets no socket): the precedence the SPIFFE spec asks of Workload API cl
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
-
-import yaml
 
 from bridge.config.schema import (
     DEFAULT_HTTP_ADDRESS,
@@ -24,6 +23,7 @@ from bridge.config.serving import check_serving, read_grpc, read_metadata
 from bridge.config.targets import check_unique_names, read_target
 from bridge.errors import ConfigError, ConfigProblem
 from bridge.schema import Problems, Section, check_abs_path, check_host_port, check_unix_uri
+from bridge.schema.document import load_document
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -37,16 +37,27 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     return parse_config(text, env=os.environ if env is None else env)
 
 
+def file_warnings(path: str | Path) -> list[str]:
+    """What is unsafe about the config file itself (not an error: the operator may have
+    reasons), one line each: whoever can write it chooses which roles the bridge assumes
+    and who may read them."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    if st.st_mode & 0o022:
+        who = " and ".join(w for bit, w in ((0o020, "group"), (0o002, "others"))
+                           if st.st_mode & bit)
+        return [f"{path} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}): "
+                "whoever can write it chooses the roles and callers; chmod go-w it"]
+    return []
+
+
 def parse_config(text: str, *, env: Mapping[str, str]) -> Config:
     """Validate YAML text against the contract; raise ConfigError listing every problem."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "malformed YAML"
-        # Hidden: the YAML error quotes the document, which may hold an external_id.
-        raise ConfigError([ConfigProblem("", f"not valid YAML{where}: {problem}")]) from None
+    data, document_problems = load_document(text)
+    if document_problems:
+        raise ConfigError(document_problems)
     problems = Problems()
     if data is None:
         problems.add("", "the file is empty")

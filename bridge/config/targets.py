@@ -10,7 +10,7 @@ from bridge.clouds import CLOUDS, HopConfig, cloud_of
 from bridge.clouds.chain import plan
 from bridge.config.schema import TargetConfig
 from bridge.config.serving import read_allowed_callers, read_serve
-from bridge.schema import Section, check_audience, check_spiffe_id
+from bridge.schema import Section, check_audience, check_spiffe_id, clip
 
 # fullmatch + ASCII: `$` would accept a trailing newline, `\w`/`\d` would accept Unicode.
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
@@ -83,7 +83,7 @@ def check_unique_names(root: Section, named: list[tuple[str, object]]) -> None:
         if not isinstance(name, str):
             continue
         if name in seen:
-            root.problems.add(f"{path}.name", f"duplicate target name {name!r} "
+            root.problems.add(f"{path}.name", f"duplicate target name {clip(name)} "
                               f"(first used at {seen[name]})")
         seen.setdefault(name, path)
 
@@ -91,7 +91,7 @@ def check_unique_names(root: Section, named: list[tuple[str, object]]) -> None:
 def _check_name(v: str) -> str | None:
     if _NAME.fullmatch(v):
         return None
-    return (f"{v!r} is not a valid target name: use 1-63 of [a-z0-9-], "
+    return (f"{clip(v)} is not a valid target name: use 1-63 of [a-z0-9-], "
             "starting and ending with a letter or digit")
 
 

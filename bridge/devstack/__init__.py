@@ -31,6 +31,7 @@ from bridge.devstack.aws import (
 )
 from bridge.devstack.faults import (
     ANY_OPERATION,
+    ECHO_TOKEN,
     FaultSwitches,
     GrpcFailure,
     HttpFailure,
@@ -68,6 +69,7 @@ __all__ = [
     "DEMO_ROLE_MAX_SESSION",
     "DEMO_SERVICE_ACCOUNT",
     "DEMO_SERVICE_ACCOUNT_ID",
+    "ECHO_TOKEN",
     "FETCH_JWT_BUNDLES",
     "FETCH_JWT_SVID",
     "FROM_GCP_ROLE_ARN",

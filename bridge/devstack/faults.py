@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 import grpc
@@ -47,6 +47,18 @@ class HttpFailure:
     status: int
     code: str
     message: str = ""
+
+
+ECHO_TOKEN = "{token}"
+"""In an `HttpFailure` message: replaced by the request's token (STS's WebIdentityToken,
+GCP STS's subject_token), like a service that quotes the request in its error text."""
+
+
+def echoing(failure: HttpFailure, token: str) -> HttpFailure:
+    """`failure` with every ECHO_TOKEN in its message replaced by `token`."""
+    if ECHO_TOKEN not in failure.message:
+        return failure
+    return replace(failure, message=failure.message.replace(ECHO_TOKEN, token))
 
 
 class FaultSwitches(Generic[FailureT]):

@@ -49,6 +49,112 @@ def is_memory_backed(path: Path) -> bool:
     return filesystem_type(path) in _MEMORY_FS
 
 
+def fd_filesystem_type(fd: int, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The fs type of the mount an open fd lives on, found by its device number (the
+    third mountinfo field), not by a path: a symlinked parent re-pointed since the
+    directory was checked cannot make a write land on another filesystem unnoticed."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    try:
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) >= 5 and fields[2] == device and right:
+            return right.split()[0]
+    return None
+
+
+def is_fd_memory_backed(fd: int) -> bool:
+    return fd_filesystem_type(fd) in _MEMORY_FS
+
+
+def trust_problem(path: Path, *, uid: int | None = None, owners: bool = True) -> str | None:
+    """Why directory `path` cannot hold credentials, or None.
+
+    Refused: a directory owned by another uid (it could swap files in, or chmod it
+    back); one that group or others may write (including a shared sticky directory such
+    as /tmp itself: the bridge would have to chmod a system directory); and any
+    ancestor owned by a uid other than root or ours, or writable by group or others
+    unless it is sticky and root's (/tmp, /dev/shm as parents are fine: nobody else can
+    rename our entry in them) or the root of a memory-backed volume (`_is_volume_root`).
+    Both the path as written and its resolved form are checked, so a symlink in a
+    directory someone else controls is refused too. A missing
+    `path` (to be created 0700) has only its ancestors checked. `owners=False` skips the
+    uid rules (`check` may run as another user than the daemon).
+    """
+    me = os.geteuid() if uid is None else uid
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        return f"cannot inspect {path}: {exc.strerror}"
+    if st is not None and (problem := _own_problem(path, st, me, owners=owners)):
+        return problem
+    resolved = Path(os.path.realpath(path))
+    for ancestor in dict.fromkeys([*path.parents, *resolved.parents]):
+        if os.path.lexists(ancestor) and (
+                problem := _ancestor_problem(ancestor, path, me, owners=owners)):
+            return problem
+    return None
+
+
+def _own_problem(path: Path, st: os.stat_result, me: int, *, owners: bool) -> str | None:
+    if owners and st.st_uid != me:
+        return f"{path} is owned by uid {st.st_uid}, not by this process (uid {me})"
+    if st.st_mode & stat.S_ISVTX or st.st_mode & 0o022:
+        return (f"{path} is a directory group or others can write (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); give the bridge a directory of its own "
+                "(it is not chmodded for you)")
+    return None
+
+
+def _ancestor_problem(ancestor: Path, path: Path, me: int, *, owners: bool) -> str | None:
+    try:
+        a = os.stat(ancestor)
+    except OSError as exc:
+        return f"cannot inspect {ancestor}: {exc.strerror}"
+    if owners and a.st_uid not in (0, me):
+        return (f"{ancestor} (a parent of {path}) is owned by uid {a.st_uid}: it could "
+                "swap the directory")
+    sticky_root = a.st_mode & stat.S_ISVTX and a.st_uid == 0
+    if a.st_mode & 0o022 and not sticky_root and not _is_volume_root(ancestor, a):
+        return (f"{ancestor} (a parent of {path}) is writable by group or others (mode "
+                f"{stat.S_IMODE(a.st_mode):04o}): they could swap the directory")
+    return None
+
+
+def _is_volume_root(path: Path, st: os.stat_result) -> bool:
+    """A tmpfs/ramfs mounted right here (a Kubernetes `emptyDir: {medium: Memory}` is
+    created 0777 by the kubelet): who may write in it is decided by who mounts it (the
+    pod's containers), not by its mode; other containers should mount it read-only."""
+    try:
+        parent = os.stat(path.parent)
+    except OSError:
+        return False
+    return parent.st_dev != st.st_dev and filesystem_type(path) in _MEMORY_FS
+
+
+def read_regular(path: Path, *, limit: int = 1024 * 1024) -> bytes:
+    """Up to `limit` bytes of the regular file at `path`, opened without following a
+    symlink at its last component and without blocking (a FIFO planted there must not
+    hang start-up). Raises FileNotFoundError when absent, OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks, left = [], limit
+        while left > 0 and (chunk := os.read(fd, min(left, 65536))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def open_dir(path: Path) -> Iterator[int]:
     """Open a directory without following a symlink at its last component."""

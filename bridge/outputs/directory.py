@@ -115,6 +115,15 @@ class CredentialDirectory:
             except OSError as exc:
                 raise OutputError(f"cannot create {d}: {exc.strerror}",
                                   reason="permission") from exc
+        if problem := atomic.trust_problem(d):
+            raise OutputError(f"refusing the output directory: {problem}", reason="untrusted")
+        try:
+            return self._prepare_checked(d)
+        except OSError as exc:  # e.g. EPERM on a directory we may not chmod: one line
+            raise OutputError(f"cannot prepare {d}: {exc.strerror}",
+                              reason=atomic.os_error_reason(exc)) from exc
+
+    def _prepare_checked(self, d: Path) -> int:
         if not self._allow_non_tmpfs and not atomic.is_memory_backed(d):
             raise OutputError(
                 f"{d} is not on tmpfs/ramfs ({atomic.filesystem_type(d) or 'unknown'}); "
@@ -157,6 +166,7 @@ class CredentialDirectory:
         failures: list[OutputFailure] = []
         try:
             with atomic.open_dir(self.directory) as root:
+                self._check_open(root)
                 os.fchmod(root, atomic.DIR_MODE)
                 for sub in dict.fromkeys([*self._files, *self._shared]):
                     failures += self._apply_subdir(root, sub, statuses, now)
@@ -168,6 +178,20 @@ class CredentialDirectory:
                 f"{self.directory}: {exc.strerror}", retryable=True,
                 reason=atomic.os_error_reason(exc))))
         return failures
+
+    def _check_open(self, root: int) -> None:
+        """What `prepare` checked by path, checked again on the directory actually open:
+        a symlinked parent re-pointed at run time must not send a write to a disk or into
+        a directory someone else owns."""
+        st = os.fstat(root)
+        if st.st_uid != os.geteuid():
+            raise OutputError(f"{self.directory} is now owned by uid {st.st_uid}; not "
+                              "writing into it", reason="untrusted")
+        if not self._allow_non_tmpfs and not atomic.is_fd_memory_backed(root):
+            raise OutputError(
+                f"{self.directory} is now on {atomic.fd_filesystem_type(root) or 'unknown'}, "
+                "not tmpfs/ramfs (a parent re-pointed?); not writing credentials to disk",
+                reason="not_tmpfs")
 
     def _apply_subdir(self, root: int, sub: str, statuses: Mapping[str, TargetStatus],
                       now: float) -> list[OutputFailure]:
@@ -350,14 +374,15 @@ def recover_svids(directory: Path, targets: Iterable[JwtFileTarget], now: float,
         if not t.jwt_file:
             continue
         try:
-            token = (directory / "jwt" / f"{t.name}.jwt").read_text().strip()
+            token = atomic.read_regular(directory / "jwt" / f"{t.name}.jwt",
+                                        limit=64 * 1024).decode().strip()
             claims = jwt.decode(token, options={"verify_signature": False})
             expires, issued = float(claims["exp"]), float(claims.get("iat", now))
             svid = JwtSvid(spiffe_id=str(claims["sub"]), audience=t.audience,
                            expires_at=expires, issued_at=issued, token=token,
                            deadline=mono + expires - now)
         except (OSError, ValueError, KeyError, TypeError, jwt.PyJWTError):
-            continue
+            continue  # absent, not a regular file (a FIFO), unreadable or not a JWT
         if svid.expires_at > now:
             found[t.name] = svid
     return found

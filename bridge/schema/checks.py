@@ -90,20 +90,49 @@ def check_loopback_address(v: str) -> str | None:
 
 
 def check_endpoint(v: str) -> str | None:
-    """An https URL, or plain http to a loopback host (the dev stack, a local proxy)."""
+    """An https URL, or plain http to a loopback host (the dev stack, a local proxy).
+
+    The host judged is the one the HTTP client connects to: urllib3 (under botocore and
+    requests) and urllib.parse must agree on it, so `http://other:80\\@127.0.0.1/`
+    (urllib3 stops the authority at the backslash) cannot pass as loopback. Userinfo and
+    backslashes are refused outright: an endpoint has no use for either.
+    """
+    problem = _endpoint_problem(v)
+    return f"{clip(v)} {problem}" if problem else None
+
+
+def _endpoint_problem(v: str) -> str | None:
+    if "\\" in v:
+        return "must be an https:// URL without backslashes"
     parts = split_url(v)
-    if parts is None:
-        return f"{clip(v)} is not a valid URL"
-    if parts.scheme == "https" and parts.hostname:
+    if parts is None or any(c.isspace() or ord(c) < 0x20 for c in v):
+        return "is not a valid URL"
+    if "@" in parts.netloc:
+        return "must be an https:// URL without userinfo (user@ before the host)"
+    host = _client_host(v)
+    if host is None or (parts.hostname or "") != host:
+        return "is not a valid URL (its host is ambiguous)"
+    if (parts.scheme == "https" and host) or (
+            parts.scheme == "http" and host and is_loopback_host(host)):
         return None
-    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
+    return "must be an https:// URL (plain http is allowed only on loopback)"
+
+
+def _client_host(v: str) -> str | None:
+    """The host urllib3 would connect to (lower case, IPv6 without brackets), or None."""
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url  # deferred: the SDKs' HTTP layer, loaded by them
+
+    try:
+        host = parse_url(v).host
+    except LocationParseError:
         return None
-    return f"{clip(v)} must be an https:// URL (plain http is allowed only on loopback)"
+    return host.strip("[]").lower() if host else None
 
 
 def clip(v: str) -> str:
     """A user value for a message: repr'd (control characters shown) and at most 80 chars."""
-    text = repr(v)
+    text = repr(v[:81])  # never the repr of a whole multi-megabyte value
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -17,6 +18,9 @@ from bridge.errors import ConfigProblem
 T = TypeVar("T")
 
 _DURATION = re.compile(r"(?:(\d{1,6})h)?(?:(\d{1,8})m)?(?:(\d{1,9})s)?", re.ASCII)
+_SHORT_REPR = reprlib.Repr()  # Python 3.11: no keyword arguments yet
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 60
 _MAX_SECONDS = 10**9  # ~31 years: anything larger is a typo, and floats must not overflow
 
 
@@ -40,7 +44,7 @@ def parse_duration(value: object) -> float:
 
 def _show(value: object) -> str:
     """A short, safe rendering of a user value for an error message."""
-    text = repr(value)
+    text = _SHORT_REPR.repr(value)  # bounded: repr() of a huge nested value never ends
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -67,7 +71,8 @@ class Section:
             problems.add(path, f"expected a mapping, got {type(data).__name__}")
 
     def key(self, name: str) -> str:
-        shown = name if name.strip() else repr(name)  # an empty key must still be named
+        # An empty key must still be named; a long one is shown clipped.
+        shown = repr(name[:77]) if len(name) > 80 else name if name.strip() else repr(name)
         return f"{self.path}.{shown}" if self.path else shown
 
     def has(self, name: str) -> bool:

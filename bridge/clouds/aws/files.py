@@ -15,6 +15,7 @@ from pathlib import Path
 from bridge.clouds.aws.material import AwsCredentials
 from bridge.errors import OutputError
 from bridge.model import Credential, parse_utc_iso, utc_iso
+from bridge.outputs.atomic import read_regular
 from bridge.outputs.files import SharedFile, TargetFile, recovered
 
 PROCESS_OUTPUT = "aws_process"
@@ -85,7 +86,7 @@ def read_process_json(directory: Path, target: str) -> dict[str, object]:
     """Read `aws/<target>.json` back (`credential-process --directory`, recovery)."""
     path = directory / "aws" / f"{target}.json"
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular(path))
     except FileNotFoundError as exc:
         raise OutputError(f"no credentials for target {target!r} at {path} "
                           "(is the daemon running, and is the target healthy?)",

@@ -31,6 +31,7 @@ from bridge.clouds.aws.material import AwsCredentials
 from bridge.clouds.aws.session_name import session_name
 from bridge.clouds.base import wrong_input
 from bridge.errors import ExchangeError
+from bridge.logs import bounded
 from bridge.model import IdToken, JwtSvid, Material
 from bridge.skew import ClockSkew, lifetime
 
@@ -219,7 +220,7 @@ def _classify_client_error(exc: botocore.exceptions.ClientError, hop: str) -> Ex
     code = str(error.get("Code", "Unknown"))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     # STS messages name the role, audience or issuer; they carry no token material.
-    message = " ".join(str(error.get("Message", "")).split())[:300]
+    message = bounded(str(error.get("Message", "")))
     if code in _CLOCK_CODES or (code in _SIGNATURE_CODES and _CLOCK_WORDS.search(message)):
         # The request was signed by a wrong clock: retry once the skew is measured (this
         # answer's Date feeds it); not a config error. The operator is told to fix NTP.

@@ -10,6 +10,7 @@ import re
 from google.auth import exceptions
 
 from bridge.errors import ExchangeError
+from bridge.logs import bounded
 
 # RFC 6749 codes from Google STS -> (retryable, reason, fetch a fresh SVID first)
 STS_CODES: dict[str, tuple[bool, str, bool]] = {
@@ -42,7 +43,8 @@ def classify_sts(exc: Exception) -> ExchangeError:
                              code="ConnectionError", retryable=True, reason="unreachable")
     body = _body(exc)
     code = str(body.get("error", "")) if isinstance(body, dict) else ""
-    text = str(body.get("error_description", "")) if isinstance(body, dict) else _short(exc)
+    text = bounded(str(body.get("error_description", ""))) if isinstance(body, dict) else (
+        _short(exc))
     if not code:
         m = re.search(r"Error code (\w+)", str(exc))
         code = m.group(1) if m else type(exc).__name__
@@ -83,7 +85,7 @@ def classify_iam(status: int, raw: object, *, hop: str) -> ExchangeError:
                                               404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED"
                                               }.get(status, "UNAVAILABLE")
     retryable, reason = IAM_STATUS.get(state, (True, "unavailable"))
-    message = " ".join(str(error.get("message", f"HTTP {status}")).split())[:300]
+    message = bounded(str(error.get("message", f"HTTP {status}")))
     return ExchangeError(message, hop=hop, code=state, retryable=retryable, reason=reason)
 
 
@@ -96,5 +98,4 @@ def _body(exc: Exception) -> object:
 
 
 def _short(exc: Exception) -> str:
-    text = " ".join(str(exc.args[0] if exc.args else exc).split())
-    return text[:200]
+    return bounded(str(exc.args[0] if exc.args else exc), 200)

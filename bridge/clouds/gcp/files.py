@@ -15,6 +15,7 @@ from pathlib import Path
 from bridge.clouds.gcp.config import JWT_TOKEN_TYPE, GcpHopConfig
 from bridge.clouds.gcp.material import GcpToken
 from bridge.model import Credential, parse_utc_iso, utc_iso
+from bridge.outputs.atomic import read_regular
 from bridge.outputs.files import TargetFile, recovered
 
 TOKEN_OUTPUT = "gcp_token"  # noqa: S105 - a metric label
@@ -66,7 +67,7 @@ def render_external_account(gcp: GcpHopConfig, jwt_path: Path) -> bytes:
 def recover(directory: Path, name: str, *, now: float, mono: float) -> Credential | None:
     """`gcp/<name>.json` from a previous run, if still valid (else None)."""
     try:
-        doc = json.loads((directory / "gcp" / f"{name}.json").read_text())
+        doc = json.loads(read_regular(directory / "gcp" / f"{name}.json"))
         expires = parse_utc_iso(doc["expiry"])
         gcp = GcpToken(access_token=str(doc["token"]), expires_at=expires,
                        principal=str(doc.get("principal", "")))

@@ -32,6 +32,7 @@ from bridge.devstack.aws.errors import StsError
 from bridge.devstack.aws.roles import IamDirectory
 from bridge.devstack.aws.sessions import IssuedCredentials, SessionStore
 from bridge.devstack.aws.web_identity import assume_role_with_web_identity
+from bridge.devstack.faults import echoing
 from bridge.devstack.jwks import IssuerKeys, JsonFetcher, fetch_json
 
 _log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class AwsStsEmulator(IamDirectory, RecordingEmulator[RecordedRequest]):
         """Fault switches, then routing; raises StsError for every error reply."""
         failure = self.faults.before(action)
         if failure is not None:
-            raise StsError.from_failure(failure)
+            raise StsError.from_failure(echoing(failure, params.get("WebIdentityToken", "")))
         if request.path != "/" or request.method not in ("GET", "POST"):
             raise StsError(404, "NotFound", "Not Found")
         if not action:

@@ -25,6 +25,7 @@ from typing import Any
 
 from bridge.devstack._emulator import RecordingEmulator
 from bridge.devstack._http import HttpRequest, HttpResponse, form_fields
+from bridge.devstack.faults import echoing
 from bridge.devstack.gcp.aws_replay import AwsReplay, replay_signed_request
 from bridge.devstack.gcp.context import GcpContext
 from bridge.devstack.gcp.google_issuer import (
@@ -162,6 +163,8 @@ class GcpEmulator(GcpProject, RecordingEmulator[GoogleRecordedRequest]):
             )
         )
         failure = self.faults.before(operation)
+        if failure is not None:
+            failure = echoing(failure, form.get("subject_token", ""))
         if operation == OP_TOKEN:
             return answer(lambda: token_exchange(self._context, request, form), StsError,
                           failure, self._date_clock())

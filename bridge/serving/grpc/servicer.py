@@ -151,10 +151,14 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
 
     def _authorize(self, name: str, context: grpc.aio.ServicerContext) -> None:
         target = self._targets.get(name)
+        if target is not None and not target.allowed_callers:
+            return
+        if target is None and any(t.allowed_callers for t in self._targets.values()):
+            # Authenticate first: an unknown name and a restricted one answer an
+            # unauthenticated caller alike, so target names cannot be probed.
+            self._caller(context, required=True)
         if target is None:
             raise Denied(grpc.StatusCode.NOT_FOUND, f"no target named {name!r}")
-        if not target.allowed_callers:
-            return
         caller = self._caller(context, required=True)
         if caller is None or not self._may_read(name, caller):
             raise Denied(grpc.StatusCode.PERMISSION_DENIED,

@@ -182,8 +182,24 @@ def test_key_rotation_is_followed_and_a_removed_key_stops_validating(
     wait_for(refused, "the revoked key to stop authenticating", timeout=10, tolerate=(ApiError,))
 
 
-def test_unknown_target_is_not_found(start_bridge: StartBridge, socket_uri: str) -> None:
+def test_unknown_target_is_not_found(start_bridge: StartBridge, stack: DevStack,
+                                     socket_uri: str) -> None:
+    """NOT_FOUND to an authenticated caller, and to anyone when no target is restricted;
+    with restricted targets configured, an unauthenticated caller is first asked for its
+    SVID, as for a restricted name (issue 13: names cannot be probed)."""
     start_bridge()
+    with BridgeClient(socket_uri, svid=lambda: svid(stack)) as client, \
+            pytest.raises(ApiError) as caught:
+        client.get_credential("nope")
+    assert caught.value.code == "NOT_FOUND"
+    with BridgeClient(socket_uri) as client, pytest.raises(ApiError) as anonymous:
+        client.get_credential("nope")
+    assert anonymous.value.code == "UNAUTHENTICATED"
+
+
+def test_unknown_target_is_not_found_when_nothing_is_restricted(
+        start_bridge: StartBridge, stack: DevStack, socket_uri: str) -> None:
+    start_bridge([aws_target(stack, "open")])
     with BridgeClient(socket_uri) as client, pytest.raises(ApiError) as caught:
         client.get_credential("nope")
     assert caught.value.code == "NOT_FOUND"

@@ -29,8 +29,9 @@ from hypothesis import strategies as st
 
 from bridge.devstack import JwtAuthority, WorkloadApiServer
 from bridge.errors import SourceError
+from bridge.jwt_svid import LEEWAY
 from bridge.model import JwtSvid
-from bridge.sources.workload_api import LEEWAY, MAX_SVID_LENGTH, WorkloadApiSource
+from bridge.sources.workload_api import MAX_SVID_LENGTH, WorkloadApiSource
 from tests.support.forge import DROP, Forge
 
 AUD = "sts.amazonaws.com"
