@@ -137,9 +137,8 @@ def _gce_env(world: World) -> dict[str, str]:
 def test_google_auth_get_client_on_gce_metadata(world: World) -> None:
     """GoogleAuth.getClient() with GCE_METADATA_HOST/GCE_METADATA_IP: google-auth-library
     first asks gcp-metadata's isAvailable(), which GETs /computeMetadata/v1/instance
-    (no trailing slash) and takes a 404 as "not on GCE". FAILS TODAY: the bridge's GCE
-    emulation answers 404 there, so the library never uses it ("Could not load the
-    default credentials")."""
+    (no trailing slash) and takes a 404 as "not on GCE" ("Could not load the default
+    credentials"): the emulation answers that directory as the real server does."""
     run = node(world, "gcp-default", consumer_env(world, _gce_env(world)), "--want", "2",
                "--timeout", _t(GCP_LIFETIME * 2))
     assert run.code == 0, run.explain()
@@ -152,7 +151,7 @@ def test_google_auth_get_client_on_gce_metadata(world: World) -> None:
 def test_google_auth_on_gce_metadata_with_detection_skipped(world: World) -> None:
     """The same client with gcp-metadata's documented METADATA_SERVER_DETECTION=
     assume-present, which skips the probe above: everything after detection (token,
-    project ID, email) works against the bridge, so the probe is the only break."""
+    project ID, email) works against the bridge too."""
     env = {**_gce_env(world), "METADATA_SERVER_DETECTION": "assume-present"}
     run = node(world, "gcp-default", consumer_env(world, env), "--want", "2",
                "--timeout", _t(GCP_LIFETIME * 2))
@@ -163,19 +162,25 @@ def test_google_auth_on_gce_metadata_with_detection_skipped(world: World) -> Non
     check_gcp(world, run, want=2)
 
 
-@pytest.mark.parametrize("path", [
-    "/computeMetadata/v1/instance",   # gcp-metadata isAvailable(): metadataAccessor('instance')
-    "/computeMetadata/v1/instance/",
-    "/computeMetadata/v1/project",
-    "/computeMetadata/v1/project/",
-    "/computeMetadata/v1/instance/service-accounts",
+@pytest.mark.parametrize(("path", "flavor"), [
+    ("/", False),                     # Go's metadata.OnGCE pings the root bare
+    ("/computeMetadata", True),
+    ("/computeMetadata/", True),
+    ("/computeMetadata/v1", True),
+    ("/computeMetadata/v1/", True),
+    ("/computeMetadata/v1/instance", True),  # gcp-metadata isAvailable(): 'instance'
+    ("/computeMetadata/v1/instance/", True),
+    ("/computeMetadata/v1/project", True),
+    ("/computeMetadata/v1/project/", True),
+    ("/computeMetadata/v1/instance/service-accounts", True),
 ])
-def test_gce_directory_paths_answer(world: World, path: str) -> None:
+def test_gce_directory_paths_answer(world: World, path: str, flavor: bool) -> None:
     """The metadata server answers its directory paths with and without the trailing
-    slash (a client library probes `instance`); today the bridge 404s the bare ones."""
+    slash (a client library probes `instance`), and the root without the flavor
+    header, each with the reply's `Metadata-Flavor: Google`."""
     conn = http.client.HTTPConnection("127.0.0.1", world.gce_port, timeout=5)
     try:
-        conn.request("GET", path, headers={"Metadata-Flavor": "Google"})
+        conn.request("GET", path, headers={"Metadata-Flavor": "Google"} if flavor else {})
         response = conn.getresponse()
         body = response.read()
     finally:
