@@ -13,6 +13,8 @@
 //	gcp-default    golang.org/x/oauth2/google FindDefaultCredentials (GCE metadata when
 //	               GCE_METADATA_HOST is set, or GOOGLE_APPLICATION_CREDENTIALS).
 //	gcp-json       google.CredentialsFromJSON on -file (the external_account config).
+//	gcp-token-file json.Unmarshal of -file (gcp/<t>.json) into an oauth2.Token, read
+//	               afresh each round; Valid() must hold.
 //
 // GCP modes prove each token with a POST to -check (an IAM generateIdToken URL of the
 // dev emulator, which answers 200 only for a valid, unexpired token it issued).
@@ -48,10 +50,10 @@ import (
 const cloudPlatform = "https://www.googleapis.com/auth/cloud-platform"
 
 var (
-	mode     = flag.String("mode", "aws", "aws | gce-metadata | gcp-default | gcp-json")
+	mode     = flag.String("mode", "aws", "aws | gce-metadata | gcp-default | gcp-json | gcp-token-file")
 	stsURL   = flag.String("sts", "", "STS endpoint for GetCallerIdentity (aws mode)")
 	checkURL = flag.String("check", "", "URL that validates a Google access token (POST, Bearer)")
-	file     = flag.String("file", "", "credentials JSON (gcp-json mode)")
+	file     = flag.String("file", "", "credentials JSON (gcp-json, gcp-token-file modes)")
 	want     = flag.Int("want", 1, "stop after this many distinct credentials")
 	timeout  = flag.Duration("timeout", 30*time.Second, "give up after this long")
 	interval = flag.Duration("interval", 500*time.Millisecond, "pause between rounds")
@@ -228,6 +230,30 @@ func runGceMetadata(ctx context.Context) int {
 	})
 }
 
+// runTokenFile loads the bridge's gcp/<t>.json as Go's own OAuth2 token type, the way a
+// program holding a token file does: no adapter, only encoding/json and oauth2.Token.
+func runTokenFile(ctx context.Context) int {
+	return loop(ctx, func(ctx context.Context) (string, map[string]any) {
+		data, err := os.ReadFile(*file)
+		if err != nil {
+			return "", map[string]any{"event": "error", "stage": "read", "error": err.Error()}
+		}
+		var tok oauth2.Token
+		if err := json.Unmarshal(data, &tok); err != nil {
+			return "", map[string]any{"event": "error", "stage": "parse", "error": err.Error()}
+		}
+		if !tok.Valid() {
+			return "", map[string]any{"event": "error", "stage": "valid",
+				"error": "oauth2.Token not Valid()", "expires": stamp(tok.Expiry)}
+		}
+		fp := fingerprint(tok.AccessToken)
+		fields := map[string]any{"event": "credential", "fp": fp, "expires": stamp(tok.Expiry),
+			"token_type": tok.Type()}
+		check(ctx, &tok, fields)
+		return fp, fields
+	})
+}
+
 func main() {
 	flag.Parse()
 	ctx := context.Background()
@@ -256,6 +282,8 @@ func main() {
 			os.Exit(2)
 		}
 		os.Exit(runTokenSource(ctx, creds.TokenSource, map[string]any{"project_id": creds.ProjectID}))
+	case "gcp-token-file":
+		os.Exit(runTokenFile(ctx))
 	default:
 		emit(map[string]any{"event": "error", "stage": "usage", "error": "unknown -mode " + *mode})
 		os.Exit(2)

@@ -19,13 +19,16 @@
 // --check, the dev emulator's generateIdToken, 200 only for a valid token it issued):
 //   gcp-default    new GoogleAuth().getClient()   (GCE metadata, or GOOGLE_APPLICATION_CREDENTIALS)
 //   gcp-json       new GoogleAuth({keyFilename: --file}).getClient()
+//   gcp-token-file new OAuth2Client().setCredentials(JSON.parse(--file)), the file
+//                  (gcp/<t>.json) read afresh each round
 'use strict';
 
 const crypto = require('node:crypto');
 const { parseArgs } = require('node:util');
 const providers = require('@aws-sdk/credential-providers');
 const { STSClient, GetCallerIdentityCommand } = require('@aws-sdk/client-sts');
-const { GoogleAuth } = require('google-auth-library');
+const fs = require('node:fs');
+const { GoogleAuth, OAuth2Client } = require('google-auth-library');
 
 const CLOUD_PLATFORM = 'https://www.googleapis.com/auth/cloud-platform';
 const { values: opts } = parseArgs({
@@ -163,12 +166,33 @@ async function runGoogle(options) {
   });
 }
 
+// The bridge's gcp/<t>.json handed to google-auth-library's own Credentials type as
+// is: `access_token` and `token_type` are its field names (it has no `expiry` field of
+// this spelling: without `expiry_date` it never considers the token expiring).
+async function runTokenFile() {
+  return loop(async () => {
+    let token;
+    try {
+      const client = new OAuth2Client();
+      client.setCredentials(JSON.parse(fs.readFileSync(opts.file, 'utf8')));
+      ({ token } = await client.getAccessToken());
+    } catch (e) {
+      return [null, { event: 'error', stage: 'token', error: errorText(e) }];
+    }
+    if (!token) return [null, { event: 'error', stage: 'token', error: 'no token' }];
+    const fields = { event: 'credential', fp: fingerprint(token), expires: null };
+    await prove(token, fields);
+    return [fingerprint(token), fields];
+  });
+}
+
 async function main() {
   const env = Object.keys(process.env).filter((k) => /^(AWS_|GCE_|GOOGLE_)/.test(k)).sort();
   emit({ event: 'start', mode: opts.mode, env });
   if (AWS_PROVIDERS[opts.mode]) return runAws(AWS_PROVIDERS[opts.mode]);
   if (opts.mode === 'gcp-default') return runGoogle({});
   if (opts.mode === 'gcp-json') return runGoogle({ keyFilename: opts.file });
+  if (opts.mode === 'gcp-token-file') return runTokenFile();
   emit({ event: 'error', stage: 'usage', error: `unknown --mode ${opts.mode}` });
   return 2;
 }

@@ -148,3 +148,13 @@ def test_oauth2_application_default_credentials_file(world: World) -> None:
     env = {"GOOGLE_APPLICATION_CREDENTIALS": str(world.external_account_file)}
     run = go(world, "gcp-default", consumer_env(world, env), "-want", "1", "-timeout", "20s")
     check_gcp(world, run, want=1, held=_sdk_tokens(world))
+
+
+def test_oauth2_token_json_from_the_token_file(world: World) -> None:
+    """gcp/<t>.json unmarshalled into x/oauth2's own `oauth2.Token` (access_token,
+    token_type, expiry), read afresh each round: Valid(), the bridge's token and expiry,
+    accepted by the emulator, and the next refresh shows up."""
+    run = go(world, "gcp-token-file", consumer_env(world, {}), "-file",
+             str(world.token_json_file), "-want", "2", "-timeout", _s(GCP_LIFETIME * 2))
+    check_gcp(world, run, want=2, tolerance=0.0)
+    assert {e["token_type"] for e in run.credentials} == {"Bearer"}

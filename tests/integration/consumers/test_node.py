@@ -215,3 +215,13 @@ def test_google_auth_application_default_credentials_file(world: World) -> None:
     env = {"GOOGLE_APPLICATION_CREDENTIALS": str(world.external_account_file), **PROJECT_ENV}
     run = node(world, "gcp-default", consumer_env(world, env), "--want", "1", "--timeout", "20")
     check_gcp(world, run, want=1, held=_sdk_tokens(world))
+
+
+def test_oauth2_client_set_credentials_from_the_token_file(world: World) -> None:
+    """gcp/<t>.json passed as is to google-auth-library's OAuth2Client.setCredentials
+    (its `access_token`): the bridge's token, accepted by the emulator; read afresh each
+    round, the next refresh shows up. (That type's expiry is `expiry_date` in ms, which
+    the file does not carry: the client never refreshes by itself.)"""
+    run = node(world, "gcp-token-file", consumer_env(world, {}), "--file",
+               str(world.token_json_file), "--want", "2", "--timeout", _t(GCP_LIFETIME * 2))
+    check_gcp(world, run, want=2, expiry=False)
