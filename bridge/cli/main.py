@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     add_daemon_arguments(c)
     c.set_defaults(func=status)
     c = command("dev", "Run the embedded development stack and the bridge on a demo config.")
-    c.add_argument("--workdir", type=Path, help="where to put sockets, config and outputs")
+    c.add_argument("--workdir", type=Path,
+                   help="where to put sockets, config and credentials (default: new "
+                   "temporary directories)")
+    c.add_argument("--keep", action="store_true",
+                   help="keep the credentials (and temporary directories) on exit")
     c.set_defaults(func=dev)
     return p
