@@ -78,7 +78,7 @@ def need(path: Path, what: str) -> Path:
     """`path` if it exists; else skip (with how to install it), or fail under CI=true."""
     if path.exists():
         return path
-    message = f"{what} not installed at {path}: run `{INSTALL}`"
+    message = f"{what} not installed at {path} (install: {INSTALL})"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -87,7 +87,8 @@ def need(path: Path, what: str) -> Path:
 def need_tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        message = f"`{name}` is not on PATH: the {name} consumers cannot run"
+        message = (f"`{name}` is not on PATH: the {name} consumers cannot run (install: "
+                   f"{name} from the machine's packages, then {INSTALL})")
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -487,7 +488,9 @@ def java(world: World, mode: str, env: Mapping[str, str], want: int = 1,
          timeout: int = 30) -> Run:
     jar = need(JAVA_DIR / "consumer.jar", "the Java consumer")
     classpath = f"{jar}:{JAVA_DIR / 'lib'}/*"
-    return run_consumer(world, [need_tool("java"), "-cp", classpath, "bridgeconsumer.Consumer",
+    # -XX:-UsePerfData: no /tmp/hsperfdata_<user> left behind by the tests
+    return run_consumer(world, [need_tool("java"), "-XX:-UsePerfData", "-cp", classpath,
+                                "bridgeconsumer.Consumer",
                                 mode, world.sts_url, str(want), str(timeout), "500"], env)
 
 
