@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint typecheck unit proto dev clean bench
+.PHONY: install test lint typecheck unit proto dev clean bench tools
 
 $(BIN)/spiffe-bridge: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(BIN)/spiffe-bridge
 ## test: lint, type-check and run every test (unit + integration)
 test: install lint typecheck
 	$(BIN)/pytest -q
+
+## tools: every external tool the tests use (SPIRE, Prometheus, grpcurl, helm, SDK consumers)
+tools:
+	bash tests/tools/install-all.sh
 
 unit: install
 	$(BIN)/pytest -q tests/unit

@@ -149,3 +149,68 @@ def _no_secret_in_logs(request: pytest.FixtureRequest,
         if _SHAPES.search(text) or any(s in text for s in secrets):
             leaks.append(f"{record.name}:{record.levelname}: {text[:200]}")
     assert not leaks, "secret material in log records:\n" + "\n".join(leaks)
+
+
+# -- nothing of ours left in /tmp or /dev/shm ---------------------------------------------
+# Every temporary directory a test process makes there is recorded (tempfile.mkdtemp is
+# how fixtures and helpers make them), and /tmp and /dev/shm are listed before and after
+# for names of ours (`sb…`, `spiffe-bridge…`), which also catches what the daemons and
+# `dev` left. What this process made and left fails the run; a new name of ours made by
+# someone else fails it under CI=true (where nothing else runs) and is only reported
+# locally, where other runs may share the machine.
+_SCRATCH = (Path("/tmp"), Path("/dev/shm"))
+_OURS = re.compile(r"(sb[a-z]*-|spiffe-bridge).*")
+_LEFT = pytest.StashKey[list[str]]()
+
+
+def _ours_in_scratch() -> set[Path]:
+    found: set[Path] = set()
+    for directory in _SCRATCH:
+        with contextlib.suppress(OSError):
+            found.update(p for p in directory.iterdir() if _OURS.fullmatch(p.name))
+    return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _nothing_left_in_scratch(request: pytest.FixtureRequest) -> Iterator[None]:
+    before = _ours_in_scratch()
+    made: list[Path] = []
+    original = tempfile.mkdtemp
+
+    def recording(*args: Any, **kwargs: Any) -> str:
+        path: str = original(*args, **kwargs)
+        made.append(Path(path))
+        return path
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "mkdtemp", recording)
+        yield
+    mine = sorted(str(p) for p in made if p.parent in _SCRATCH and p.exists())
+    others = sorted(str(p) for p in _ours_in_scratch() - before if str(p) not in mine)
+    if os.environ.get("CI") == "true":
+        mine, others = mine + others, []
+    request.config.stash[_LEFT] = others
+    assert not mine, f"tests left {len(mine)} of our directories behind: {', '.join(mine)}"
+
+
+# -- the closing summary: tests skipped for a missing tool --------------------------------
+_INSTALL_MARK = "(install: "  # every missing-tool skip names its installer so
+INSTALL_ALL = "make tools"  # tests/tools/install-all.sh: what .ci/run installs
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> None:
+    """How many tests a missing tool skipped, and the one command that installs them all;
+    entries of ours that appeared in /tmp or /dev/shm from elsewhere (local runs)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    missing = [r for r in skipped if _INSTALL_MARK in str(getattr(r, "longrepr", ""))]
+    if missing:
+        terminalreporter.write_sep("-", "missing tools")
+        terminalreporter.write_line(f"{len(missing)} test{'s' if len(missing) != 1 else ''} "
+                                    f"skipped for a missing tool; install them all with: "
+                                    f"{INSTALL_ALL}")
+    others = config.stash.get(_LEFT, [])
+    if others:
+        terminalreporter.write_line(f"note: {len(others)} new name(s) of ours in /tmp or "
+                                    "/dev/shm not made by this process (another run's, or a "
+                                    f"daemon's): {', '.join(others)}")

@@ -88,5 +88,5 @@ def dev(args: argparse.Namespace) -> int:
     from bridge.devstack.demo import run_demo
 
     setup_logging(_REDACTOR, level=args.log_level, fmt=args.log_format)
-    return int(run_demo(args.workdir, redactor=_REDACTOR))
+    return int(run_demo(args.workdir, redactor=_REDACTOR, keep=args.keep))
 

@@ -36,9 +36,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+DESCRIPTION = """\
+Turns SPIFFE JWT-SVIDs (from a SPIRE agent's Workload API) into fresh cloud
+credentials: AWS sessions (AssumeRoleWithWebIdentity, role chains) and GCP access
+tokens (workload identity federation, service-account impersonation), cross-cloud
+chains too. The daemon keeps each target's credentials fresh and hands them out as
+files on tmpfs (AWS shared credentials and credential_process JSON, GCP token files,
+external_account configs, the JWT-SVID), over a gRPC API, through the AWS container /
+IMDSv2 and GCE metadata endpoints SDKs already read, with Prometheus metrics and
+health endpoints."""
+
+EPILOG = """\
+Try it without a cloud: `spiffe-bridge dev` runs the development stack (emulated
+agent, AWS STS, Google STS/IAM) and the bridge, and prints what to paste. For real:
+`spiffe-bridge check --config F`, then `spiffe-bridge run --config F`.
+`spiffe-bridge COMMAND --help` describes each command; the README, every config key."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spiffe-bridge", description=(
-        "Turns SPIFFE JWT-SVIDs into fresh AWS credentials (files, metrics)."))
+    p = argparse.ArgumentParser(prog="spiffe-bridge", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"spiffe-bridge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -68,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     add_daemon_arguments(c)
     c.set_defaults(func=status)
     c = command("dev", "Run the embedded development stack and the bridge on a demo config.")
-    c.add_argument("--workdir", type=Path, help="where to put sockets, config and outputs")
+    c.add_argument("--workdir", type=Path,
+                   help="where to put sockets, config and credentials (default: new "
+                   "temporary directories)")
+    c.add_argument("--keep", action="store_true",
+                   help="keep the credentials (and temporary directories) on exit")
     c.set_defaults(func=dev)
     return p

@@ -5,7 +5,8 @@ speak the gRPC API through `bridge.client`. When `--workload-api` (or
 $SPIFFE_ENDPOINT_SOCKET) names an agent, they send this process's own JWT-SVID, so
 targets with `allowed_callers` work too. `credential-process --directory DIR` reads the
 files instead, and `--config` falls back to them when no daemon socket exists (after
-`once` in an init container).
+`once` in an init container). A daemon that is not there, or a target it (or the
+config) does not have, is one line naming the socket or the target.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from bridge.cli.commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from bridge.cli.output import say
 from bridge.config import DEFAULT_CALLER_AUDIENCE, load_config
+from bridge.errors import ApiError
 
 if TYPE_CHECKING:
     from bridge.client import BridgeClient
@@ -46,18 +48,28 @@ def credential_process(args: argparse.Namespace) -> int:
         print("spiffe-bridge: credential-process needs --config, --socket or --directory",
               file=sys.stderr)
         return EXIT_USAGE
-    socket, directory = located
-    if directory is not None and not Path(urlsplit(socket).path).exists():
+    socket, directory, names = located
+    if names is not None and args.target not in names:
+        return _fail(f"unknown target {args.target!r} (the config's targets: "
+                     f"{', '.join(names) or 'none'})")
+    if directory is not None and not _listening(socket):
+        if not (directory / "aws" / f"{args.target}.json").exists():
+            return _fail(f"daemon not running at {socket}, and {directory} holds no "
+                         f"credentials for {args.target!r} (from `once`)")
         return _from_files(directory, args.target)
+    return _from_daemon(args, socket)
+
+
+def _from_daemon(args: argparse.Namespace, socket: str) -> int:
     with _client(args, socket) as client:
-        served = client.get_credential(args.target)
+        served = _ask(lambda: client.get_credential(args.target), socket, args.target)
+    if served is None:
+        return EXIT_FAILURE
     from bridge.clouds.aws import AwsCredentials
     from bridge.clouds.aws.files import process_json
 
     if not isinstance(served.material, AwsCredentials) or served.expires_at is None:
-        print(f"spiffe-bridge: target {args.target!r} does not hold AWS credentials",
-              file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"target {args.target!r} does not hold AWS credentials")
     sys.stdout.write(json.dumps(process_json(served.material, served.expires_at)))
     return EXIT_OK
 
@@ -67,8 +79,13 @@ def status(args: argparse.Namespace) -> int:
     if located is None:
         print("spiffe-bridge: status needs --config or --socket", file=sys.stderr)
         return EXIT_USAGE
-    with _client(args, located[0]) as client:
-        targets = client.list_targets()
+    socket = located[0]
+    if not _listening(socket):
+        return _fail(f"daemon not running at {socket}")
+    with _client(args, socket) as client:
+        targets = _ask(client.list_targets, socket)
+    if targets is None:
+        return EXIT_FAILURE
     now = datetime.now(UTC).timestamp()
     say(f"{'TARGET':<24} {'CLOUD':<5} {'STATE':<8} {'EXPIRES IN':>10}  LAST ERROR")
     for t in targets:
@@ -80,16 +97,46 @@ def status(args: argparse.Namespace) -> int:
     return EXIT_OK if healthy else EXIT_FAILURE
 
 
-def _locate(args: argparse.Namespace) -> tuple[str, Path | None] | None:
-    """The daemon's socket, and its output directory when the config says."""
+def _locate(args: argparse.Namespace) -> tuple[str, Path | None, tuple[str, ...] | None] | None:
+    """The daemon's socket, and its output directory and target names when the config
+    says."""
     if args.socket:
-        return args.socket, None
+        return args.socket, None, None
     if args.config is None:
         return None
     config = load_config(args.config)
     if args.audience is None:
         args.audience = config.grpc.caller_audience
-    return config.grpc.socket, config.outputs.directory
+    return config.grpc.socket, config.outputs.directory, tuple(t.name for t in config.targets)
+
+
+def _listening(socket: str) -> bool:
+    """False when a unix socket's file is not there (no daemon); other addresses: True."""
+    parts = urlsplit(socket)
+    return parts.scheme != "unix" or Path(parts.path).exists()
+
+
+T = TypeVar("T")
+
+
+def _ask(call: Callable[[], T], socket: str, target: str | None = None) -> T | None:
+    """`call()`; None (after one line on stderr) when no daemon answers at `socket` or it
+    has no such target. Other API errors propagate (main prints them)."""
+    try:
+        return call()
+    except ApiError as exc:
+        if exc.code == "UNAVAILABLE" and "connect" in str(exc):
+            _fail(f"daemon not running at {socket}")
+        elif exc.code == "NOT_FOUND" and target is not None:
+            _fail(f"unknown target {target!r} (the daemon at {socket} has none of that name)")
+        else:
+            raise
+    return None
+
+
+def _fail(message: str) -> int:
+    print(f"spiffe-bridge: {message}", file=sys.stderr)
+    return EXIT_FAILURE
 
 
 def _client(args: argparse.Namespace, socket: str) -> BridgeClient:

@@ -20,6 +20,7 @@ from bridge.clouds.base import (
     HopConfig,
     HopContext,
     Link,
+    LinkProblem,
     Target,
     wrong_input,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "HopConfig",
     "HopContext",
     "Link",
+    "LinkProblem",
     "Target",
     "cloud_of",
     "endpoints",

@@ -79,6 +79,15 @@ class Link(enum.Enum):
     TOKEN = "token"  # noqa: S105 - an ID token the previous hop mints for this audience
 
 
+@dataclass(frozen=True, slots=True)
+class LinkProblem:
+    """The rule that forbids a hop after the one before; `key` is the hop's own key at
+    fault (`duration`), when one is, so the config check names it."""
+
+    message: str
+    key: str | None = None
+
+
 class Hop(Protocol):
     """A runtime hop: blocking (the SDKs are), run in a worker thread."""
 
@@ -157,7 +166,7 @@ class Cloud(Protocol):
         """The `<cloud>:` section of one `chain:` element."""
         ...
 
-    def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | str:
+    def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | LinkProblem:
         """How `hop` (of this cloud) is fed after `prev`, or the rule that forbids it."""
         ...
 

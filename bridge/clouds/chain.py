@@ -14,9 +14,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bridge.clouds import CloudSession, Hop, HopConfig, Link, cloud_of
+from bridge.clouds import CloudSession, Hop, HopConfig, Link, LinkProblem, cloud_of
 
 MAX_CHAIN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ChainProblem:
+    """A rule a chain breaks: at hop `hop` (0-based; None: the chain as a whole), and
+    the hop's own `key` when the rule is about one (the config check names the path)."""
+
+    hop: int | None
+    message: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return self.message if self.hop is None else f"hop {self.hop + 1} of the chain: " \
+            f"{self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,23 +41,23 @@ class Step:
     link: Link
 
 
-def plan(hops: Sequence[HopConfig]) -> tuple[list[Step], list[str]]:
+def plan(hops: Sequence[HopConfig]) -> tuple[list[Step], list[ChainProblem]]:
     """The steps of a chain, and every rule it breaks (empty when it may run)."""
-    problems: list[str] = []
+    problems: list[ChainProblem] = []
     if len(hops) > MAX_CHAIN:
-        problems.append(f"at most {MAX_CHAIN} hops in all, got {len(hops)}")
+        problems.append(ChainProblem(None, f"at most {MAX_CHAIN} hops in all, got {len(hops)}"))
     steps: list[Step] = []
     prev: HopConfig | None = None
     for i, hop in enumerate(hops):
         cloud = cloud_of(hop)
-        where = f"hop {i + 1} of the chain"
         link = cloud.link(prev, hop)
-        if isinstance(link, str):
-            problems.append(f"{where}: {link}")
+        if isinstance(link, LinkProblem):
+            problems.append(ChainProblem(i, link.message, link.key))
         elif link is Link.TOKEN and prev is not None:
             minter = cloud_of(prev)
             if why := minter.mint_problem(prev):
-                problems.append(f"{where}: an {cloud.title} hop after {minter.title} {why}")
+                problems.append(ChainProblem(
+                    i, f"an {cloud.title} hop after {minter.title} {why}"))
             steps.append(Step(hop, link))
         else:
             steps.append(Step(hop, link))
@@ -58,7 +72,7 @@ def build_hops(hops: Sequence[HopConfig], sessions: Mapping[str, CloudSession]) 
     """
     steps, problems = plan(hops)
     if problems:
-        raise ValueError("; ".join(problems))
+        raise ValueError("; ".join(map(str, problems)))
     runtime: list[Hop] = []
     for i, step in enumerate(steps):
         if step.link is Link.TOKEN:

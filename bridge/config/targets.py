@@ -23,25 +23,30 @@ def read_target(s: Section) -> TargetConfig | None:
     allowed_callers = read_allowed_callers(s)
     serve = read_serve(s)
     present = [c for c in CLOUDS.values() if s.has(c.name)]
-    for extra in present[1:]:
-        s.error(extra.name, f"a target starts with one cloud: use one of "
-                f"{_cloud_keys()}, and `chain` for further hops")
+    if len(present) != 1:  # one message for both mistakes, at the target
+        found = ", ".join(f"`{c.name}`" for c in present)
+        s.problems.add(s.path, f"a target needs exactly one of {_cloud_keys(' or ')} " + (
+            f"(found {found}); further hops go in `chain`" if found else "(found none)"))
     hops: list[HopConfig | None] = []
-    if present:
-        section = s.section(present[0].name)
+    paths: list[str] = []  # each hop's own mapping, relative to the target
+    if len(present) == 1:
+        cloud = present[0].name
+        section = s.section(cloud)
         hops += present[0].read_section(section)
         section.finish()
-    else:
-        s.error(next(iter(CLOUDS)), "is required: a target needs a cloud section "
-                f"({_cloud_keys(' or ')})")
-    for extra in present[1:]:
-        s.raw(extra.name)
-    hops += [_read_chain_hop(c) for c in s.items("chain")]
+        # a section's further hops are its `chain` shorthand (aws.chain)
+        paths += [cloud] + [f"{cloud}.chain[{k}]" for k in range(len(hops) - 1)]
+    for extra in present if len(present) > 1 else ():
+        s.raw(extra.name)  # said above; not unknown keys too
+    for j, c in enumerate(s.items("chain")):
+        hop = _read_chain_hop(c)
+        hops.append(hop)
+        paths.append(f"chain[{j}].{hop.cloud}" if hop is not None else f"chain[{j}]")
     first = hops[0] if hops else None
     audience = s.get("audience", str, first.audience if first else "", check=check_audience)
     complete = [h for h in hops if h is not None]
     if first is not None and len(complete) == len(hops):
-        _check_chain(s, complete, jwt_file=jwt_file)
+        _check_chain(s, complete, paths, jwt_file=jwt_file)
     s.finish()
     if not name or first is None or len(complete) != len(hops):
         return None
@@ -66,10 +71,15 @@ def _read_chain_hop(c: Section) -> HopConfig | None:
     return hop
 
 
-def _check_chain(s: Section, hops: list[HopConfig], *, jwt_file: bool) -> None:
+def _check_chain(s: Section, hops: list[HopConfig], paths: list[str], *,
+                 jwt_file: bool) -> None:
+    """Each rule the chain breaks, at the hop (and key) it is about."""
     _, problems = plan(hops)
     for problem in problems:
-        s.error("chain", problem)
+        if problem.hop is None:
+            s.error("chain", problem.message)
+        else:
+            s.error(".".join(filter(None, (paths[problem.hop], problem.key))), problem.message)
     for position, hop in enumerate(hops):
         for key, message in cloud_of(hop).hop_problems(hop, position=position,
                                                         jwt_file=jwt_file):

@@ -1,12 +1,17 @@
 """`spiffe-bridge dev`: the dev stack plus the real daemon on a demo config. DEVELOPMENT ONLY.
 
 Starts the emulators on loopback, writes a config that points the bridge at them, runs
-the same daemon `run` runs, and prints what a user needs to try the credentials.
+the same daemon `run` runs, and prints what a user needs to try the credentials: the
+commands name this interpreter and its `spiffe-bridge` by absolute path, so they work
+pasted into a new shell with no virtualenv activated. On exit the credentials (and the
+temporary directories it made) are removed unless `keep`: a demo leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shlex
+import shutil
 import socket
 import sys
 import tempfile
@@ -39,13 +44,16 @@ def _free_port(preferred: int) -> int:
     raise OSError("no free loopback port")
 
 
-def write_demo_config(stack: DevStack, workdir: Path) -> Path:
+def write_demo_config(stack: DevStack, workdir: Path, *, outputs: Path | None = None) -> Path:
     """A config against the stack's emulators: an AWS target (plus its JWT file), a GCP
-    target impersonating a service account, and an AWS->GCP chain."""
-    shm = Path("/dev/shm")
-    on_tmpfs = shm.is_dir() and is_memory_backed(shm)
-    outputs = Path(tempfile.mkdtemp(prefix="spiffe-bridge-dev-", dir=shm)) / "creds" \
-        if on_tmpfs else workdir / "creds"
+    target impersonating a service account, and an AWS->GCP chain. The credentials go
+    to `outputs`, else to a new directory on /dev/shm (else `workdir/creds`)."""
+    if outputs is None:
+        shm = Path("/dev/shm")
+        outputs = Path(tempfile.mkdtemp(prefix="spiffe-bridge-dev-", dir=shm)) / "creds" \
+            if shm.is_dir() and is_memory_backed(shm) else workdir / "creds"
+    outputs.parent.mkdir(parents=True, exist_ok=True)
+    on_tmpfs = is_memory_backed(outputs.parent)
     doc = {
         "workload_api": {"socket": stack.workload_socket_uri, "timeout": "5s"},
         "outputs": {"directory": str(outputs), "allow_non_tmpfs": not on_tmpfs},
@@ -75,9 +83,21 @@ def write_demo_config(stack: DevStack, workdir: Path) -> Path:
     return path
 
 
-def usage(config_path: Path, stack: DevStack) -> str:
+def shell_commands() -> tuple[str, str]:
+    """(python, spiffe-bridge) as shell words naming this interpreter's files by
+    absolute path: pasted into a shell without the virtualenv, they still run these."""
+    python = Path(sys.executable)
+    script = python.parent / "spiffe-bridge"
+    cli = shlex.quote(str(script)) if script.is_file() else f"{shlex.quote(str(python))} -m bridge"
+    return shlex.quote(str(python)), cli
+
+
+def usage(config_path: Path, stack: DevStack, *, keep: bool = False) -> str:
     config = load_config(config_path)
     out = config.outputs.directory
+    python, cli = shell_commands()
+    q = shlex.quote
+    kept = "kept on exit: --keep" if keep else "removed on exit; --keep keeps them"
     return f"""
 spiffe-bridge dev is running (development stack: emulators on loopback, not real clouds)
 
@@ -91,28 +111,44 @@ spiffe-bridge dev is running (development stack: emulators on loopback, not real
                                {out}/jwt/demo.jwt     (the JWT-SVID itself)
                                {out}/gcp/demo-gcp.token  {out}/gcp/demo-gcp.json
                                {out}/gcp/demo-aws-to-gcp.json  (AWS -> GCP chain)
+                               ({kept})
   gRPC API:                    {config.grpc.socket}
   Metrics / health:            http://{config.http_address}/metrics  /healthz  /readyz
 
 Try it in another shell:
-  export AWS_SHARED_CREDENTIALS_FILE={out}/aws/credentials AWS_PROFILE=demo
-  python -c "import boto3; print(boto3.Session().get_credentials().get_frozen_credentials())"
-  spiffe-bridge credential-process --target demo --config {config_path}
-  spiffe-bridge status --config {config_path}
+  export AWS_SHARED_CREDENTIALS_FILE={q(str(out / "aws" / "credentials"))} AWS_PROFILE=demo
+  {python} -c "import boto3; print(boto3.Session().get_credentials().get_frozen_credentials())"
+  {cli} credential-process --target demo --config {q(str(config_path))}
+  {cli} status --config {q(str(config_path))}
   curl -s http://{config.http_address}/readyz
 
 Press Ctrl-C to stop.
 """
 
 
-def run_demo(workdir: Path | None, *, redactor: Redactor) -> int:
-    """Run until SIGINT/SIGTERM; returns the exit code."""
-    base = workdir or Path(tempfile.mkdtemp(prefix="sbdev-", dir="/tmp"))
+def run_demo(workdir: Path | None, *, redactor: Redactor, keep: bool = False) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit code.
+
+    With `workdir`, everything (sockets, config, credentials in `workdir/creds`) is
+    there; else in new temporary directories. Unless `keep`, the credentials and the
+    temporary directories are removed on the way out, whatever the way.
+    """
+    base = (workdir or Path(tempfile.mkdtemp(prefix="sbdev-", dir="/tmp"))).absolute()
     base.mkdir(parents=True, exist_ok=True)
-    with DevStack(base / "stack") as stack:
-        config_path = write_demo_config(stack, base)
-        config = load_config(config_path)
-        print(usage(config_path, stack), flush=True)
-        asyncio.run(run_until_signalled(config_path, config, redactor=redactor))
-    print("spiffe-bridge dev stopped", file=sys.stderr)
+    made: list[Path] = [] if workdir else [base]
+    try:
+        with DevStack(base / "stack") as stack:
+            config_path = write_demo_config(stack, base,
+                                            outputs=base / "creds" if workdir else None)
+            config = load_config(config_path)
+            outputs = config.outputs.directory
+            made.append(outputs if outputs.parent == base else outputs.parent)
+            print(usage(config_path, stack, keep=keep), flush=True)
+            asyncio.run(run_until_signalled(config_path, config, redactor=redactor))
+    finally:
+        if not keep:
+            for path in made:
+                shutil.rmtree(path, ignore_errors=True)
+    gone = "kept" if keep else "removed"
+    print(f"spiffe-bridge dev stopped; credentials {gone}", file=sys.stderr)
     return 0

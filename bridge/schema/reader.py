@@ -8,6 +8,7 @@ traceback.
 
 from __future__ import annotations
 
+import difflib
 import re
 import reprlib
 from collections.abc import Callable, Iterator
@@ -125,10 +126,10 @@ class Section:
             self.error(name, str(exc))
             return default
         if seconds < minimum:
-            self.error(name, f"must be at least {_human(minimum)}, got {_human(seconds)}")
+            self.error(name, f"must be at least {_human(minimum)}, got {_written(value)}")
             return default
         if maximum is not None and seconds > maximum:
-            self.error(name, f"must be at most {_human(maximum)}, got {_human(seconds)}")
+            self.error(name, f"must be at most {_human(maximum)}, got {_written(value)}")
             return default
         return seconds
 
@@ -160,10 +161,32 @@ class Section:
         return list(value)
 
     def finish(self) -> None:
-        """Report every key that was present but never read."""
+        """Report every key that was present but never read, with the known key it is
+        closest to (`output` -> `outputs`, `rolearn` -> `role_arn`)."""
         for name in self._data:
             if name not in self._seen:
-                self.problems.add(self.key(str(name)), "unknown key")
+                near = _near_miss(str(name), self._seen)
+                self.problems.add(self.key(str(name)), "unknown key" + (
+                    f" (did you mean `{near}`?)" if near else ""))
+
+
+def _near_miss(name: str, known: set[str]) -> str | None:
+    """The known key `name` most likely misspells: the same but for case, `_` and `-`,
+    else the closest by difflib's ratio (at least 0.75)."""
+    def bare(key: str) -> str:
+        return key.lower().replace("_", "").replace("-", "")
+
+    same = sorted(k for k in known if bare(k) == bare(name))
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(name.lower(), sorted(known), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _written(value: object) -> str:
+    """A duration as the user wrote it (`300s` stays `300s`, not `5m`)."""
+    text = value.strip() if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _kind_name(kind: type) -> str:

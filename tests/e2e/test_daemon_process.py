@@ -56,6 +56,7 @@ def test_dev_runs_the_demo_until_ctrl_c(short_dir: Path) -> None:
     assert code == 0, err
     assert "AWS_SHARED_CREDENTIALS_FILE" in out
     assert "Traceback" not in err
+    assert not creds.exists(), "dev left its credentials behind"
 
 
 def test_run_serves_metrics_and_stops_cleanly_on_sigterm(stack: DevStack,

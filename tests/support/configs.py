@@ -106,6 +106,11 @@ MALFORMED: list[Bad] = [
         (("workload_api", "sockets"), FILE_SOCKET)),
     bad("unknown-target-key", "targets[1].role_arn", "unknown key",
         ((*T1, "role_arn"), "arn:aws:iam::444455556666:role/audit")),
+    bad("near-miss-top-level-key", "output", r"unknown key \(did you mean `outputs`\?\)",
+        (("output",), {"directory": "/run/spiffe-bridge"})),
+    bad("near-miss-nested-key", "targets[0].aws.rolearn",
+        r"unknown key \(did you mean `role_arn`\?\)",
+        ((*T0, "aws", "rolearn"), "arn:aws:iam::111122223333:role/etl-loader")),
     # role ARNs
     bad("arn-user", "targets[1].aws.role_arn", NOT_ROLE_ARN,
         (ARN1, "arn:aws:iam::444455556666:user/bob")),
@@ -142,6 +147,10 @@ MALFORMED: list[Bad] = [
         (("workload_api", "timeout"), 10**400)),
     bad("aws-duration-below-15m", "targets[0].aws.duration", "at least 15m",
         ((*T0, "aws", "duration"), "14m")),
+    bad("aws-duration-shown-as-written", "targets[0].aws.duration", "at least 15m, got 300s",
+        ((*T0, "aws", "duration"), "300s")),
+    bad("aws-duration-integer-shown-as-written", "targets[0].aws.duration",
+        "at least 15m, got 600$", ((*T0, "aws", "duration"), 600)),
     bad("aws-duration-above-12h", "targets[0].aws.duration", "at most 12h",
         ((*T0, "aws", "duration"), "13h")),
     # target names
@@ -208,23 +217,39 @@ MALFORMED: list[Bad] = [
         (T1, {**GCP_TARGET, "gcp": {**GCP_TARGET["gcp"], "scopes": ["cloud-platform"]}})),
     bad("gcp-lifetime-above-12h", "targets[1].gcp.lifetime", "at most 12h",
         (T1, {**GCP_TARGET, "gcp": {**GCP_TARGET["gcp"], "lifetime": "13h"}})),
-    bad("gcp-and-aws-in-one-target", "targets[1].gcp", "one cloud",
+    bad("gcp-and-aws-in-one-target", "targets[1]",
+        "needs exactly one of `aws` or `gcp` \\(found `aws`, `gcp`\\); further hops go in `chain`",
         (T1, {**GCP_TARGET, "aws": {"role_arn": "arn:aws:iam::111122223333:role/x",
                                     "region": "us-east-1"}})),
-    bad("gcp-after-gcp-in-chain", "targets[1].chain", "delegates",
+    bad("gcp-after-gcp-in-chain", "targets[1].chain[0].gcp", "delegates",
         (T1, {**GCP_TARGET, "chain": [{"gcp": GCP_TARGET["gcp"]}]})),
-    bad("aws-after-gcp-without-sa", "targets[1].chain", "service_account",
+    bad("aws-after-gcp-without-sa", "targets[1].chain[0].aws", "service_account",
         (T1, {"name": "x", "gcp": {"workload_identity_provider":
               GCP_TARGET["gcp"]["workload_identity_provider"]},
               "chain": [{"aws": {"role_arn": "arn:aws:iam::111122223333:role/x"}}]})),
-    bad("chained-aws-session-over-1h", "targets[1].chain", "1h",
+    bad("chained-aws-session-over-1h", "targets[1].aws.chain[0].duration", "1h",
         (T1, {"name": "x", "aws": {"role_arn": "arn:aws:iam::111122223333:role/x",
               "region": "us-east-1", "chain": [{"role_arn":
               "arn:aws:iam::444455556666:role/y", "duration": "2h"}]}})),
     bad("chain-hop-with-both-clouds", "targets[1].chain[0]", "exactly one",
         (T1, {"name": "x", "aws": {"role_arn": "arn:aws:iam::111122223333:role/x",
               "region": "us-east-1"}, "chain": [{}]})),
-    bad("target-without-cloud", "targets[1].aws", "is required", ((*T1, "aws"), DROP)),
+    bad("chained-aws-session-over-1h-in-target-chain", "targets[1].chain[0].aws.duration", "1h",
+        (T1, {"name": "x", "aws": {"role_arn": "arn:aws:iam::111122223333:role/x",
+              "region": "us-east-1"}, "chain": [{"aws": {"role_arn":
+              "arn:aws:iam::444455556666:role/y", "duration": "2h"}}]})),
+    bad("gcp-pool-id-too-short", "targets[1].gcp.workload_identity_provider",
+        "the pool ID 'ab' breaks the rule; .* pool and provider IDs are 4-32 characters",
+        (T1, {**GCP_TARGET, "gcp": {**GCP_TARGET["gcp"], "workload_identity_provider":
+              "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/"
+              "ab/providers/spire"}})),
+    bad("gcp-provider-id-too-long", "targets[1].gcp.workload_identity_provider",
+        "the provider ID '" + "p" * 33 + "' breaks the rule",
+        (T1, {**GCP_TARGET, "gcp": {**GCP_TARGET["gcp"], "workload_identity_provider":
+              "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/"
+              "spire/providers/" + "p" * 33}})),
+    bad("target-without-cloud", "targets[1]",
+        "needs exactly one of `aws` or `gcp` \\(found none\\)", ((*T1, "aws"), DROP)),
     # AWS settings
     bad("sts-endpoint-plain-http-remote", "targets[0].aws.sts_endpoint", "https://",
         ((*T0, "aws", "sts_endpoint"), "http://sts.us-east-1.amazonaws.com")),

@@ -18,7 +18,7 @@ from bridge.clouds.aws.config import CHAINED_MAX_DURATION, AwsHopConfig, read_ho
 from bridge.clouds.aws.container import ContainerEndpoint
 from bridge.clouds.aws.imds import ImdsEndpoint
 from bridge.clouds.aws.material import AwsCredentials
-from bridge.clouds.base import Endpoint, Hop, HopConfig, HopContext, Link, Target
+from bridge.clouds.base import Endpoint, Hop, HopConfig, HopContext, Link, LinkProblem, Target
 from bridge.model import Credential
 from bridge.outputs.files import SharedFile, TargetFile
 from bridge.schema import Section
@@ -50,13 +50,14 @@ class AwsCloud:
     def read_hop(self, section: Section) -> HopConfig | None:
         return read_hop(section)
 
-    def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | str:
+    def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | LinkProblem:
         if prev is None:
             return Link.SVID
         if isinstance(prev, AwsHopConfig):
             if isinstance(hop, AwsHopConfig) and hop.duration > CHAINED_MAX_DURATION:
-                return ("role chaining limits sessions to 1h (AWS refuses more for roles "
-                        "assumed with role-session credentials)")
+                return LinkProblem("role chaining limits sessions to 1h (AWS refuses more "
+                                   "for roles assumed with role-session credentials)",
+                                   key="duration")
             return Link.NATIVE
         return Link.TOKEN
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.clouds.base import Endpoint, Hop, HopConfig, HopContext, Link, Target
+from bridge.clouds.base import Endpoint, Hop, HopConfig, HopContext, Link, LinkProblem, Target
 from bridge.clouds.gcp import files
 from bridge.clouds.gcp.config import GcpHopConfig, read_hop
 from bridge.clouds.gcp.gce import GceEndpoint
@@ -49,14 +49,14 @@ class GcpCloud:
     def read_hop(self, section: Section) -> HopConfig | None:
         return read_hop(section)
 
-    def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | str:
+    def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | LinkProblem:
         if prev is None:
             return Link.SVID
         if prev.cloud == "aws":
             return Link.NATIVE
         if prev.cloud == self.name:
-            return ("GCP after GCP is a delegation; list the service accounts in "
-                    "`delegates` of the GCP hop instead")
+            return LinkProblem("GCP after GCP is a delegation; list the service accounts "
+                               "in `delegates` of the GCP hop instead")
         return Link.TOKEN
 
     def mint_problem(self, hop: HopConfig) -> str | None:

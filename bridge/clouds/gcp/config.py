@@ -16,6 +16,14 @@ JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - RFC 8693
 _PROVIDER = re.compile(r"//iam\.googleapis\.com/projects/\d{1,20}/locations/global/"
                        r"workloadIdentityPools/[a-z0-9-]{4,32}/providers/[a-z0-9-]{4,32}",
                        re.ASCII)
+# The same resource name with any segments, to say which one is wrong.
+_PROVIDER_SHAPE = re.compile(r"//iam\.googleapis\.com/projects/(?P<project>[^/]*)/locations/"
+                             r"(?P<location>[^/]*)/workloadIdentityPools/(?P<pool>[^/]*)/"
+                             r"providers/(?P<provider>[^/]*)")
+_POOL_ID = re.compile(r"[a-z0-9-]{4,32}", re.ASCII)
+_PROVIDER_RULE = ("use //iam.googleapis.com/projects/<project NUMBER>/locations/global/"
+                  "workloadIdentityPools/<pool>/providers/<provider>, where the pool and "
+                  "provider IDs are 4-32 characters of a-z, 0-9 and -")
 _SERVICE_ACCOUNT = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}@[a-z0-9-]+(\.[a-z0-9-]+)*"
                               r"\.gserviceaccount\.com", re.ASCII)
 
@@ -71,11 +79,22 @@ def read_hop(g: Section) -> GcpHopConfig | None:
 
 
 def _check_provider(v: str) -> str | None:
+    """The whole rule, and which part of the resource name breaks it when its shape is
+    right (a long name clipped in the message would hide the part at fault)."""
     if _PROVIDER.fullmatch(v):
         return None
-    return (f"{clip(v)} is not a workload identity provider: use //iam.googleapis.com/"
-            "projects/<project NUMBER>/locations/global/workloadIdentityPools/<pool>/"
-            "providers/<provider>")
+    shape = _PROVIDER_SHAPE.fullmatch(v)
+    if shape is None:
+        return f"{clip(v)} is not a workload identity provider: {_PROVIDER_RULE}"
+    if not re.fullmatch(r"\d{1,20}", shape["project"], re.ASCII):
+        wrong = f"the project must be the project NUMBER, got {clip(shape['project'])}"
+    elif shape["location"] != "global":
+        wrong = f"the location must be `global`, got {clip(shape['location'])}"
+    elif not _POOL_ID.fullmatch(shape["pool"]):
+        wrong = f"the pool ID {clip(shape['pool'])} breaks the rule"
+    else:
+        wrong = f"the provider ID {clip(shape['provider'])} breaks the rule"
+    return f"not a workload identity provider: {wrong}; {_PROVIDER_RULE}"
 
 
 def check_service_account(v: str) -> str | None:

@@ -2,7 +2,8 @@
 
 - `gcp/<target>.token`: the raw access token (no trailing newline);
 - `gcp/<target>.json`: token, token type, RFC 3339 expiry (google-auth's own parse
-  format) and the principal;
+  format) and the principal; the token also as `access_token`, so the common OAuth2
+  token types (Go's `oauth2.Token`, google-auth-library's `Credentials`) load it as is;
 - `gcp/<target>.external_account.json` (opt-in, with `jwt_file`): an `external_account`
   config with which Google SDKs exchange the JWT-SVID file themselves.
 """
@@ -39,10 +40,15 @@ def render_token(cred: Credential) -> bytes:
 
 
 def render_json(cred: Credential) -> bytes:
-    """`gcp/<target>.json`: token, type and RFC 3339 expiry (google-auth's own parse format)."""
+    """`gcp/<target>.json`: token, type and RFC 3339 expiry (google-auth's own parse format).
+
+    `access_token`, `token_type` and `expiry` are also the JSON of Go's `oauth2.Token`
+    and of OAuth2 token responses, so those loaders read the file directly.
+    """
     g = _gcp(cred)
-    doc = {"token": g.access_token, "token_type": g.token_type,
-           "expiry": utc_iso(cred.expires_at), "principal": g.principal}
+    doc = {"token": g.access_token, "access_token": g.access_token,
+           "token_type": g.token_type, "expiry": utc_iso(cred.expires_at),
+           "principal": g.principal}
     return json.dumps(doc, indent=2).encode()
 
 

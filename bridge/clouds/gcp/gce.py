@@ -6,7 +6,9 @@
 What google-auth (compute_engine/_metadata.py) calls, always with `Metadata-Flavor:
 Google`, and what it checks:
 
-- `GET /` (ping): 200 and the response header `Metadata-Flavor: Google`.
+- `GET /` (ping): 200 and the response header `Metadata-Flavor: Google`. The one path
+  answered without the request's flavor header, as the real server does: Go's
+  `metadata.OnGCE` pings it bare.
 - `GET /computeMetadata/v1/instance/service-accounts/default/?recursive=true`: JSON
   (parsed only with `Content-Type: application/json`) with `email` (required), `scopes`
   and `aliases`.
@@ -15,9 +17,12 @@ Google`, and what it checks:
   target's scopes. google-auth retries 5xx, so 503 (no valid token) rides out a refresh.
 - `GET /computeMetadata/v1/project/project-id`: text; `universe/universe-domain`.
 
-Also served: `.../default/email`, `.../scopes` (one per line), `.../aliases`, the
-directory listings, and every `default` path spelled with the account's email. The
-flavor header is required on every request (403 without) and sent on every reply.
+Also served: `.../default/email`, `.../scopes` (one per line), `.../aliases`, and
+every `default` path spelled with the account's email. Directories (`/computeMetadata`,
+`v1`, `v1/instance`, `v1/project`, `v1/universe`, `service-accounts`) answer 200 with
+their listing, with or without the trailing slash, as the real server does: Node's
+gcp-metadata detects GCE by `GET .../v1/instance`. The flavor header is required on
+every other request (403 without) and sent on every reply.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ from bridge.store import CredentialStore
 V1 = "/computeMetadata/v1/"
 ACCOUNTS = V1 + "instance/service-accounts/"
 FLAVOR = ("Metadata-Flavor", "Google")
+# Each directory (without its trailing slash; "" is the root) and its listing.
+_LISTINGS = {"": "computeMetadata/\n", "/computeMetadata": "v1/\n",
+             V1[:-1]: "instance/\nproject/\nuniverse/\n", V1 + "instance": "service-accounts/\n",
+             V1 + "project": "project-id\n", V1 + "universe": "universe-domain\n"}
 _PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", re.ASCII)
 _PROJECT_FROM_EMAIL = re.compile(
     r"[^@]+@(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com", re.ASCII)
@@ -130,18 +139,16 @@ class GceServer(LoopbackServer):
         return (FLAVOR,)
 
     def precheck(self, request: Request) -> Reply | None:
-        if request.single("Metadata-Flavor") != "Google":
+        if request.path != "/" and request.single("Metadata-Flavor") != "Google":
             return text(403, "Missing required header: Metadata-Flavor: Google\n",
                         refusal="flavor")
         return None
 
     def handle(self, request: Request) -> Reply:
         path = request.path
-        listings = {"/": "computeMetadata/\n", "/computeMetadata/": "v1/\n",
-                    V1: "instance/\nproject/\nuniverse/\n", V1 + "instance/": "service-accounts/\n",
-                    V1 + "project/": "project-id\n", V1 + "universe/": "universe-domain\n"}
-        if path in listings:
-            return text(200, listings[path])
+        directory = _LISTINGS.get(path[:-1] if path.endswith("/") else path)
+        if directory is not None:
+            return text(200, directory)
         if path == V1 + "project/project-id":
             return text(200, self._project) if self._project else _not_found()
         if path == V1 + "universe/universe-domain":

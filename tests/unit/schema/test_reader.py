@@ -62,6 +62,22 @@ def test_section_reports_unread_keys_with_their_path() -> None:
                                                                "unknown key")]
 
 
+@pytest.mark.parametrize(("written", "suggested"), [
+    ("rolearn", "role_arn"), ("Role-ARN", "role_arn"), ("output", "outputs"),
+    ("durations", "duration"), ("bogus", None)],
+    ids=["no-underscore", "case-and-dash", "singular", "plural", "far-from-all"])
+def test_an_unknown_key_names_the_known_key_it_misspells(written: str,
+                                                        suggested: str | None) -> None:
+    """A near miss of a key the section reads (present or not) gets "did you mean"."""
+    problems = Problems()
+    s = Section({written: 1}, "t", problems)
+    for known in ("role_arn", "outputs", "duration", "region"):
+        s.raw(known)
+    s.finish()
+    hint = f" (did you mean `{suggested}`?)" if suggested else ""
+    assert [p.message for p in problems.items] == [f"unknown key{hint}"]
+
+
 @pytest.mark.parametrize(
     ("value", "kind"),
     [(True, int), ("32", int), (1, bool), ("true", bool), (1.5, int), (7, str), (False, float)],

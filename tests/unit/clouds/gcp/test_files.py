@@ -8,7 +8,7 @@ import shutil
 import stat
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import google.oauth2.credentials
@@ -83,6 +83,31 @@ def test_google_auth_builds_working_credentials_from_the_json(outdir: Path) -> N
     headers: dict[str, str] = {}
     creds.apply(headers)
     assert headers["authorization"] == f"Bearer {creds.token}"
+
+
+def test_the_json_is_also_an_oauth2_token(outdir: Path) -> None:
+    """Beside the documented keys, `access_token`, `token_type` and an RFC 3339 UTC
+    `expiry`: the JSON of Go's oauth2.Token and of OAuth2 token responses (the Go and
+    Node consumer tests load it so); google-auth takes the same fields."""
+    now = time.time()
+    d = credential_directory(OutputsConfig(outdir), [_target()])
+    d.prepare()
+    status = _status(now)
+    d.apply({"bq": status}, now)
+    doc = json.loads((outdir / "gcp" / "bq.json").read_text())
+    assert status.credential is not None
+    assert isinstance(status.credential.material, GcpToken)
+    assert set(doc) == {"token", "access_token", "token_type", "expiry", "principal"}
+    assert doc["access_token"] == doc["token"] == status.credential.material.access_token
+    assert doc["token_type"] == "Bearer"
+    expiry = datetime.fromisoformat(doc["expiry"])
+    assert doc["expiry"].endswith("Z")
+    assert expiry.utcoffset() == timedelta(0)
+    assert expiry.timestamp() == int(status.credential.expires_at)
+    creds = google.oauth2.credentials.Credentials(token=doc["access_token"],
+                                                  expiry=expiry.replace(tzinfo=None))
+    assert creds.valid
+    assert not creds.expired
 
 
 def test_expired_gcp_token_is_removed(outdir: Path) -> None:

@@ -125,6 +125,44 @@ def test_ping_and_listings(server: GceServer) -> None:
         b"aliases\nemail\nscopes\ntoken\n")
 
 
+V1 = "/computeMetadata/v1"
+LISTED = "instance/\nproject/\nuniverse/\n"
+
+
+@pytest.mark.parametrize(("path", "listing"), [
+    ("/computeMetadata", "v1/\n"), ("/computeMetadata/", "v1/\n"),
+    (V1, LISTED), (V1 + "/", LISTED),
+    (V1 + "/instance", "service-accounts/\n"), (V1 + "/instance/", "service-accounts/\n"),
+    (V1 + "/project", "project-id\n"), (V1 + "/project/", "project-id\n"),
+    (V1 + "/universe", "universe-domain\n"),
+    (SA[:-1], f"default/\n{EMAIL}/\n"),
+])
+def test_directories_answer_with_and_without_the_trailing_slash(server: GceServer, path: str,
+                                                                listing: str) -> None:
+    """Directory paths SDKs probe (Node's gcp-metadata: `.../v1/instance`) answer their
+    listing as text, like the real server, spelled either way."""
+    status, headers, body = call(server.port, path=path, headers=FLAVOR)
+    assert (status, body.decode()) == (200, listing)
+    assert headers["Metadata-Flavor"] == "Google"
+    assert headers["Content-Type"].startswith("text/plain")
+
+
+def test_root_answers_without_the_flavor_header_and_directories_do_not(
+        server: GceServer) -> None:
+    """Go's metadata.OnGCE pings `/` without the request header and wants the reply's;
+    every /computeMetadata path still requires it."""
+    status, headers, body = call(server.port, path="/", headers={})
+    assert (status, body, headers["Metadata-Flavor"]) == (200, b"computeMetadata/\n", "Google")
+    for path in ("/computeMetadata", "/computeMetadata/", V1 + "/instance", V1 + "/project/"):
+        assert call(server.port, path=path, headers={})[0] == 403, path
+
+
+def test_a_leaf_is_not_a_directory(server: GceServer) -> None:
+    """Only directories lose their trailing slash: an unknown path stays 404."""
+    for path in (V1 + "/instancex", V1 + "/projects", "/computeMetadata/v2", "/computeMetadatax"):
+        assert call(server.port, path=path, headers=FLAVOR)[0] == 404, path
+
+
 @pytest.mark.parametrize("account", ["default", EMAIL])
 def test_account_info_and_token_for_both_spellings(server: GceServer, store: CredentialStore,
                                                    now: Now, account: str) -> None:
