@@ -10,3 +10,4 @@ bash install-grpcurl.sh      # grpcurl: a third-party gRPC client (reflection on
 bash install-deploy-tools.sh # helm, kubernetes-validate, CRDs, systemd-analyze (deploy tests)
 bash install-spire.sh        # SPIRE v1.15.3 server, agent, OIDC discovery provider (go install)
 bash install-consumers.sh    # Go, Node, Java SDK consumers + the aws CLI (tests/integration/consumers)
+bash install-faketime.sh     # Debian's libfaketime: the daemon on a shifted clock (host-clock fault tests)
