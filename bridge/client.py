@@ -68,16 +68,28 @@ class BridgeClient:
         return _credential(response.credential)
 
     def watch(self, target: str) -> Iterator[ServedCredential]:
-        """The current value, then every change, until the caller stops iterating."""
-        stream = self._stub.WatchCredential(pb.WatchCredentialRequest(target=target),
-                                            metadata=self._metadata())
-        try:
-            for response in stream:
-                yield _credential(response.credential)
-        except grpc.RpcError as exc:
-            raise _api_error(exc) from exc
-        finally:
-            stream.cancel()
+        """The current value, then every change, until the caller stops iterating.
+
+        The bridge ends a watch when the caller's SVID expires (authorization holds for
+        every message, not just the first): with `svid=`, the stream is reopened with a
+        current SVID, so a long-lived watcher renews itself. A stream refused at once
+        after reopening is an error, not a loop."""
+        while True:
+            delivered = False
+            stream = self._stub.WatchCredential(pb.WatchCredentialRequest(target=target),
+                                                metadata=self._metadata())
+            try:
+                for response in stream:
+                    delivered = True
+                    yield _credential(response.credential)
+                return
+            except grpc.RpcError as exc:
+                renew = (self._svid is not None and delivered
+                         and exc.code() == grpc.StatusCode.UNAUTHENTICATED)
+                if not renew:
+                    raise _api_error(exc) from exc
+            finally:
+                stream.cancel()
 
     def close(self) -> None:
         self._channel.close()

@@ -25,6 +25,7 @@ from bridge.serving.grpc.convert import ServedTarget, credential_message, target
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+REAUTHORIZE = 1.0  # seconds: an open stream re-checks its caller at least this often
 
 
 class Denied(Exception):  # noqa: N818 - carries a status code, like grpc's own
@@ -86,18 +87,33 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         except Denied as exc:
             await self._abort(context, "WatchCredential", exc)
         self._watchers += 1
+        ended: Denied | None = None
         try:
-            async for message in self._updates(request.target):
+            async for message in self._updates(request.target, context):
                 yield pb.WatchCredentialResponse(credential=message)
+        except Denied as exc:  # the caller's authorization no longer holds
+            ended = exc
         finally:
             self._watchers -= 1
-            self._count("WatchCredential", grpc.StatusCode.OK)
+            if ended is None:
+                self._count("WatchCredential", grpc.StatusCode.OK)
+        if ended is not None:
+            await self._abort(context, "WatchCredential", ended)
 
-    async def _updates(self, name: str) -> AsyncIterator[pb.Credential]:
-        """The current value, then each change; wakes at expiry even if nothing else does."""
+    async def _updates(self, name: str,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Credential]:
+        """The current value, then each change; wakes at expiry even if nothing else does.
+
+        Authorization is checked again before every message and at least every
+        `REAUTHORIZE` seconds: a caller whose SVID expired, whose signing key left the
+        bundle, or who left `allowed_callers` in a reload gets no further message, and
+        its stream ends (UNAUTHENTICATED / PERMISSION_DENIED; NOT_FOUND for a target a
+        reload removed). Its SVID is re-verified from the verdict cache, which forgets a
+        token at its `exp` and on every bundle change."""
         last: pb.Credential | None = None
         while not self._changes.closed:
             changed = self._changes.event(name)
+            self._authorize(name, context)
             status = self._current(name)
             now = self._now()
             message = credential_message(self._targets[name], status, now)
@@ -105,7 +121,8 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
                 last = message
                 yield message
             valid = status.valid_credential(now)
-            timeout = None if valid is None else max(0.0, valid.remaining(now)) + 0.01
+            timeout = REAUTHORIZE if valid is None else min(
+                REAUTHORIZE, max(0.0, valid.remaining(now)) + 0.01)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):  # not wait_for (gh-86296)
                     await changed.wait()
