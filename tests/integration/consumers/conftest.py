@@ -327,8 +327,10 @@ def _bridge_config(stack: DevStack, outdir: Path, workdir: Path,
         "http": {"address": "127.0.0.1:0"},
         "metadata": {
             "container": {"address": f"127.0.0.1:{ports['container']}"},
-            "imds": {"address": f"127.0.0.1:{ports['imds']}"},
-            "gce": {"address": f"127.0.0.1:{ports['gce']}", "project_id": PROJECT_ID},
+            # The consumers run as this test's uid: only it may read IMDS and GCE.
+            "imds": {"address": f"127.0.0.1:{ports['imds']}", "allowed_uids": [os.getuid()]},
+            "gce": {"address": f"127.0.0.1:{ports['gce']}", "project_id": PROJECT_ID,
+                    "allowed_uids": [os.getuid()]},
         },
         "targets": [
             {"name": AWS_TARGET, "serve": ["container", "imds"],
