@@ -70,6 +70,7 @@ def benches(quick: bool) -> list[Bench]:
         Bench("scale", "bench_scale", ["--rounds", "1" if q else "2", "--idle",
                                        "10" if q else "30", "--warmup", "5"], 420),
         Bench("startup", "bench_startup", ["--runs", "3" if q else "7"], 240),
+        Bench("scrape", "bench_scrape", ["--rounds", "10" if q else "30"], 180),
     ]
 
 
@@ -164,9 +165,24 @@ def rows_startup(d: dict[str, Any]) -> list[Row]:
              _met(d["median_s"] < 1.0))]
 
 
+def rows_scrape(d: dict[str, Any]) -> list[Row]:
+    b, p, n = d["bridge"], d["prometheus-client"], d["targets"]
+    return [
+        (f"6 /metrics render, {n} targets, median", f"{b['median_ms']:.1f} ms",
+         f"prometheus-client {p['median_ms']:.0f} ms", f"{d['ratio_median']:.3f}", "< 50 ms",
+         _met(d["met_time"])),
+        (f"6 /metrics page, {n} targets, gzip", f"{b['gzip_kb']:.0f} KB",
+         f"prometheus-client {p['gzip_kb']:.0f} KB", f"{b['gzip_kb'] / p['gzip_kb']:.2f}",
+         "< 300 KB", _met(d["met_size"])),
+        (f"6 /metrics page, {n} targets, raw", f"{b['raw_kb']:.0f} KB",
+         f"prometheus-client {p['raw_kb']:.0f} KB", f"{b['raw_kb'] / p['raw_kb']:.2f}", "-",
+         _met(None)),
+    ]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "refresh": rows_refresh, "grpc": rows_grpc, "metadata": rows_metadata,
-    "scale": rows_scale, "startup": rows_startup}
+    "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape}
 LABELS = {"refresh": "1 refresh overhead", "grpc": "2 read path (gRPC)",
           "metadata": "2 read path (metadata)", "scale": "3 scale", "startup": "4 startup"}
 
