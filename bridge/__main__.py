@@ -1,5 +1,5 @@
 """`python -m bridge` runs the CLI."""
 
-from bridge.cli import main
+from bridge.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -8,14 +8,35 @@ clear line each on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from bridge import __version__
 from bridge.cli.commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, check, dev, once, run
 from bridge.cli.output import say
 from bridge.cli.readers import add_daemon_arguments, credential_process, status
 from bridge.errors import BridgeError, ConfigError
+
+
+def entry() -> NoReturn:
+    """The `spiffe-bridge` executable: `main()`, then out without interpreter teardown.
+
+    Everything the daemon owns is closed by the time `main()` returns (listeners, files,
+    the Workload API). What is left is grpcio's C core, whose threads race Python's
+    finalization at exit and now and then abort the process (`Check failed:
+    wakeup_fd_->Wakeup().ok()`), turning a clean stop into a signal death that systemd
+    and Kubernetes count as a crash. So flush and leave with the exit code as it is."""
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 
+from bridge.serving import activation
 from bridge.serving.http1 import MAX_HEAD, HeadError, Reply, Request, head_end, parse_head
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,13 @@ class BoundedServer:
         return str(host), int(port)
 
     def listen(self) -> None:
-        """Bind and listen (raises OSError); `serve()` starts answering."""
+        """Bind and listen (raises OSError); `serve()` starts answering. A socket systemd
+        passed for this address (socket activation) is adopted instead of binding."""
+        passed = activation.take(self._bind_host, self._bind_port)
+        if passed is not None:
+            self._listener = passed
+            self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            return
         sock = socket.socket(self._family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

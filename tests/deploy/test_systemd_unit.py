@@ -117,3 +117,19 @@ def test_env_file_options_are_accepted_by_the_cli() -> None:
                       *env["SPIFFE_BRIDGE_OPTS"].split())
     assert proc.returncode == 0, proc.stderr
 
+
+
+def test_the_socket_unit_verifies_with_the_service_and_listens_where_the_config_serves(
+        tmp_path: Path) -> None:
+    """deploy/systemd/spiffe-bridge.socket (socket activation, issue 13 item 3): clean
+    `systemd-analyze verify` beside the service, and its one active ListenStream is the
+    example config's `http.address` (the daemon adopts a passed socket by address)."""
+    unit = _testable_unit(tmp_path)
+    socket_unit = tmp_path / "spiffe-bridge.socket"
+    socket_unit.write_text((SYSTEMD / "spiffe-bridge.socket").read_text())
+    proc = run([systemd_analyze(), "verify", str(socket_unit), str(unit)])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == ""
+    listen = _directives(socket_unit.read_text())["Socket.ListenStream"]
+    config = yaml.safe_load((SYSTEMD / "config.yaml").read_text())
+    assert listen == [config["http"]["address"]]
