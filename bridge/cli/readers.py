@@ -129,6 +129,11 @@ def _ask(call: Callable[[], T], socket: str, target: str | None = None) -> T | N
             _fail(f"daemon not running at {socket}")
         elif exc.code == "NOT_FOUND" and target is not None:
             _fail(f"unknown target {target!r} (the daemon at {socket} has none of that name)")
+        elif exc.code == "UNAUTHENTICATED" and target is not None:
+            # A daemon with restricted targets answers an unknown name and a restricted one
+            # alike to a caller without an SVID: say both, since we cannot tell which.
+            _fail(f"target {target!r} is unknown or needs a caller SVID at the daemon at "
+                  f"{socket}: {exc.detail}")
         else:
             raise
     return None
