@@ -40,6 +40,7 @@ _OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024),  # requests are a target name
     ("grpc.max_metadata_size", 32 * 1024),           # room for one JWT-SVID
     ("grpc.so_reuseport", 0),                        # a second bridge must fail to bind
+    ("grpc.max_concurrent_streams", 128),            # calls open at once per connection
 ]
 
 
@@ -145,14 +146,19 @@ class GrpcService:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        server = grpc.aio.server(maximum_concurrent_rpcs=self._config.max_concurrent_rpcs,
-                                 options=_OPTIONS)
+        # No grpc-wide `maximum_concurrent_rpcs`: grpc counts a call from its headers, so
+        # callers that send headers and never a request message (no SVID needed for that)
+        # would hold every slot. The servicer keeps the budgets instead, counted once a
+        # call has its request: unary calls (`max_concurrent_rpcs`) apart from streams
+        # (`max_watchers`). A half-open call costs an HTTP/2 stream, capped per connection.
+        server = grpc.aio.server(options=_OPTIONS)
         health_servicer = health.aio.HealthServicer()
         changes = Changes(asyncio.get_running_loop(), self._targets,
                           on_change=lambda: self._health_changed(health_servicer))
         self._servicer = CredentialServicer(
             self._targets, status=self._store.get, now=self._now, verifier=self._verifier,
-            metrics=self._metrics, changes=changes, max_watchers=self._config.max_watchers)
+            metrics=self._metrics, changes=changes, max_watchers=self._config.max_watchers,
+            max_unary=self._config.max_concurrent_rpcs)
         pb_grpc.add_CredentialServiceServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

@@ -39,7 +39,7 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
     def __init__(self, targets: Mapping[str, ServedTarget], *,
                  status: Callable[[str], TargetStatus | None], now: Callable[[], float],
                  verifier: CallerVerifier, metrics: Metrics, changes: Changes,
-                 max_watchers: int) -> None:
+                 max_watchers: int, max_unary: int = 256) -> None:
         self._targets = dict(targets)
         self._status = status
         self._now = now
@@ -48,6 +48,8 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         self._changes = changes
         self._max_watchers = max_watchers
         self._watchers = 0
+        self._max_unary = max_unary  # unary calls being answered (streams count apart)
+        self._in_unary = 0
         self._responses: dict[str, tuple[TargetStatus, float, pb.GetCredentialResponse]] = {}
         self._counters: dict[tuple[str, grpc.StatusCode], Any] = {}  # labels() once per pair
 
@@ -129,11 +131,19 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
 
     async def _unary(self, method: str, context: grpc.aio.ServicerContext,
                      answer: Callable[[], R]) -> R:
-        """`answer()`, counted; a denial aborts the call with its code."""
+        """`answer()`, counted; a denial aborts the call with its code. The call holds a
+        unary slot only now that its request has arrived (see server.py)."""
+        if self._in_unary >= self._max_unary:
+            await self._abort(context, method, Denied(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._max_unary} calls in progress already (grpc.max_concurrent_rpcs)"))
+        self._in_unary += 1
         try:
             response = answer()
         except Denied as exc:
             await self._abort(context, method, exc)
+        finally:
+            self._in_unary -= 1
         self._count(method, grpc.StatusCode.OK)
         return response
 

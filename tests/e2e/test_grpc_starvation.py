@@ -1,0 +1,85 @@
+"""Unauthenticated callers cannot starve authorized ones (issue 13, item 2), against the
+real daemon process.
+
+300 half-open `GetCredential` calls (headers sent, the request message never; no SVID)
+over several connections: an allowed caller's `GetCredential`, `ListTargets` and the
+gRPC health check are still answered, each within a second. grpc's own call limit
+counted such calls from their headers; the bridge's budgets count a call only once its
+request has arrived, and unary calls apart from watch streams.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
+from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
+from bridge.devstack import DevStack
+from tests.conftest import WriteConfig
+from tests.support.configs import CALLER, aws_target
+from tests.support.process import start_bridge, stop
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.integration
+HALF_OPEN = 300
+CONNECTIONS = 4  # the daemon admits 128 open calls per connection
+METHOD = "/spiffebridge.v1.CredentialService/GetCredential"
+
+
+def _never(release: threading.Event) -> Iterator[pb.GetCredentialRequest]:
+    release.wait(120)  # headers are out; the request message never comes
+    return
+    yield  # a generator
+
+
+def test_half_open_unauthenticated_calls_do_not_starve_allowed_callers(
+        stack: DevStack, write_config: WriteConfig, outdir: Path, short_dir: Path) -> None:
+    config = write_config(targets=[aws_target(stack, "guarded", allowed_callers=[CALLER]),
+                                   aws_target(stack, "open")])
+    proc = start_bridge("run", "--config", str(config))
+    socket = f"unix://{short_dir}/bridge.sock"
+    release = threading.Event()
+    channels = [grpc.insecure_channel(socket, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(CONNECTIONS)]
+    pending = []
+    try:
+        wait_for((outdir / "aws" / "guarded.json").exists, "first credential")
+        for i in range(HALF_OPEN):
+            call = channels[i % CONNECTIONS].stream_unary(
+                METHOD, request_serializer=pb.GetCredentialRequest.SerializeToString,
+                response_deserializer=pb.GetCredentialResponse.FromString)
+            pending.append(call.future(_never(release), timeout=120))
+        time.sleep(2.0)  # every half-open call has reached the daemon by now
+        assert not any(f.done() for f in pending), "a half-open call ended early"
+        token = stack.authority.mint(CALLER, ["spiffe-bridge"], 300)
+        with grpc.insecure_channel(socket) as channel:
+            api = pb_grpc.CredentialServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            for name, call in (
+                    ("GetCredential", lambda: api.GetCredential(
+                        pb.GetCredentialRequest(target="guarded"), timeout=1.0,
+                        metadata=(("authorization", f"Bearer {token}"),))),
+                    ("ListTargets", lambda: api.ListTargets(pb.ListTargetsRequest(),
+                                                            timeout=1.0)),
+                    ("Health", lambda: health.Check(health_pb2.HealthCheckRequest(),
+                                                    timeout=1.0))):
+                started = time.monotonic()
+                answer = call()
+                assert answer is not None, name
+                assert time.monotonic() - started < 1.0, name
+    finally:
+        release.set()
+        for f in pending:
+            f.cancel()
+        for channel in channels:
+            channel.close()
+        code, _, err = stop(proc)
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err
