@@ -128,8 +128,10 @@ def build(config: Config, *, clock: Clock | None = None,
     writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics,
                           targets=names)
     store.subscribe(writer.notify)
+    # Callers' SVIDs expire by the later of this host's clock and the clouds': a host
+    # clock stepped back must not stretch a caller's token (fails closed, never open).
     verifier = CallerVerifier(source.jwt_bundles, audience=config.grpc.caller_audience,
-                              now=clock.time)
+                              now=lambda: max(clock.time(), skew.cloud_now() or 0.0))
     services: list[Service] = [
         GrpcService(config.grpc, [served_target(t) for t in config.targets], store=store,
                     now=clock.monotonic, verifier=verifier, metrics=metrics),

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import pytest
 
+from bridge.client import ApiError, BridgeClient
 from bridge.config import load_config
 from bridge.devstack import DevStack
 from bridge.devstack.aws import ASSUME_ROLE_WITH_WEB_IDENTITY, AwsStsEmulator
 from bridge.model import parse_utc_iso
+from tests.support.configs import CALLER
 from tests.support.expiry import (
     ExpiryChecker,
     Issued,
@@ -38,7 +40,7 @@ from tests.support.expiry import (
     target_doc,
     write_config,
 )
-from tests.support.faketime import HostClock
+from tests.support.faketime import REREAD, HostClock
 from tests.support.process import start_bridge, stop, with_http_port
 from tests.support.values import trusting_sts
 from tests.support.wait import wait_for
@@ -182,3 +184,32 @@ def test_started_with_the_clock_an_hour_ahead_serves_right_away_without_a_storm(
     log = (short_dir / "log").read_text()
     assert code == 0, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_host_clock_stepped_back_does_not_stretch_a_caller_svid(
+        stack: DevStack, outdir: Path, short_dir: Path) -> None:
+    """This host's clock steps an hour back: a caller SVID that expired 10 s ago (real
+    time) looks valid by it, but is judged by the later of this host's and the clouds'
+    clock, so it is refused; a current one is served."""
+    host = HostClock(short_dir)
+    target = target_doc("aws", stack, allowed_callers=[CALLER])
+    path = write_config(short_dir / "bridge.yaml", stack, outdir, [target])
+    proc = start_bridge("run", "--config", str(path), env=host.env(), log=short_dir / "log")
+    try:
+        wait_for((outdir / "aws" / "aws.json").exists, "the first credential", timeout=30)
+        host.set(-HOUR)
+        time.sleep(REREAD + 1.0)
+        now = int(time.time())
+        expired = stack.authority.mint(CALLER, ["spiffe-bridge"], 300,
+                                       extra_claims={"iat": now - 310, "exp": now - 10})
+        current = stack.authority.mint(CALLER, ["spiffe-bridge"], 300)
+        with (BridgeClient(f"unix://{short_dir}/bridge.sock", svid=lambda: expired) as client,
+              pytest.raises(ApiError) as refused):
+            client.get_credential("aws")
+        assert refused.value.code == "UNAUTHENTICATED"
+        with BridgeClient(f"unix://{short_dir}/bridge.sock", svid=lambda: current) as client:
+            assert client.get_credential("aws").material is not None
+    finally:
+        code, _, _ = stop(proc)
+    log = (short_dir / "log").read_text()
+    assert code == 0, log[-3000:]
