@@ -48,8 +48,11 @@ class HostClock:
     """The daemon's wall clock: `offset` seconds from real time, or running `speed`
     times as fast from the moment it was set."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, speeds: bool = False) -> None:
+        """`speeds`: the clock will be set to run fast (FAKETIME_XRESET, so a speed
+        applies from when it is set); off otherwise, keeping offsets plain."""
         self.path = directory / "faketime.rc"
+        self._speeds = speeds
         self._lock = threading.Lock()
         # (real time set, offset at that moment, speed); the daemon sees it <= REREAD later
         self._history: list[tuple[float, float, float]] = []
@@ -57,12 +60,13 @@ class HostClock:
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ if base is None else base)
+        if self._speeds:
+            env["FAKETIME_XRESET"] = "1"  # a speed applies from when it is set
         env.update({
             "LD_PRELOAD": library(),
             "FAKETIME_TIMESTAMP_FILE": str(self.path),
             "FAKETIME_CACHE_DURATION": str(int(REREAD)),
             "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-            "FAKETIME_XRESET": "1",  # a speed applies from when it is set, not from start
             "PYTHONPATH": os.pathsep.join(p for p in (str(SHIM), env.get("PYTHONPATH"))
                                           if p),
         })
@@ -70,6 +74,8 @@ class HostClock:
 
     def set(self, offset: float, *, speed: float = 1.0) -> None:
         """Shift the daemon's clock to real time + `offset` seconds, running at `speed`."""
+        if speed != 1.0 and not self._speeds:
+            raise ValueError("HostClock(speeds=True) to set a speed")
         spec = f"{offset:+.0f}" + (f" x{speed:g}" if speed != 1.0 else "")
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(spec + "\n")

@@ -23,6 +23,7 @@ from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.gcp import GcpEmulator
 from tests.support.expiry import (
     ExpiryChecker,
+    HostOffsets,
     Issued,
     Judge,
     MakeScenario,
@@ -105,23 +106,24 @@ def two_cloud_config(agent: DevStack, module_dir: Path, module_outdir: Path) -> 
 
 @pytest.fixture
 def expiry_checker() -> Iterator[StartChecker]:
-    """start(bridge_or_config, aws=[sts...], gcp=[google...], judge=None) -> a running
-    checker over what that bridge serves (for a `Config`: its files and gRPC socket, as
-    served by a daemon process).
+    """start(bridge_or_config, aws=[sts...], gcp=[google...], judge=None, host=None) -> a
+    running checker over what that bridge serves (for a `Config`: its files and gRPC
+    socket, as served by a daemon process; `host`: that daemon's shifted clock).
 
     At teardown every checker is stopped and must have made reads and recorded no
     expired, unknown or torn credential."""
     started: list[ExpiryChecker] = []
 
     def start(bridge: RunningBridge | Config, *, aws: Sequence[AwsStsEmulator] = (),
-              gcp: Sequence[GcpEmulator] = (), judge: Judge | None = None) -> ExpiryChecker:
+              gcp: Sequence[GcpEmulator] = (), judge: Judge | None = None,
+              host: HostOffsets | None = None) -> ExpiryChecker:
         issued = Issued(aws, gcp, (judge or RealTime()).now)
         if isinstance(bridge, RunningBridge):
             running = bridge
             checker = ExpiryChecker(running.config, issued, judge=judge,
                                     services=lambda: running.daemon.services)
         else:
-            checker = ExpiryChecker(bridge, issued, judge=judge)
+            checker = ExpiryChecker(bridge, issued, judge=judge, host=host)
         started.append(checker.start())
         return checker
 

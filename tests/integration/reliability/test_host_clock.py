@@ -49,6 +49,7 @@ pytestmark = pytest.mark.integration
 LIFE = 45  # seconds an AWS session really lasts
 HOLD = 15.0  # seconds per clock setting: more than one AWS refresh
 HOUR = 3600.0
+SPEED_TESTS = {"test_a_clock_running_ten_times_fast_neither_storms_nor_serves_expired"}
 
 
 @dataclass
@@ -84,10 +85,10 @@ def _sample(port: int, name: str, labels: str = "") -> float:
 
 
 @pytest.fixture
-def faked(stack: DevStack, outdir: Path, short_dir: Path,
-          expiry_checker: StartChecker) -> Iterator[Faked]:
+def faked(stack: DevStack, outdir: Path, short_dir: Path, expiry_checker: StartChecker,
+          request: pytest.FixtureRequest) -> Iterator[Faked]:
     """The daemon process on a libfaketime clock (set to real time + 0 first), delivered."""
-    host = HostClock(short_dir)
+    host = HostClock(short_dir, speeds=request.node.originalname in SPEED_TESTS)
     sts = trusting_sts(stack, offset=-(900 - LIFE), short_lived=True)
     aws = target_doc("aws", stack, jwt_file=True)
     aws["aws"].update(duration="15m", sts_endpoint=sts.url)
@@ -98,8 +99,8 @@ def faked(stack: DevStack, outdir: Path, short_dir: Path,
         wait_for(lambda: (outdir / "aws" / "aws.json").exists()
                  and (outdir / "gcp" / "gcp.json").exists(), "the first credentials",
                  timeout=30)
-        checker = expiry_checker(load_config(path), aws=[sts], gcp=[stack.gcp])
-        checker._host = host  # the daemon's absolute expiries are in its clock's terms
+        # The daemon's absolute expiries are in its clock's terms.
+        checker = expiry_checker(load_config(path), aws=[sts], gcp=[stack.gcp], host=host)
         yield Faked(host, sts, stack, checker, outdir, port)
     finally:
         code, _, _ = stop(proc)
@@ -169,8 +170,7 @@ def test_started_with_the_clock_an_hour_ahead_serves_right_away_without_a_storm(
     proc = start_bridge("run", "--config", str(path), env=host.env(), log=short_dir / "log")
     try:
         wait_for((outdir / "aws" / "aws.json").exists, "the first credential", timeout=30)
-        checker = expiry_checker(load_config(path), aws=[sts])
-        checker._host = host
+        checker = expiry_checker(load_config(path), aws=[sts], host=host)
         time.sleep(2 * HOLD)
         assert checker.sweep().reads["grpc:aws"].served
         calls = sts.faults.calls(ASSUME_ROLE_WITH_WEB_IDENTITY)
