@@ -13,6 +13,7 @@ wall-clock offset at any real moment (within the library's 1 s re-read of the fi
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -20,11 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.process import start_bridge
+
 INSTALL = "tests/tools/install-faketime.sh"
 LIBRARIES = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
              "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
              "/usr/lib/faketime/libfaketime.so.1")
 SHIM = Path(__file__).resolve().parent / "faketime_shim"
+SHM = Path("/dev/shm")
 REREAD = 1.0  # seconds: FAKETIME_CACHE_DURATION, how late the daemon sees a change
 # Seconds the daemon may take to re-date what it serves after its clock stepped: the
 # library's re-read, the daemon's one look a second (bridge.refresh.clock_steps), and
@@ -53,6 +57,7 @@ class HostClock:
         applies from when it is set); off otherwise, keeping offsets plain."""
         self.path = directory / "faketime.rc"
         self._speeds = speeds
+        self._pids: list[int] = []
         self._lock = threading.Lock()
         # (real time set, offset at that moment, speed); the daemon sees it <= REREAD later
         self._history: list[tuple[float, float, float]] = []
@@ -71,6 +76,20 @@ class HostClock:
                                           if p),
         })
         return env
+
+    def start(self, *args: str, log: Path) -> subprocess.Popen[str]:
+        """`spiffe-bridge ARGS` on this clock (output to `log`)."""
+        proc = start_bridge(*args, env=self.env(), log=log)
+        self._pids.append(proc.pid)
+        return proc
+
+    def close(self) -> None:
+        """Remove the shared memory libfaketime made for each process started: it removes
+        it only at a normal C-level exit, and the daemon leaves through `os._exit`."""
+        for pid in self._pids:
+            for name in (f"faketime_shm_{pid}", f"sem.faketime_sem_{pid}"):
+                (SHM / name).unlink(missing_ok=True)
+        self._pids.clear()
 
     def set(self, offset: float, *, speed: float = 1.0) -> None:
         """Shift the daemon's clock to real time + `offset` seconds, running at `speed`."""
@@ -100,3 +119,4 @@ def _offset_at(history: list[tuple[float, float, float]], at: float) -> float:
             current = entry
     since, offset, speed = current
     return offset + (speed - 1.0) * max(0.0, at - since)
+

@@ -5,6 +5,7 @@ emulation and the external_account file."""
 from __future__ import annotations
 
 import http.client
+from collections.abc import Callable
 
 import pytest
 
@@ -49,14 +50,15 @@ def _shared_file_env(world: World) -> dict[str, str]:
 # again, and each bridge refresh shows up within a quarter of a session.
 
 
-def test_default_chain_container_endpoint(world: World) -> None:
-    run = node(world, "aws-chain", consumer_env(world, _container_env(world)),
-               "--want", "2", "--timeout", _t(AWS_LIFETIME * 2))
-    check_aws(world, run, want=2)
-
-
-def test_from_http(world: World) -> None:
-    run = node(world, "aws-http", consumer_env(world, _container_env(world)),
+@pytest.mark.parametrize(("mode", "env"), [
+    ("aws-chain", _container_env), ("aws-http", _container_env),
+    ("aws-chain", _process_env), ("aws-process", _process_env),
+], ids=["default-chain-container-endpoint", "from-http", "default-chain-credential-process",
+        "from-process"])
+def test_a_refreshing_provider_follows_the_bridge(
+        world: World, mode: str, env: Callable[[World], dict[str, str]]) -> None:
+    """Two credentials in a row, the second after a bridge refresh."""
+    run = node(world, mode, consumer_env(world, env(world)),
                "--want", "2", "--timeout", _t(AWS_LIFETIME * 2))
     check_aws(world, run, want=2)
 
@@ -79,18 +81,6 @@ def test_from_container_metadata_ignores_the_token_file(world: World) -> None:
     assert not run.credentials, run.explain()
     assert run.of("error")[0]["error"] == (
         "ProviderError: Error response received from instance metadata service")
-
-
-def test_default_chain_credential_process(world: World) -> None:
-    run = node(world, "aws-chain", consumer_env(world, _process_env(world)),
-               "--want", "2", "--timeout", _t(AWS_LIFETIME * 2))
-    check_aws(world, run, want=2)
-
-
-def test_from_process(world: World) -> None:
-    run = node(world, "aws-process", consumer_env(world, _process_env(world)),
-               "--want", "2", "--timeout", _t(AWS_LIFETIME * 2))
-    check_aws(world, run, want=2)
 
 
 def test_from_ini_shared_credentials_file(world: World) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from tests.support.expiry import (
     write_config,
 )
 from tests.support.faketime import REREAD, HostClock
-from tests.support.process import start_bridge, stop, with_http_port
+from tests.support.process import stop, with_http_port
 from tests.support.values import trusting_sts
 from tests.support.wait import wait_for
 
@@ -85,16 +85,31 @@ def _sample(port: int, name: str, labels: str = "") -> float:
 
 
 @pytest.fixture
+def make_host(short_dir: Path) -> Iterator[Callable[..., HostClock]]:
+    """make(speeds=False) -> a HostClock; its processes' libfaketime shared memory in
+    /dev/shm is removed at teardown (the daemon exits through os._exit)."""
+    made: list[HostClock] = []
+
+    def make(*, speeds: bool = False) -> HostClock:
+        made.append(HostClock(short_dir, speeds=speeds))
+        return made[-1]
+
+    yield make
+    for host in made:
+        host.close()
+
+
+@pytest.fixture
 def faked(stack: DevStack, outdir: Path, short_dir: Path, expiry_checker: StartChecker,
-          request: pytest.FixtureRequest) -> Iterator[Faked]:
+          make_host: Callable[..., HostClock], request: pytest.FixtureRequest) -> Iterator[Faked]:
     """The daemon process on a libfaketime clock (set to real time + 0 first), delivered."""
-    host = HostClock(short_dir, speeds=request.node.originalname in SPEED_TESTS)
+    host = make_host(speeds=request.node.originalname in SPEED_TESTS)
     sts = trusting_sts(stack, offset=-(900 - LIFE), short_lived=True)
     aws = target_doc("aws", stack, jwt_file=True)
     aws["aws"].update(duration="15m", sts_endpoint=sts.url)
     path = write_config(short_dir / "bridge.yaml", stack, outdir, [aws, target_doc("gcp", stack)])
     port = with_http_port(path)
-    proc = start_bridge("run", "--config", str(path), env=host.env(), log=short_dir / "log")
+    proc = host.start("run", "--config", str(path), log=short_dir / "log")
     try:
         wait_for(lambda: (outdir / "aws" / "aws.json").exists()
                  and (outdir / "gcp" / "gcp.json").exists(), "the first credentials",
@@ -154,12 +169,13 @@ def test_a_clock_running_ten_times_fast_neither_storms_nor_serves_expired(faked:
 
 
 def test_started_with_the_clock_an_hour_ahead_serves_right_away_without_a_storm(
-        stack: DevStack, outdir: Path, short_dir: Path, expiry_checker: StartChecker) -> None:
+        stack: DevStack, outdir: Path, short_dir: Path, expiry_checker: StartChecker,
+        make_host: Callable[..., HostClock]) -> None:
     """The host (its SPIRE agent and server too: SVIDs are minted on its clock) runs an
     hour ahead of the cloud. Every AWS session looks expired by this host's clock on
     arrival: lifetimes come from the answers' own `Date`, so each is served for its real
     life and refreshed on schedule, not in a loop."""
-    host = HostClock(short_dir)
+    host = make_host()
     host.set(HOUR)
     mint_on(stack, lambda: time.time() + HOUR)
     sts = trusting_sts(stack, offset=-(900 - LIFE), short_lived=True)
@@ -167,7 +183,7 @@ def test_started_with_the_clock_an_hour_ahead_serves_right_away_without_a_storm(
     aws["aws"].update(duration="15m", sts_endpoint=sts.url)
     path = write_config(short_dir / "bridge.yaml", stack, outdir, [aws])
     port = with_http_port(path)
-    proc = start_bridge("run", "--config", str(path), env=host.env(), log=short_dir / "log")
+    proc = host.start("run", "--config", str(path), log=short_dir / "log")
     try:
         wait_for((outdir / "aws" / "aws.json").exists, "the first credential", timeout=30)
         checker = expiry_checker(load_config(path), aws=[sts], host=host)
@@ -187,14 +203,15 @@ def test_started_with_the_clock_an_hour_ahead_serves_right_away_without_a_storm(
 
 
 def test_a_host_clock_stepped_back_does_not_stretch_a_caller_svid(
-        stack: DevStack, outdir: Path, short_dir: Path) -> None:
+        stack: DevStack, outdir: Path, short_dir: Path,
+        make_host: Callable[..., HostClock]) -> None:
     """This host's clock steps an hour back: a caller SVID that expired 10 s ago (real
     time) looks valid by it, but is judged by the later of this host's and the clouds'
     clock, so it is refused; a current one is served."""
-    host = HostClock(short_dir)
+    host = make_host()
     target = target_doc("aws", stack, allowed_callers=[CALLER])
     path = write_config(short_dir / "bridge.yaml", stack, outdir, [target])
-    proc = start_bridge("run", "--config", str(path), env=host.env(), log=short_dir / "log")
+    proc = host.start("run", "--config", str(path), log=short_dir / "log")
     try:
         wait_for((outdir / "aws" / "aws.json").exists, "the first credential", timeout=30)
         host.set(-HOUR)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import google.oauth2.credentials
 import pytest
@@ -65,14 +66,19 @@ def test_token_file_is_the_raw_token_without_newline(outdir: Path) -> None:
     assert not (outdir / "aws" / "credentials").exists()
 
 
-def test_google_auth_builds_working_credentials_from_the_json(outdir: Path) -> None:
-    """google.oauth2.credentials.Credentials from gcp/<t>.json carries the token and expiry."""
+def _written_json(outdir: Path) -> tuple[dict[str, Any], TargetStatus]:
+    """gcp/bq.json as the directory writes it for a fresh status, and that status."""
     now = time.time()
     d = credential_directory(OutputsConfig(outdir), [_target()])
     d.prepare()
     status = _status(now)
     d.apply({"bq": status}, now)
-    doc = json.loads((outdir / "gcp" / "bq.json").read_text())
+    return json.loads((outdir / "gcp" / "bq.json").read_text()), status
+
+
+def test_google_auth_builds_working_credentials_from_the_json(outdir: Path) -> None:
+    """google.oauth2.credentials.Credentials from gcp/<t>.json carries the token and expiry."""
+    doc, status = _written_json(outdir)
     expiry = datetime.strptime(doc["expiry"], "%Y-%m-%dT%H:%M:%SZ")  # google-auth's format
     creds = google.oauth2.credentials.Credentials(token=doc["token"], expiry=expiry)
     assert creds.valid
@@ -89,12 +95,7 @@ def test_the_json_is_also_an_oauth2_token(outdir: Path) -> None:
     """Beside the documented keys, `access_token`, `token_type` and an RFC 3339 UTC
     `expiry`: the JSON of Go's oauth2.Token and of OAuth2 token responses (the Go and
     Node consumer tests load it so); google-auth takes the same fields."""
-    now = time.time()
-    d = credential_directory(OutputsConfig(outdir), [_target()])
-    d.prepare()
-    status = _status(now)
-    d.apply({"bq": status}, now)
-    doc = json.loads((outdir / "gcp" / "bq.json").read_text())
+    doc, status = _written_json(outdir)
     assert status.credential is not None
     assert isinstance(status.credential.material, GcpToken)
     assert set(doc) == {"token", "access_token", "token_type", "expiry", "principal"}
