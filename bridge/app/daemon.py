@@ -14,6 +14,8 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
@@ -26,12 +28,16 @@ from bridge.metrics import Metrics
 from bridge.model import TargetStatus
 from bridge.outputs import CredentialDirectory, OutputWriter, recover_svids
 from bridge.outputs.directory import DIRECTORY_OUTPUT, JWT_OUTPUT
+from bridge.outputs.files import TargetFile
+from bridge.readersocket import reader_socket
 from bridge.refresh import Scheduler, TargetPipeline
 from bridge.refresh.limits import Limits
 from bridge.serving import Service
 from bridge.serving.grpc import CallerVerifier, GrpcService, ServedTarget
+from bridge.serving.grpc.access import Access
 from bridge.serving.health import HealthServer
 from bridge.serving.metadata import LocalTokens, MetadataContext
+from bridge.serving.reader import ReaderServer
 from bridge.skew import ClockSkew
 from bridge.sources import SvidSource
 from bridge.sources.bundles import SKIP_REASONS
@@ -139,6 +145,12 @@ def build(config: Config, *, clock: Clock | None = None,
                      now=clock.monotonic, behind=lambda: writer.behind,
                      seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick),
     ]
+    if config.grpc.reader_socket:
+        readable = {t.name: served_target(t) for t in config.targets}
+        services.append(ReaderServer(
+            Path(reader_socket(urlsplit(config.grpc.socket).path)), config.grpc.socket_mode,
+            target_files(config.targets, config.outputs.directory),
+            access=Access(readable, verifier), status=store.get, now=clock.monotonic))
     # Cloud-metadata listeners, one per configured `metadata.*` section (none by default).
     context = MetadataContext(store=store, clock=clock, tokens=tokens or LocalTokens(),
                               metrics=metrics, redactor=redactor)
@@ -197,11 +209,16 @@ def credential_directory(outputs: OutputsConfig,
     out = outputs.directory
     return CredentialDirectory(
         out, allow_non_tmpfs=outputs.allow_non_tmpfs,
-        files={t.name: cloud_of(t.final).files(t, out) for t in targets},
+        files=target_files(targets, out),
         shared=[f for c in CLOUDS.values() for f in c.shared_files(
             [t for t in targets if t.final.cloud == c.name])],
         jwt_targets=[t.name for t in targets if t.jwt_file],
         subdirs=list(CLOUDS))
+
+
+def target_files(targets: Sequence[TargetConfig], out: Path) -> dict[str, list[TargetFile]]:
+    """Every target's files, as its final cloud describes them."""
+    return {t.name: cloud_of(t.final).files(t, out) for t in targets}
 
 
 def use_worker_threads(config: Config) -> None:

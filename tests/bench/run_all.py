@@ -71,6 +71,8 @@ def benches(quick: bool) -> list[Bench]:
                                        "10" if q else "30", "--warmup", "5"], 420),
         Bench("startup", "bench_startup", ["--runs", "3" if q else "7"], 240),
         Bench("scrape", "bench_scrape", ["--rounds", "10" if q else "30"], 180),
+        Bench("credential_process", "bench_credential_process",
+              ["--rounds", "5" if q else "15"], 240),
     ]
 
 
@@ -180,9 +182,23 @@ def rows_scrape(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def rows_credential_process(d: dict[str, Any]) -> list[Row]:
+    rows, bare = d["rows"], d["rows"]["python -c pass"]
+    fast, full = rows["fast --config"], rows["full --config"]
+    return [
+        ("7 credential_process via daemon", f"{fast['median_ms']:.0f} ms",
+         f"python -c pass {bare['median_ms']:.0f} ms", f"{fast['x_bare']:.2f}", "<= 1.5",
+         _met(fast["x_bare"] <= 1.5)),
+        ("7 credential_process, full CLI", f"{full['median_ms']:.0f} ms",
+         f"python -c pass {bare['median_ms']:.0f} ms", f"{full['x_bare']:.2f}", "-",
+         _met(None)),
+    ]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "refresh": rows_refresh, "grpc": rows_grpc, "metadata": rows_metadata,
-    "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape}
+    "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape,
+    "credential_process": rows_credential_process}
 LABELS = {"refresh": "1 refresh overhead", "grpc": "2 read path (gRPC)",
           "metadata": "2 read path (metadata)", "scale": "3 scale", "startup": "4 startup"}
 
