@@ -7,7 +7,8 @@ and a fresh JWT-SVID where STS says the token is the problem.
 One botocore session serves a daemon generation (`StsClients`), and targets with the
 same region and endpoint share one unsigned client: a client costs ~7 MB and ~90 ms
 when each has its own session, which made 1,000 targets take minutes and gigabytes to
-wire up. boto3 is not imported: on top of botocore it adds 20-40 ms of start-up
+wire up. The session resolves endpoints without botocore's 7 MB `endpoints.json`
+(`endpoints.slim`). boto3 is not imported: on top of botocore it adds 20-40 ms of start-up
 (s3transfer and the resource layer) for nothing the bridge uses.
 """
 
@@ -27,6 +28,7 @@ import botocore.session
 from botocore.config import Config as BotoConfig
 
 from bridge.clouds.aws.config import AwsHopConfig
+from bridge.clouds.aws.endpoints import slim
 from bridge.clouds.aws.material import AwsCredentials
 from bridge.clouds.aws.session_name import session_name
 from bridge.clouds.base import wrong_input
@@ -97,7 +99,7 @@ class StsClients:
             if signed_with is None and key in self._unsigned:
                 return self._unsigned[key]
             if self._session is None:
-                self._session = botocore.session.get_session()
+                self._session = slim(botocore.session.get_session())  # no endpoints.json
             config = BotoConfig(retries={"total_max_attempts": 1, "mode": "standard"},
                                 connect_timeout=self._timeout, read_timeout=self._timeout,
                                 max_pool_connections=_MAX_POOL,
