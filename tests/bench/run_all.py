@@ -73,6 +73,7 @@ def benches(quick: bool) -> list[Bench]:
         Bench("scrape", "bench_scrape", ["--rounds", "10" if q else "30"], 180),
         Bench("credential_process", "bench_credential_process",
               ["--rounds", "5" if q else "15"], 240),
+        Bench("memory", "bench_memory", ["--runs", "1" if q else "3"], 300),
     ]
 
 
@@ -195,10 +196,17 @@ def rows_credential_process(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def rows_memory(d: dict[str, Any]) -> list[Row]:
+    return [(f"8 {cloud} daemon RSS, one target", f"{c['rss_mb']:.1f} MB",
+             f"import floor {c['floor_mb']:.1f} MB", f"{c['ratio']:.2f}", "<= 1.15",
+             _met(c["ratio"] <= 1.15 and not c["other_cloud_imported"]))
+            for cloud, c in d["clouds"].items()]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "refresh": rows_refresh, "grpc": rows_grpc, "metadata": rows_metadata,
     "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape,
-    "credential_process": rows_credential_process}
+    "credential_process": rows_credential_process, "memory": rows_memory}
 LABELS = {"refresh": "1 refresh overhead", "grpc": "2 read path (gRPC)",
           "metadata": "2 read path (metadata)", "scale": "3 scale", "startup": "4 startup"}
 
