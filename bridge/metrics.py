@@ -54,6 +54,9 @@ class Metrics:
         self.svid_expiry = TargetFamily(
             _P + "svid_expiry_timestamp_seconds",
             "Expiry (unix time) of the latest JWT-SVID fetched for the target.", "gauge")
+        self.next_refresh = TargetFamily(
+            _P + "next_refresh_timestamp_seconds",
+            "When (unix time) the target's next refresh or retry is due.", "gauge")
         self.workload_api_up = Gauge(
             _P + "workload_api_up", "1 when the Workload API answered the last call.",
             registry=registry)
@@ -103,7 +106,8 @@ class Metrics:
             self.config_reloads.labels(result)
         self.targets: tuple[TargetFamily, ...] = (
             self.refresh_total, self.refresh_failures, self.expiry, self.last_success,
-            self.state, self.svid_expiry, self.permanent_failure, self.outputs_behind)
+            self.state, self.svid_expiry, self.permanent_failure, self.outputs_behind,
+            self.next_refresh)
         Info(_P + "build", "Build information.", registry=registry).info(
             {"version": __version__})
         ProcessCollector(registry=registry)

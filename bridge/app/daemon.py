@@ -28,6 +28,7 @@ from bridge.outputs import CredentialDirectory, OutputWriter, recover_svids
 from bridge.outputs.directory import DIRECTORY_OUTPUT, JWT_OUTPUT
 from bridge.refresh import Scheduler, TargetPipeline
 from bridge.refresh.limits import Limits
+from bridge.refresh.spread import Spread, default_node_id
 from bridge.serving import Service
 from bridge.serving.grpc import CallerVerifier, GrpcService, ServedTarget
 from bridge.serving.health import HealthServer
@@ -122,7 +123,8 @@ def build(config: Config, *, clock: Clock | None = None,
     ]
     scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
                           redactor=redactor,
-                          exit_on_permanent=config.refresh.exit_on_permanent_failure)
+                          exit_on_permanent=config.refresh.exit_on_permanent_failure,
+                          spread=Spread(config.refresh.node_id or default_node_id()))
     listeners.append(scheduler.source_up)
     directory = credential_directory(config.outputs, config.targets)
     writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics,

@@ -100,6 +100,7 @@ def _read_root(root: Section, env: Mapping[str, str]) -> Config | None:
         "concurrency", int, 32, check=lambda v: None if 1 <= v <= 1024 else "must be 1..1024"
     )
     exit_on_permanent = refresh.get("exit_on_permanent_failure", bool, False)
+    node_id = refresh.get("node_id", str, "", check=_check_node_id)
     refresh.finish()
 
     read = [(s.path, read_target(s), s.raw("name")) for s in root.items("targets")]
@@ -116,11 +117,18 @@ def _read_root(root: Section, env: Mapping[str, str]) -> Config | None:
         outputs=OutputsConfig(directory=Path(directory), allow_non_tmpfs=allow_non_tmpfs),
         targets=targets,
         refresh=RefreshConfig(concurrency=concurrency,
-                              exit_on_permanent_failure=exit_on_permanent),
+                              exit_on_permanent_failure=exit_on_permanent,
+                              node_id=node_id),
         grpc=grpc,
         http_address=http_address,
         metadata=metadata,
     )
+
+
+def _check_node_id(v: str) -> str | None:
+    if not v.strip() or len(v) > 253 or not v.isprintable():
+        return "must be a non-empty printable name of at most 253 characters (the node's)"
+    return None
 
 
 def _check_workload_socket(v: str) -> str | None:

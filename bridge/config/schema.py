@@ -48,6 +48,7 @@ class OutputsConfig:
 class RefreshConfig:
     concurrency: int = 32
     exit_on_permanent_failure: bool = False  # init containers: fail fast, let k8s report
+    node_id: str = ""  # seeds the refresh spread; empty: NODE_NAME or the host name
 
 
 @dataclass(frozen=True, slots=True)
