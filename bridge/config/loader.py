@@ -12,6 +12,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from bridge.config.fleet import read_fleet
 from bridge.config.schema import (
     DEFAULT_HTTP_ADDRESS,
     Config,
@@ -100,7 +101,7 @@ def _read_root(root: Section, env: Mapping[str, str]) -> Config | None:
         "concurrency", int, 32, check=lambda v: None if 1 <= v <= 1024 else "must be 1..1024"
     )
     exit_on_permanent = refresh.get("exit_on_permanent_failure", bool, False)
-    node_id = refresh.get("node_id", str, "", check=_check_node_id)
+    fleet = read_fleet(refresh)
     refresh.finish()
 
     read = [(s.path, read_target(s), s.raw("name")) for s in root.items("targets")]
@@ -118,17 +119,11 @@ def _read_root(root: Section, env: Mapping[str, str]) -> Config | None:
         targets=targets,
         refresh=RefreshConfig(concurrency=concurrency,
                               exit_on_permanent_failure=exit_on_permanent,
-                              node_id=node_id),
+                              fleet=fleet),
         grpc=grpc,
         http_address=http_address,
         metadata=metadata,
     )
-
-
-def _check_node_id(v: str) -> str | None:
-    if not v.strip() or len(v) > 253 or not v.isprintable():
-        return "must be a non-empty printable name of at most 253 characters (the node's)"
-    return None
 
 
 def _check_workload_socket(v: str) -> str | None:

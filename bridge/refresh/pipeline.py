@@ -5,6 +5,10 @@ token service says the token itself was the problem (invalid, expired, claim rej
 the whole chain is tried once more at once with a newly fetched SVID. The credential's
 expiry is the earliest expiry among the hops' outputs: nothing outlives a link it was
 derived from.
+
+Each hop's call first waits for a token of its quota scope's budget (`budget`, in the
+order of `due`: the credential closest to its hand-out limit first) and tells the budget
+when it was throttled. Targets making the identical exchange share one call (`coalesce`).
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bridge.clouds import Hop
+from bridge.clouds import Hop, quota_of
 from bridge.config import TargetConfig
 from bridge.errors import ExchangeError
 from bridge.model import Credential, JwtSvid, Material
+from bridge.refresh.budget import Budgets
+from bridge.refresh.coalesce import Coalescer
 from bridge.refresh.limits import Limits
 from bridge.sources import SvidSource
 
@@ -37,13 +43,18 @@ class TargetPipeline:
 
     def __init__(self, target: TargetConfig, *, source: SvidSource, hops: Sequence[Hop],
                  monotonic: Callable[[], float], now: Callable[[], float],
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, budgets: Budgets | None = None,
+                 coalescer: Coalescer | None = None) -> None:
         self.target = target
         self._source = source
         self._hops = list(hops)
         self._monotonic = monotonic
         self._now = now
         self._limits = limits or Limits(32)  # the daemon shares one across its targets
+        self._budgets = budgets
+        self._coalescer = coalescer
+        # What makes two targets' exchanges identical (hop configs are frozen values).
+        self._key = (target.audience, target.spiffe_id, target.hops)
 
     async def fetch_svid(self, timings: Timings) -> JwtSvid:
         start = self._monotonic()
@@ -54,25 +65,40 @@ class TargetPipeline:
         finally:
             timings.add("svid", self._monotonic() - start)
 
-    async def refresh(self, timings: Timings) -> tuple[Credential, JwtSvid]:
-        """Run the whole chain once; raise a classified BridgeError on failure."""
+    async def refresh(self, timings: Timings, *,
+                      due: float | None = None) -> tuple[Credential, JwtSvid]:
+        """Run the whole chain once; raise a classified BridgeError on failure. `due` is
+        when the credential held must be replaced (monotonic; None: none is held)."""
+        if self._coalescer is None:
+            return await self._refresh(timings, due)
+        return await self._coalescer.run(self._key, self.target.name,
+                                         lambda: self._refresh(timings, due))
+
+    async def _refresh(self, timings: Timings, due: float | None) -> tuple[Credential, JwtSvid]:
         try:
-            return await self._attempt(timings)
+            return await self._attempt(timings, due)
         except ExchangeError as exc:
             if not exc.fresh_svid:
                 raise
-        return await self._attempt(timings)
+        return await self._attempt(timings, due)
 
-    async def _attempt(self, timings: Timings) -> tuple[Credential, JwtSvid]:
+    async def _attempt(self, timings: Timings, due: float | None) -> tuple[Credential, JwtSvid]:
         svid = await self.fetch_svid(timings)
         issued_at, received = self._now(), self._monotonic()
         material: Material = svid
         expiries, deadlines = [svid.expires_at], [svid.deadline]
         for position, hop in enumerate(self._hops, start=1):
+            quota = quota_of(hop)
+            if self._budgets is not None:
+                waited = await self._budgets.acquire(
+                    quota.scope, quota.rate, due=self._monotonic() if due is None else due)
+                timings.add("budget", waited)
             wall, start = self._now(), self._monotonic()
             try:
                 material = await self._limits.run(hop.scope, hop.exchange, material)
             except ExchangeError as exc:
+                if self._budgets is not None and exc.reason == "throttled":
+                    self._budgets.throttled(quota.scope, quota.rate, exc.retry_after)
                 if len(self._hops) > 1:
                     raise exc.at(position, len(self._hops)) from exc
                 raise

@@ -123,8 +123,12 @@ class Scheduler:
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
             # lands as the call returns (gh-86296), and SIGTERM would be ignored.
+            held = self._store.get(name)
+            replaced = held.credential if held else None
+            due = (replaced.deadline - self._policies[name].min_remaining
+                   if replaced is not None else None)
             async with asyncio.timeout(self._deadline):
-                credential, svid = await self._expiring(name, p.refresh(timings))
+                credential, svid = await self._expiring(name, p.refresh(timings, due=due))
         except (BridgeError, TimeoutError) as exc:
             return self._failed(p, exc, timings)
         finally:
@@ -148,6 +152,9 @@ class Scheduler:
         # its expiries in the old ones (the watcher may have re-dated the rest already).
         credential = credential.in_terms_of(now - self._clock.monotonic())
         self._held_by_source.discard(name)
+        if replaced is not None:
+            self._metrics.refresh_headroom.observe(
+                max(0.0, replaced.remaining(self._clock.monotonic())))
         status = self._store.succeeded(name, credential, now)
         m = self._metrics
         m.refresh_total.labels(name, "success").inc()
