@@ -23,7 +23,6 @@ from bridge.testing import FakeClock
 from tests.unit.refresh.test_scheduler import ScriptedHop, ScriptedSource, _target, _throttled
 
 
-
 class Rig:
     def __init__(self, names: tuple[str, ...], *, rate: float, coalesce: bool = False) -> None:
         self.clock = FakeClock()
