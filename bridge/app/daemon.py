@@ -133,7 +133,7 @@ def build(config: Config, *, clock: Clock | None = None,
     scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
                           redactor=redactor,
                           exit_on_permanent=config.refresh.exit_on_permanent_failure,
-                          spread=Spread(node))
+                          spread=Spread(node), budgeted=True)
     listeners.append(scheduler.source_up)
     directory = credential_directory(config.outputs, config.targets)
     writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics,

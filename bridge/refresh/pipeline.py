@@ -7,12 +7,14 @@ expiry is the earliest expiry among the hops' outputs: nothing outlives a link i
 derived from.
 
 Each hop's call first waits for a token of its quota scope's budget (`budget`, in the
-order of `due`: the credential closest to its hand-out limit first) and tells the budget
+order of `due`: a target holding nothing first, then the credential closest to its
+hand-out limit) and tells the budget
 when it was throttled. Targets making the identical exchange share one call (`coalesce`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -91,7 +93,7 @@ class TargetPipeline:
             quota = quota_of(hop)
             if self._budgets is not None:
                 waited = await self._budgets.acquire(
-                    quota.scope, quota.rate, due=self._monotonic() if due is None else due)
+                    quota.scope, quota.rate, due=-math.inf if due is None else due)
                 timings.add("budget", waited)
             wall, start = self._now(), self._monotonic()
             try:

@@ -1,8 +1,10 @@
 """The refresh policy: pure functions of times and a jitter draw, so they can be proven.
 
 - Refresh anywhere in the credential's *safe window* (`spread_refresh`): from a quarter of
-  its life to the last moment that still hands out `min_remaining` (plus `LEAD`), at the
-  point a draw in [0, 1) picks. The draws are deterministic per node and target
+  its life to the last moment that still leaves the larger of `min_remaining` + `LEAD`
+  (the SDKs' window) and `RESERVE` of its life (so an outage of a third of the lifetime
+  or a key its token services do not know yet lapses nothing), at the point a draw in
+  [0, 1) picks. The draws are deterministic per node and target
   (`refresh.spread`), so a fleet started together, or lined up by an outage that ended,
   spreads over the whole window instead of refreshing together for ever. A credential
   too short for the window is refreshed in [25 %, 50 %] of its life. A credential a
@@ -31,6 +33,8 @@ BACKOFF_CAP = 300.0
 MIN_DELAY = 1.0
 MIN_LIFETIME = 2.0  # seconds: less on arrival is too little to hand out
 LEAD = 60.0  # refresh this long before the hand-out window opens, to absorb one slow call
+RESERVE = 0.4  # of the lifetime, still left at the latest spread refresh (outages, retries)
+TRANSIENT_CAP = 60.0  # retry cap for transient failures when budgets bound the call rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,7 @@ class Policy:
     min_remaining: float
     backoff_base: float = BACKOFF_BASE
     backoff_cap: float = BACKOFF_CAP
+    transient_cap: float | None = None  # a lower cap for retryable failures (budgets on)
 
     def next_refresh(self, *, issued_at: float, expires_at: float, now: float,
                      jitter: float) -> float:
@@ -51,11 +56,11 @@ class Policy:
 
     def safe_window(self, *, issued_at: float, expires_at: float) -> tuple[float, float]:
         """(earliest, latest) refresh instants of a credential: a quarter of its life, and
-        the last moment that still hands out `min_remaining` with `LEAD` to spare (half
-        its life when it is too short for that)."""
+        the last moment that still leaves `min_remaining` with `LEAD` to spare and
+        `RESERVE` of its life (half its life when it is too short for the window)."""
         lifetime = max(0.0, expires_at - issued_at)
         earliest = issued_at + lifetime * 0.25
-        latest = expires_at - self.min_remaining - LEAD
+        latest = expires_at - max(self.min_remaining + LEAD, lifetime * RESERVE)
         if latest <= earliest:
             latest = issued_at + lifetime * 0.5
         return earliest, latest
@@ -82,8 +87,9 @@ class Policy:
         be replaced (expiry minus the hand-out window), or None when none is held.
         """
         steps = max(0, failures - 1)
-        step = self.backoff_cap if permanent else min(
-            self.backoff_cap, self.backoff_base * (2.0 ** min(steps, 32)))
+        cap = self.backoff_cap if permanent or self.transient_cap is None else min(
+            self.backoff_cap, self.transient_cap)
+        step = cap if permanent else min(cap, self.backoff_base * (2.0 ** min(steps, 32)))
         delay = step * (0.75 + 0.25 * _clamp(jitter, 0.0, 1.0))
         if replace_by is not None and replace_by > now:
             delay = min(delay, replace_by - now)

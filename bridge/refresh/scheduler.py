@@ -30,7 +30,7 @@ from bridge.model import Credential, JwtSvid, State, TargetStatus
 from bridge.refresh import clock_steps
 from bridge.refresh.clock_steps import StepWatcher
 from bridge.refresh.pipeline import TargetPipeline, Timings
-from bridge.refresh.policy import JWT_MIN_REMAINING, Policy
+from bridge.refresh.policy import JWT_MIN_REMAINING, TRANSIENT_CAP, Policy
 from bridge.refresh.spread import Spread
 from bridge.store import CredentialStore
 
@@ -55,13 +55,18 @@ class Scheduler:
         deadline: float = 120.0,
         exit_on_permanent: bool = False,
         spread: Spread | None = None,
+        budgeted: bool = False,
     ) -> None:
         self._pipelines = list(pipelines)
         self._store = store
         self._clock = clock
         self._metrics = metrics
         self._redactor = redactor
-        self._policies = {p.target.name: policy or _policy_for(p.target) for p in pipelines}
+        # Budgets bound the call rate, so transient retries may cap lower (TRANSIENT_CAP):
+        # a token service that comes back is seen within a minute, not five.
+        cap = TRANSIENT_CAP if budgeted else None
+        self._policies = {p.target.name: policy or _policy_for(p.target, cap)
+                          for p in pipelines}
         self._jwt_policy = Policy(min_remaining=JWT_MIN_REMAINING)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._source_back = asyncio.Event()  # set (and replaced) when the source recovers
@@ -373,9 +378,10 @@ class Scheduler:
             await asyncio.sleep(HEARTBEAT)
 
 
-def _policy_for(target: TargetConfig) -> Policy:
+def _policy_for(target: TargetConfig, transient_cap: float | None = None) -> Policy:
     """The hand-out window is the final cloud's SDKs' refresh window."""
-    return Policy(min_remaining=cloud_of(target.final).min_remaining)
+    return Policy(min_remaining=cloud_of(target.final).min_remaining,
+                  transient_cap=transient_cap)
 
 
 def _classify(exc: BaseException) -> tuple[str, str, bool]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.refresh.policy import LEAD, Policy
+from bridge.refresh.policy import LEAD, RESERVE, TRANSIENT_CAP, Policy
 from bridge.refresh.spread import GOLDEN, Spread, default_node_id, seed
 
 AWS = Policy(min_remaining=15 * 60.0)
@@ -23,11 +23,14 @@ HOUR = 3600.0
                          ids=["aws-1h", "aws-25m", "aws-12h", "gcp-1h"])
 def test_draws_cover_the_safe_window_from_a_quarter_to_the_hand_out_limit(
         policy: Policy, lifetime: float) -> None:
-    """Draw 0 refreshes at 25 % of life, draw 1 at the last moment that keeps the window."""
+    """Draw 0 refreshes at 25 % of life, draw 1 at the last moment that keeps the SDKs'
+    window (plus lead) and the reserve of the lifetime."""
     first = policy.spread_refresh(issued_at=T0, expires_at=T0 + lifetime, now=T0, draw=0.0)
     last = policy.spread_refresh(issued_at=T0, expires_at=T0 + lifetime, now=T0, draw=1.0)
     assert first == pytest.approx(0.25 * lifetime)
-    assert last == pytest.approx(lifetime - policy.min_remaining - LEAD)
+    assert last == pytest.approx(lifetime - max(policy.min_remaining + LEAD,
+                                                RESERVE * lifetime))
+    assert lifetime - last >= policy.min_remaining + LEAD - 1e-6
 
 
 def test_a_25_minute_aws_session_is_spread_where_half_life_jitter_was_clamped_away() -> None:
@@ -64,6 +67,7 @@ def test_spread_refresh_keeps_the_window_whenever_the_credential_can(
     fits = lifetime * 0.75 > policy.min_remaining + LEAD
     if fits:
         assert lifetime - delay >= policy.min_remaining + LEAD - slack
+        assert lifetime - delay >= RESERVE * lifetime - slack
     else:
         assert delay <= max(1.0, 0.5 * lifetime) + slack
 
@@ -116,3 +120,15 @@ def test_node_id_is_the_kubernetes_node_then_the_host_name() -> None:
     """NODE_NAME (downward API) wins: a replaced DaemonSet pod keeps its node's draws."""
     assert default_node_id({"NODE_NAME": "ip-10-0-0-1"}) == "ip-10-0-0-1"
     assert default_node_id({}) != ""
+
+
+def test_budgeted_transient_retries_cap_lower_but_permanent_ones_do_not() -> None:
+    """With budgets bounding the call rate, transient retries cap at TRANSIENT_CAP (the
+    STS that comes back is seen within a minute); a permanent failure still waits 5 min."""
+    policy = Policy(min_remaining=15 * 60.0, transient_cap=TRANSIENT_CAP)
+    assert policy.retry_delay(failures=20, permanent=False, jitter=1.0, now=T0,
+                              replace_by=None) == TRANSIENT_CAP
+    assert policy.retry_delay(failures=1, permanent=True, jitter=1.0, now=T0,
+                              replace_by=None) == 300.0
+    assert AWS.retry_delay(failures=20, permanent=False, jitter=1.0, now=T0,
+                           replace_by=None) == 300.0
