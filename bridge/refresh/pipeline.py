@@ -2,7 +2,10 @@
 
 A fresh JWT-SVID is fetched for every exchange (the agent caches; we must not). When a
 token service says the token itself was the problem (invalid, expired, claim rejected)
-the whole chain is tried once more at once with a newly fetched SVID. The credential's
+the whole chain is tried once more at once with a newly fetched SVID. When a later hop
+of a chain fails otherwise, what the hops before it produced is kept for the next try
+while it is young (a quarter of its life), so retries spend only the failing scope's
+quota. The credential's
 expiry is the earliest expiry among the hops' outputs: nothing outlives a link it was
 derived from.
 
@@ -40,6 +43,29 @@ class Timings:
         self.stages[stage] = self.stages.get(stage, 0.0) + seconds
 
 
+KEEP_FOR = 0.25  # of an intermediate material's life: how long a retry may start from it
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """What the hops before a failed one produced, for the retry to start from (a chain
+    whose last hop fails must not spend the earlier scopes' quota again on every try)."""
+
+    position: int  # hops done
+    material: Material
+    svid: JwtSvid
+    issued_at: float
+    received: float
+    expiries: tuple[float, ...]
+    deadlines: tuple[float, ...]  # [0] is the SVID's: it bounded only the first call
+
+    def fresh(self, now: float) -> bool:
+        """While the materials kept are young (a quarter of their life): the credential
+        they lead to is bounded by them, so it must not start out old."""
+        left = min(self.deadlines[1:]) - now
+        return left > (1.0 - KEEP_FOR) * (min(self.deadlines[1:]) - self.received)
+
+
 class TargetPipeline:
     """One target's chain: a fresh JWT-SVID, then each hop in turn."""
 
@@ -57,6 +83,7 @@ class TargetPipeline:
         self._coalescer = coalescer
         # What makes two targets' exchanges identical (hop configs are frozen values).
         self._key = (target.audience, target.spiffe_id, target.hops)
+        self._kept: _Kept | None = None
 
     async def fetch_svid(self, timings: Timings) -> JwtSvid:
         start = self._monotonic()
@@ -85,11 +112,17 @@ class TargetPipeline:
         return await self._attempt(timings, due)
 
     async def _attempt(self, timings: Timings, due: float | None) -> tuple[Credential, JwtSvid]:
-        svid = await self.fetch_svid(timings)
-        issued_at, received = self._now(), self._monotonic()
-        material: Material = svid
-        expiries, deadlines = [svid.expires_at], [svid.deadline]
-        for position, hop in enumerate(self._hops, start=1):
+        kept, self._kept = self._kept, None
+        if kept is not None and kept.fresh(self._monotonic()):
+            svid, issued_at, received = kept.svid, kept.issued_at, kept.received
+            material, first = kept.material, kept.position
+            expiries, deadlines = list(kept.expiries), list(kept.deadlines)
+        else:
+            svid = await self.fetch_svid(timings)
+            issued_at, received = self._now(), self._monotonic()
+            material, first = svid, 0
+            expiries, deadlines = [svid.expires_at], [svid.deadline]
+        for position, hop in enumerate(self._hops[first:], start=first + 1):
             quota = quota_of(hop)
             if self._budgets is not None:
                 waited = await self._budgets.acquire(
@@ -101,6 +134,10 @@ class TargetPipeline:
             except ExchangeError as exc:
                 if self._budgets is not None and exc.reason == "throttled":
                     self._budgets.throttled(quota.scope, quota.rate, exc.retry_after)
+                if position > 1 and exc.retryable and not exc.fresh_svid:
+                    # The hops before it worked: the retry starts here, not from the SVID.
+                    self._kept = _Kept(position - 1, material, svid, issued_at, received,
+                                       tuple(expiries), tuple(deadlines))
                 if len(self._hops) > 1:
                     raise exc.at(position, len(self._hops)) from exc
                 raise

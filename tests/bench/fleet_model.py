@@ -30,6 +30,7 @@ from bridge.clouds.gcp.cloud import MIN_REMAINING as GCP_MIN_REMAINING
 from bridge.clouds.gcp.quota import IAM_RATE as GCP_IAM_RATE
 from bridge.clouds.gcp.quota import STS_RATE as GCP_STS_RATE
 from bridge.refresh.budget import DeadlineQueue, ScopeBudget
+from bridge.refresh.pipeline import KEEP_FOR
 from bridge.refresh.policy import TRANSIENT_CAP, Policy
 from bridge.refresh.spread import Spread, seed
 
@@ -95,6 +96,9 @@ class Target:
     failures: int = 0
     hop: int = 0
     fresh_retry: bool = False
+    started: float = 0.0  # when the attempt's first hop was asked (its `received`)
+    kept_hop: int = 0     # hops a failed attempt completed, kept for the retry (pipeline)
+    kept_started: float = 0.0
     ever: bool = False    # has held a credential
 
 
@@ -130,13 +134,19 @@ class Fleet:
 
     def __init__(self, nodes: int, *, fleet_work: bool, start: float, end: float,
                  faults: Faults | None = None, fleet_size: int | None = None,
-                 cloud_scale: float = 1.0, rng: random.Random | None = None) -> None:
+                 cloud_scale: float = 1.0, rng: random.Random | None = None,
+                 mix: tuple[Kind, ...] = MIX, node_name: Callable[[int], str] | None = None,
+                 target_name: Callable[[int, Kind], str] | None = None,
+                 call_log: list[tuple[float, str, str]] | None = None) -> None:
         self.n = nodes
         self.fleet_work = fleet_work
         self.faults = faults or Faults()
         self.fleet_size = fleet_size or nodes
         self.cloud_scale = cloud_scale  # a sampled fleet meets a scaled-down cloud
         self.rng = rng or random.Random(17)
+        self.mix = mix
+        self.node_name = node_name or (lambda i: f"node-{i}")
+        self.call_log = call_log  # (time, target, answer) of every call, when given
         self.now = start
         self.stats = Stats(start, end)
         self._events: list[tuple[float, int, int, object, int]] = []
@@ -145,15 +155,16 @@ class Fleet:
         self._budgets: list[dict[str, ScopeBudget]] = [{} for _ in range(nodes)]
         self._queues: list[dict[str, DeadlineQueue[Target]]] = [{} for _ in range(nodes)]
         self._dispatching: list[set[str]] = [set() for _ in range(nodes)]
-        self._spreads = [Spread(f"node-{i}") for i in range(nodes)]
+        self._spreads = [Spread(self.node_name(i)) for i in range(nodes)]
         self._second: dict[str, tuple[int, int]] = {}  # scope -> (second, answered in it)
         self.holding = 0
         for node in range(nodes):
             region = REGIONS[node % len(REGIONS)]
-            for i, kind in enumerate(MIX):
+            for i, kind in enumerate(mix):
                 account = AWS_ACCOUNTS[i % len(AWS_ACCOUNTS)]
                 scopes = tuple(h.format(account=account, region=region) for h in kind.hops)
-                self.targets.append(Target(node, f"t{i}-{kind.name}", kind, scopes,
+                name = target_name(i, kind) if target_name else f"t{i}-{kind.name}"
+                self.targets.append(Target(node, name, kind, scopes,
                                            POLICIES[fleet_work][kind.final]))
 
     # -- the event loop ------------------------------------------------------------------
@@ -174,8 +185,12 @@ class Fleet:
                 t = what
                 assert isinstance(t, Target)
                 if t.epoch == epoch:
-                    t.hop = 0
                     t.fresh_retry = False
+                    if t.kept_hop and when - t.kept_started < KEEP_FOR * t.kind.lifetime:
+                        t.hop, t.started = t.kept_hop, t.kept_started
+                    else:
+                        t.hop, t.started = 0, when
+                    t.kept_hop = 0
                     self._call_hop(t)
             elif kind == _DISPATCH:
                 node, scope = what  # type: ignore[misc]
@@ -199,7 +214,7 @@ class Fleet:
             next_tick += 10.0
 
     def _node_epoch(self, node: int) -> int:
-        return self.targets[node * len(MIX)].epoch
+        return self.targets[node * len(self.mix)].epoch
 
     # -- what a bridge does ----------------------------------------------------------------
 
@@ -209,8 +224,8 @@ class Fleet:
         self._budgets[node] = {}
         self._queues[node] = {}
         self._dispatching[node] = set()
-        self._spreads[node] = Spread(f"node-{node}")
-        for t in self.targets[node * len(MIX):(node + 1) * len(MIX)]:
+        self._spreads[node] = Spread(self.node_name(node))
+        for t in self.targets[node * len(self.mix):(node + 1) * len(self.mix)]:
             t.epoch += 1
             t.failures = 0
             if warm and t.deadline is not None and t.deadline > when and self.fleet_work:
@@ -225,7 +240,7 @@ class Fleet:
         if b is None:
             b = self._budgets[node][scope] = ScopeBudget.start(
                 quota_of(scope) / self.fleet_size, now=self.now,
-                fill=seed(f"node-{node}", scope))
+                fill=seed(self.node_name(node), scope))
         return b
 
     def _call_hop(self, t: Target) -> None:
@@ -258,6 +273,8 @@ class Fleet:
 
     def _call(self, t: Target, scope: str) -> None:
         answer = self._answer(scope)
+        if self.call_log is not None:
+            self.call_log.append((self.now, t.name, answer))
         if answer == OK:
             t.hop += 1
             if t.hop < len(t.scopes):
@@ -267,11 +284,14 @@ class Fleet:
             return
         if answer == INVALID and not t.fresh_retry:
             t.fresh_retry = True  # the pipeline's one retry at once with a fresh SVID
-            t.hop = 0
+            t.hop, t.started = 0, self.now
             self._call_hop(t)
             return
         if answer == THROTTLED and self.fleet_work:
             self._budget(t.node, scope).throttled(self.now)
+        if t.hop > 0 and answer != INVALID and self.fleet_work:  # the pipeline keeps what
+            # the earlier hops made (a token problem starts again from a fresh SVID)
+            t.kept_hop, t.kept_started = t.hop, t.started
         t.failures += 1
         replace_by = t.deadline - t.policy.min_remaining if t.deadline is not None else None
         delay = t.policy.retry_delay(failures=t.failures, permanent=False,
@@ -308,8 +328,8 @@ class Fleet:
             self.holding += 1
         t.ever = True
         t.generation += 1
-        t.deadline = now + t.kind.lifetime
-        t.received = now
+        t.deadline = t.started + t.kind.lifetime  # bounded by its first hop's material
+        t.received = t.started
         t.failures = 0
         self.at(t.deadline, _EXPIRE, t, t.generation)
         if self.fleet_work:

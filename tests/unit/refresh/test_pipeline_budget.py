@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.clouds.aws import MIN_REMAINING as AWS_MIN_REMAINING
@@ -90,3 +91,47 @@ async def test_identical_exchanges_share_one_call() -> None:
     assert len({c.material for c in creds.values() if c is not None}) == 1
     task.cancel()
     rig.budgets.close()
+
+
+class _Second:
+    """A second hop (AssumeRole-like) that fails as told, then passes its input on."""
+
+    name = "aws_assume_role"
+    scope = "aws_sts other"
+    judge = "aws_sts"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors: list[Exception] = []
+
+    def exchange(self, material: object) -> object:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return material
+
+
+async def test_a_chain_retries_from_the_failed_hop_while_the_earlier_material_is_young(
+        ) -> None:
+    """Hop 2 unavailable twice: the retries call hop 2 only (hop 1's session is kept);
+    a token problem at hop 2 starts again from a fresh SVID and hop 1."""
+    from bridge.errors import ExchangeError
+    from bridge.refresh.pipeline import Timings
+
+    clock = FakeClock()
+    first, second = ScriptedHop(clock), _Second()
+    pipeline = TargetPipeline(_target("c"), source=ScriptedSource(clock), hops=[first, second],
+                              monotonic=clock.monotonic, now=clock.time)
+    down = ExchangeError("down", hop="aws_assume_role", code="ServiceUnavailable",
+                         retryable=True, reason="unavailable")
+    second.errors = [down, down]
+    for _ in range(2):
+        with pytest.raises(ExchangeError):
+            await pipeline.refresh(Timings())
+    credential, _ = await pipeline.refresh(Timings())
+    assert (first.calls, second.calls) == (1, 3)
+    assert credential.received == 0.0  # bounded by the kept session: issued at the start
+    second.errors = [ExchangeError("bad token", hop="aws_assume_role", code="InvalidIdentityToken",
+                                   retryable=True, reason="invalid_token", fresh_svid=True)]
+    await pipeline.refresh(Timings())
+    assert first.calls == 3  # both tries of the fresh-SVID retry start from hop 1
