@@ -11,7 +11,9 @@ Scenarios (t = 0 is a fleet in steady state, nodes booted over the hour before):
 - cold: the whole fleet starts at once with nothing.
 
 Per scenario and behaviour it prints calls/s per quota scope over 1 s buckets (peak,
-mean, p99, peak / mean; also peak / mean over 60 s buckets), seconds over quota,
+mean, p99, peak / mean, and beside it the peak / mean that independent random calls at
+that mean give, `random`: the floor for nodes that do not coordinate; also peak / mean
+over 60 s buckets), seconds over quota,
 throttled calls, lapses (a credential expired without a replacement) and time to
 recovery (10 s resolution), writes tests/bench/results/fleet-<scenario>.png (calls/s
 against the quota line) and, with --json, every figure.
@@ -123,6 +125,7 @@ def simulate(job: tuple[str, bool, int]) -> dict[str, Any]:
             "p99": sorted(per_s)[int(0.99 * (len(per_s) - 1))],
             "peak_over_mean": max(per_s) / mean if mean else math.nan,
             "peak_over_mean_60s": max(minute) / mean if mean and minute else math.nan,
+            "poisson_floor": _poisson_floor(sum(buckets) / len(buckets), len(buckets)),
             "seconds_over_quota": sum(over), "longest_over_quota_s": _longest(over),
             "throttled": round(fleet.stats.throttled.get(scope, 0) / scale),
             "series": per_s if scope in _plotted(fleet.stats.calls) else None,
@@ -139,6 +142,22 @@ def simulate(job: tuple[str, bool, int]) -> dict[str, Any]:
             "missing_at_end": missing[-1][1] if missing else 0,
             "headroom_p1_s": headroom[len(headroom) // 100] if headroom else None,
             "cpu_s": time.process_time() - started}
+
+
+def _poisson_floor(mean: float, buckets: int) -> float:
+    """Peak / mean that independent random calls at this mean give over this many 1 s
+    buckets (the Poisson quantile at 1 - 1/buckets): what no spread can beat without
+    the nodes coordinating."""
+    if mean <= 0:
+        return math.nan
+    target = 1.0 - 1.0 / buckets
+    k, term = 0, math.exp(-mean)
+    total = term
+    while total < target and k < 100 * mean + 100:
+        k += 1
+        term *= mean / k
+        total += term
+    return k / mean
 
 
 def _plotted(calls: dict[str, list[int]]) -> set[str]:
@@ -187,7 +206,8 @@ def _family(scope: str) -> str:
 def table(results: list[dict[str, Any]]) -> str:
     """Per scenario and behaviour, the worst scope of each family (AWS per region, GCP)."""
     lines = [f"{'scenario':9} {'behaviour':10} {'scope (worst of family)':36} {'peak/s':>8} "
-             f"{'mean/s':>8} {'p99/s':>8} {'pk/mean':>7} {'60s':>5} {'>quota s':>8} "
+             f"{'mean/s':>8} {'p99/s':>8} {'pk/mean':>7} {'random':>6} {'60s':>5} "
+             f"{'>quota s':>8} "
              f"{'throttled':>9} {'lapses':>7} {'recovery':>9}"]
     for r in results:
         families: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -202,7 +222,8 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{r['scenario'] if i == 0 else '':9} "
                 f"{('fleet work' if r['fleet_work'] else 'today') if i == 0 else '':10} "
                 f"{scope:36} {v['peak']:8.1f} {v['mean']:8.1f} {v['p99']:8.1f} "
-                f"{v['peak_over_mean']:7.2f} {v['peak_over_mean_60s']:5.2f} "
+                f"{v['peak_over_mean']:7.2f} {v['poisson_floor']:6.2f} "
+                f"{v['peak_over_mean_60s']:5.2f} "
                 f"{v['seconds_over_quota']:8d} {v['throttled']:9d} "
                 f"{r['lapses'] if i == 0 else '':>7} {recovery if i == 0 else '':>9}")
     return "\n".join(lines)
