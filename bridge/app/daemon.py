@@ -31,7 +31,10 @@ from bridge.outputs.directory import DIRECTORY_OUTPUT, JWT_OUTPUT
 from bridge.outputs.files import TargetFile
 from bridge.readersocket import reader_socket
 from bridge.refresh import Scheduler, TargetPipeline
+from bridge.refresh.budget import BudgetConfig, Budgets
+from bridge.refresh.coalesce import Coalescer
 from bridge.refresh.limits import Limits
+from bridge.refresh.spread import Spread, default_node_id, seed
 from bridge.serving import Service
 from bridge.serving.grpc import CallerVerifier, GrpcService, ServedTarget
 from bridge.serving.grpc.access import Access
@@ -61,6 +64,7 @@ class Daemon:
     services: list[Service] = field(default_factory=list)
     carried: frozenset[str] = frozenset()  # targets whose state a reload kept
     limits: Limits | None = None  # the refreshes' per-endpoint pools, closed with it
+    budgets: Budgets | None = None  # the quota scopes' budgets, closed with it
     running: frozenset[int] = frozenset()  # ids of services a previous generation started
     retired: list[Service] = field(default_factory=list)  # its services not taken over
     up_listeners: list[Callable[[bool], None]] = field(default_factory=list)
@@ -121,14 +125,21 @@ def build(config: Config, *, clock: Clock | None = None,
             if hop.cloud not in sessions:
                 sessions[hop.cloud] = cloud_of(hop).session(hop_context)
     limits = Limits(config.refresh.concurrency)
+    fleet = config.refresh.fleet
+    node = fleet.node_id or default_node_id()
+    budgets = Budgets(BudgetConfig(fleet_size=fleet.fleet_size, scope_rates=fleet.scope_rates),
+                      clock=clock, fill=lambda scope: seed(node, scope), observer=metrics)
+    coalescer = Coalescer(clock.monotonic) if fleet.coalesce else None
     pipelines = [
         TargetPipeline(t, source=source, hops=build_hops(t.hops, sessions),
-                       monotonic=clock.monotonic, now=clock.time, limits=limits)
+                       monotonic=clock.monotonic, now=clock.time, limits=limits,
+                       budgets=budgets, coalescer=coalescer)
         for t in config.targets
     ]
     scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
                           redactor=redactor,
-                          exit_on_permanent=config.refresh.exit_on_permanent_failure)
+                          exit_on_permanent=config.refresh.exit_on_permanent_failure,
+                          spread=Spread(node), budgeted=True)
     listeners.append(scheduler.source_up)
     directory = credential_directory(config.outputs, config.targets)
     writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics,
@@ -164,7 +175,8 @@ def build(config: Config, *, clock: Clock | None = None,
     return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
                   source=source, scheduler=scheduler, directory=directory, writer=writer,
                   services=services, carried=frozenset(kept), limits=limits, running=running,
-                  retired=retired, up_listeners=listeners, reloaded=previous is not None)
+                  retired=retired, up_listeners=listeners, reloaded=previous is not None,
+                  budgets=budgets)
 
 
 def _take_over(services: list[Service], previous: Daemon | None
@@ -279,6 +291,8 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
         daemon.store.unsubscribe(daemon.writer.notify)
         if daemon.limits is not None:
             daemon.limits.close()
+        if daemon.budgets is not None:
+            daemon.budgets.close()
         if not daemon.handover:
             _stop(started)
             daemon.source.close()
@@ -308,6 +322,8 @@ async def run_once(daemon: Daemon) -> list[TargetStatus]:
         daemon.source.close()
         if daemon.limits is not None:
             daemon.limits.close()
+        if daemon.budgets is not None:
+            daemon.budgets.close()
     if failures:
         raise failures[0].error
     return statuses
