@@ -157,11 +157,7 @@ def build(config: Config, *, clock: Clock | None = None,
                      seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick),
     ]
     if config.grpc.reader_socket:
-        readable = {t.name: served_target(t) for t in config.targets}
-        services.append(ReaderServer(
-            Path(reader_socket(urlsplit(config.grpc.socket).path)), config.grpc.socket_mode,
-            target_files(config.targets, config.outputs.directory),
-            access=Access(readable, verifier), status=store.get, now=clock.monotonic))
+        services.append(_reader(config, verifier, store, clock))
     # Cloud-metadata listeners, one per configured `metadata.*` section (none by default).
     context = MetadataContext(store=store, clock=clock, tokens=tokens or LocalTokens(),
                               metrics=metrics, redactor=redactor)
@@ -226,6 +222,16 @@ def credential_directory(outputs: OutputsConfig,
             [t for t in targets if t.final.cloud == c.name])],
         jwt_targets=[t.name for t in targets if t.jwt_file],
         subdirs=list(CLOUDS))
+
+
+def _reader(config: Config, verifier: CallerVerifier, store: CredentialStore,
+            clock: Clock) -> ReaderServer:
+    """The reader socket beside the gRPC one: the targets' files, under gRPC's rules."""
+    readable = {t.name: served_target(t) for t in config.targets}
+    return ReaderServer(
+        Path(reader_socket(urlsplit(config.grpc.socket).path)), config.grpc.socket_mode,
+        target_files(config.targets, config.outputs.directory),
+        access=Access(readable, verifier), status=store.get, now=clock.monotonic)
 
 
 def target_files(targets: Sequence[TargetConfig], out: Path) -> dict[str, list[TargetFile]]:
