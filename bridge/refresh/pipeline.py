@@ -17,7 +17,8 @@ from bridge.config import TargetConfig
 from bridge.errors import ExchangeError
 from bridge.model import Credential, JwtSvid, Material
 from bridge.refresh.limits import Limits
-from bridge.sources import SvidSource
+from bridge.sources import SvidSource, X509Svids
+from bridge.x509_svid import X509Svid
 
 SOURCE_SCOPE = "workload_api"
 
@@ -37,9 +38,10 @@ class TargetPipeline:
 
     def __init__(self, target: TargetConfig, *, source: SvidSource, hops: Sequence[Hop],
                  monotonic: Callable[[], float], now: Callable[[], float],
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, x509: X509Svids | None = None) -> None:
         self.target = target
         self._source = source
+        self._x509 = x509  # for a `source: x509` target
         self._hops = list(hops)
         self._monotonic = monotonic
         self._now = now
@@ -54,7 +56,21 @@ class TargetPipeline:
         finally:
             timings.add("svid", self._monotonic() - start)
 
-    async def refresh(self, timings: Timings) -> tuple[Credential, JwtSvid]:
+    async def fetch_x509(self, timings: Timings) -> X509Svid:
+        start = self._monotonic()
+        try:
+            if self._x509 is None:
+                raise ValueError("a `source: x509` target wired without an X.509 source")
+            return await self._limits.run(SOURCE_SCOPE, self._x509.fetch, self.target.spiffe_id)
+        finally:
+            timings.add("svid", self._monotonic() - start)
+
+    @property
+    def x509(self) -> X509Svids | None:
+        """The X.509 source of a `source: x509` target (None for a JWT one)."""
+        return self._x509 if self.target.source == "x509" else None
+
+    async def refresh(self, timings: Timings) -> tuple[Credential, JwtSvid | X509Svid]:
         """Run the whole chain once; raise a classified BridgeError on failure."""
         try:
             return await self._attempt(timings)
@@ -63,8 +79,12 @@ class TargetPipeline:
                 raise
         return await self._attempt(timings)
 
-    async def _attempt(self, timings: Timings) -> tuple[Credential, JwtSvid]:
-        svid = await self.fetch_svid(timings)
+    async def _attempt(self, timings: Timings) -> tuple[Credential, JwtSvid | X509Svid]:
+        svid: JwtSvid | X509Svid
+        if self.target.source == "x509":
+            svid = await self.fetch_x509(timings)
+        else:
+            svid = await self.fetch_svid(timings)
         issued_at, received = self._now(), self._monotonic()
         material: Material = svid
         expiries, deadlines = [svid.expires_at], [svid.deadline]
