@@ -76,7 +76,7 @@ def _source_problem(hop: HopConfig, source: str) -> str | None:
     cloud = cloud_of(hop)
     if isinstance(cloud, SourceRules):
         return cloud.source_problem(hop, source)
-    return f"an {cloud.title} hop cannot take an X.509-SVID" if source == "x509" else None
+    return f"{cloud.title} hops cannot take an X.509-SVID" if source == "x509" else None
 
 
 def build_hops(hops: Sequence[HopConfig], sessions: Mapping[str, CloudSession],

@@ -52,6 +52,7 @@ from bridge.devstack.stack import (
     GCP_PROVIDER,
     GOOGLE_ID_TOKEN_AUDIENCE,
     TENANT_ROLE_ARN,
+    X509_ROLE_ARN,
     DevStack,
 )
 from bridge.devstack.workload_api import (
@@ -60,6 +61,7 @@ from bridge.devstack.workload_api import (
     Identity,
     WorkloadApiServer,
 )
+from bridge.devstack.x509_authority import X509Authority
 
 __all__ = [
     "ANY_OPERATION",
@@ -78,6 +80,7 @@ __all__ = [
     "GOOGLE_ID_TOKEN_AUDIENCE",
     "KEYS_PATH",
     "TENANT_ROLE_ARN",
+    "X509_ROLE_ARN",
     "AwsStsEmulator",
     "DevStack",
     "FaultSwitches",
@@ -97,4 +100,5 @@ __all__ = [
     "TrustedRole",
     "WorkloadApiServer",
     "WorkloadFaults",
+    "X509Authority",
 ]
