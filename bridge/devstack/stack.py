@@ -40,7 +40,11 @@ emulator's Roles Anywhere has a trust anchor holding that CA (kept up to date on
 rotation: `trust_anchor_arn`), a profile (`profile_arn`) listing role
 `arn:aws:iam::111122223333:role/x509-demo` (X509_ROLE_ARN), whose trust policy allows
 `aws:PrincipalTag/x509SAN/URI` like `spiffe://<trust domain>/*`, up to 12 hours; the
-tenant role trusts its sessions too.
+tenant role trusts its sessions too. Google gets an mTLS token endpoint
+(`gcp_mtls`, `gcp_mtls_sts_url`) with X.509 provider GCP_X509_PROVIDER (pool `spire`,
+so the demo service account admits it) trusting the same CA, condition
+`spiffe://<trust domain>/*` on the SAN URI; clients trust its server certificate
+through `SSL_CERT_FILE=<workdir>/gcp-mtls-ca.pem` (`gcp_mtls_ca_file`).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from bridge.devstack._lifecycle import StartStop
 from bridge.devstack.authority import JwtAuthority
 from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.gcp import GcpEmulator, pool_principal_set
+from bridge.devstack.gcp.x509_sts import GcpMtlsSts
 from bridge.devstack.oidc import OidcDiscoveryServer
 from bridge.devstack.workload_api import DEFAULT_SVID_TTL, Identity, WorkloadApiServer
 from bridge.devstack.x509_authority import X509Authority
@@ -75,6 +80,11 @@ DEMO_SERVICE_ACCOUNT_ID = "112233445566778899001"
 GOOGLE_ID_TOKEN_AUDIENCE = AWS_AUDIENCE
 SOCKET_NAME = "agent.sock"
 X509_ROLE_ARN = "arn:aws:iam::111122223333:role/x509-demo"
+GCP_X509_PROVIDER = (
+    "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/spire/"
+    "providers/x509"
+)
+MTLS_CA_FILE = "gcp-mtls-ca.pem"
 
 
 class DevStack(StartStop):
@@ -114,6 +124,7 @@ class DevStack(StartStop):
         )
         self.aws = AwsStsEmulator()
         self.gcp = GcpEmulator()
+        self.gcp_mtls = GcpMtlsSts(self.gcp.token_store) if x509 else None
         self._started = False
 
     @property
@@ -237,18 +248,39 @@ class DevStack(StartStop):
         authority = self.x509
         if authority is None:
             return
+        if self.gcp_mtls is not None:
+            self.gcp_mtls.add_x509_provider(GCP_X509_PROVIDER, authority.roots,
+                                            attribute_condition=f"spiffe://{self.trust_domain}/*")
+            self.gcp_mtls.start()
+            self.gcp_mtls_ca_file.write_bytes(self.gcp_mtls.server_ca_pem)
         ra = self.aws.roles_anywhere
         self.trust_anchor_arn = ra.add_trust_anchor(authority.roots)
         ra.add_role(X509_ROLE_ARN, san_uri=f"spiffe://{self.trust_domain}/*",
                     max_session_duration=DEMO_ROLE_MAX_SESSION)
         self.profile_arn = ra.add_profile([X509_ROLE_ARN], duration_seconds=43200)
 
+    @property
+    def gcp_mtls_sts_url(self) -> str:
+        """The mTLS token endpoint (`x509=True` only)."""
+        if self.gcp_mtls is None:
+            raise RuntimeError("the dev stack was built without x509")
+        return self.gcp_mtls.url
+
+    @property
+    def gcp_mtls_ca_file(self) -> Path:
+        """The PEM of the mTLS endpoint's server CA, for SSL_CERT_FILE."""
+        return self._workdir / MTLS_CA_FILE
+
     def _follow_ca(self) -> None:
         if self.x509 is not None and self.trust_anchor_arn:
             self.aws.roles_anywhere.add_trust_anchor(self.x509.roots, arn=self.trust_anchor_arn)
+        if self.x509 is not None and self.gcp_mtls is not None:
+            self.gcp_mtls.set_trust_store(GCP_X509_PROVIDER, self.x509.roots)
 
     def _stop_all(self) -> None:
         self.workload.stop()
+        if self.gcp_mtls is not None:
+            self.gcp_mtls.stop()
         self.gcp.stop()
         self.aws.stop()
         self.oidc.stop()

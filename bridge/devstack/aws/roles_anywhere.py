@@ -220,14 +220,14 @@ class RolesAnywhere:
         if profile is None:
             raise RolesAnywhereError(404, "ResourceNotFoundException", "Profile not found")
         _check_validity([leaf, *chain], now)
-        if not _chains_to(leaf, chain, anchor.authorities):
+        if not chains_to(leaf, chain, anchor.authorities):
             raise _denied(UNTRUSTED)
         if not profile.enabled:
             raise _denied("Profile is not enabled")
         role_arn = body["roleArn"]
         if role_arn not in profile.role_arns:
             raise _denied(f"Role {role_arn} is not allowed by the profile")
-        uri = _san_uri(leaf)
+        uri = san_uri(leaf)
         if trusted is None or not _trusts(trusted, uri, anchor.arn):
             raise _denied(f"Unable to assume role for {role_arn}")
         session_name = body.get("roleSessionName")
@@ -352,7 +352,7 @@ def _check_validity(certs: Sequence[x509.Certificate], now: float) -> None:
             raise _denied("Certificate is not yet valid")
 
 
-def _chains_to(leaf: x509.Certificate, chain: Sequence[x509.Certificate],
+def chains_to(leaf: x509.Certificate, chain: Sequence[x509.Certificate],
                authorities: Sequence[x509.Certificate]) -> bool:
     """Whether leaf <- intermediates (in order) <- one of the anchor's CAs."""
     path = [leaf, *chain]
@@ -377,7 +377,7 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-def _san_uri(cert: x509.Certificate) -> str | None:
+def san_uri(cert: x509.Certificate) -> str | None:
     try:
         uris = cert.extensions.get_extension_for_class(
             x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier)

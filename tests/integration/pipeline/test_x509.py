@@ -3,6 +3,7 @@ GCP] -> files, read by boto3 and checked against the emulators that issued them.
 
 from __future__ import annotations
 
+import base64
 import configparser
 import json
 import time
@@ -16,7 +17,9 @@ import pytest
 from bridge.cli import main
 from bridge.devstack import (
     DEMO_SERVICE_ACCOUNT,
+    FROM_GCP_ROLE_ARN,
     GCP_AWS_PROVIDER,
+    GCP_X509_PROVIDER,
     TENANT_ROLE_ARN,
     X509_ROLE_ARN,
     DevStack,
@@ -67,7 +70,7 @@ def test_once_roles_anywhere_session_boto3_uses(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The session CreateSession issued is what boto3 loads, and it is the x509 role's."""
     config = write_config(name="ra", source="x509", aws=ra(stack, duration="2h"))
-    assert main(["once", "--config", str(config)]) == 0, capsys.readouterr().out
+    assert main(["once", "--config", str(config)]) == 0, capsys.readouterr()
     (request,) = stack.aws.roles_anywhere.requests
     assert request.code == ""
     assert request.headers["Authorization"].startswith("AWS4-X509-ECDSA-SHA256 Credential=")
@@ -92,7 +95,7 @@ def test_roles_anywhere_then_assume_role(stack: DevStack, write_config: WriteCon
     """Roles Anywhere -> AssumeRole signed with its session (aws.chain shorthand)."""
     config = write_config(name="tenant", source="x509",
                           aws={**ra(stack), "chain": [{"role_arn": TENANT_ROLE_ARN}]})
-    assert main(["once", "--config", str(config)]) == 0, capsys.readouterr().out
+    assert main(["once", "--config", str(config)]) == 0, capsys.readouterr()
     arn = _identity(stack, *_profile(outdir, "tenant", monkeypatch))
     assert arn.startswith("arn:aws:sts::444455556666:assumed-role/tenant/")
 
@@ -107,7 +110,7 @@ def test_roles_anywhere_then_gcp(stack: DevStack, write_config: WriteConfig, out
                            "service_account": DEMO_SERVICE_ACCOUNT,
                            "sts_endpoint": stack.gcp_sts_url,
                            "iam_credentials_endpoint": stack.gcp_iam_url}}]}])
-    assert main(["once", "--config", str(config)]) == 0, capsys.readouterr().out
+    assert main(["once", "--config", str(config)]) == 0, capsys.readouterr()
     doc = json.loads((outdir / "gcp" / "ra2g.json").read_text())
     assert stack.gcp.whoami(doc["token"]) is not None
 
@@ -181,3 +184,69 @@ def test_private_key_never_leaves_memory(stack: DevStack, write_config: WriteCon
     assert pieces[1] in control  # a PEM key in a blob would be seen
     for blob in blobs:
         assert not any(piece in blob for piece in pieces)
+
+
+def _gcp_x509(stack: DevStack, **extra: object) -> dict[str, object]:
+    return {"workload_identity_provider": GCP_X509_PROVIDER,
+            "sts_endpoint": stack.gcp_mtls_sts_url,
+            "iam_credentials_endpoint": stack.gcp_iam_url, **extra}
+
+
+@pytest.mark.parametrize("service_account", [DEMO_SERVICE_ACCOUNT, None])
+def test_gcp_x509_federation_over_mtls(
+        stack: DevStack, write_config: WriteConfig, outdir: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        service_account: str | None) -> None:
+    """The exchange presents the SVID in the TLS handshake and sends its chain as the
+    `mtls` subject token; then impersonation as for JWT-SVIDs (or the federated token)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(stack.gcp_mtls_ca_file))
+    gcp = _gcp_x509(stack, **({"service_account": service_account} if service_account
+                              else {}))
+    config = write_config(targets=[{"name": "g509", "source": "x509", "gcp": gcp}])
+    assert main(["once", "--config", str(config)]) == 0, capsys.readouterr()
+    assert stack.gcp_mtls is not None
+    (exchange,) = stack.gcp_mtls.requests
+    assert exchange.error == ""
+    assert exchange.form["subject_token_type"] == "urn:ietf:params:oauth:token-type:mtls"
+    chain = json.loads(exchange.form["subject_token"])
+    issued = stack.workload.x509_svid(DEMO_ID)
+    assert [base64.b64decode(c) for c in chain] == list(issued.chain)
+    doc = json.loads((outdir / "gcp" / "g509.json").read_text())
+    token = stack.gcp.whoami(doc["token"])
+    assert token is not None
+    if service_account:
+        assert token.principal.endswith(service_account)
+    else:
+        assert token.subject == DEMO_ID
+        assert token.principal.endswith(f"/workloadIdentityPools/spire/subject/{DEMO_ID}")
+
+
+def test_gcp_x509_then_id_token_to_aws(stack: DevStack, write_config: WriteConfig,
+                                       outdir: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """X.509 GCP -> the service account's Google ID token -> AssumeRoleWithWebIdentity."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(stack.gcp_mtls_ca_file))
+    config = write_config(targets=[{
+        "name": "g2a", "source": "x509",
+        "gcp": _gcp_x509(stack, service_account=DEMO_SERVICE_ACCOUNT),
+        "chain": [{"aws": {"role_arn": FROM_GCP_ROLE_ARN, "region": "us-east-1",
+                           "sts_endpoint": stack.aws_sts_url}}]}])
+    assert main(["once", "--config", str(config)]) == 0, capsys.readouterr()
+    arn = _identity(stack, *_profile(outdir, "g2a", monkeypatch))
+    assert arn.startswith("arn:aws:sts::111122223333:assumed-role/from-gcp/")
+
+
+def test_gcp_refuses_a_spiffe_id_outside_its_condition(
+        stack: DevStack, write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(stack.gcp_mtls_ca_file))
+    assert stack.gcp_mtls is not None
+    assert stack.x509 is not None
+    stack.gcp_mtls.add_x509_provider(GCP_X509_PROVIDER, stack.x509.roots,
+                                     attribute_condition="spiffe://example.org/other")
+    config = write_config(targets=[{"name": "g509", "source": "x509", "gcp": _gcp_x509(stack)}])
+    assert main(["once", "--config", str(config)]) == 1
+    out = capsys.readouterr()
+    assert "unauthorized_client" in out.out + out.err
+    (exchange,) = stack.gcp_mtls.requests
+    assert exchange.error == "unauthorized_client"
