@@ -235,6 +235,7 @@ def credential_directory(outputs: OutputsConfig,
         shared=[f for c in CLOUDS.values() for f in c.shared_files(
             [t for t in targets if t.final.cloud == c.name])],
         jwt_targets=[t.name for t in targets if t.jwt_file],
+        x509_targets=[t.name for t in targets if t.x509_files],
         subdirs=list(CLOUDS))
 
 

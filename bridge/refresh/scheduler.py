@@ -179,6 +179,8 @@ class Scheduler:
         m.last_success.labels(name).set(now)
         if isinstance(svid, X509Svid):
             self._made_with[name] = svid.fingerprint
+            if p.target.x509_files:
+                self._store.svid_updated(name, svid.in_terms_of(now - self._clock.monotonic()))
             m.x509_svid_expiry.labels(name).set(svid.expires_at)
         else:
             m.svid_expiry.labels(name).set(svid.expires_at)

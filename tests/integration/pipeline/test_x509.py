@@ -250,3 +250,25 @@ def test_gcp_refuses_a_spiffe_id_outside_its_condition(
     assert "unauthorized_client" in out.out + out.err
     (exchange,) = stack.gcp_mtls.requests
     assert exchange.error == "unauthorized_client"
+
+
+def test_x509_files_only_when_asked(stack: DevStack, write_config: WriteConfig,
+                                    outdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`x509_files: true` writes chain, key and bundle (0600, like spiffe-helper): the key
+    is the SVID's, the chain its leaf and intermediate, the bundle the CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    config = write_config(name="ra", source="x509", x509_files=True, aws=ra(stack))
+    assert main(["once", "--config", str(config)]) == 0, capsys.readouterr()
+    issued = stack.workload.x509_svid(DEMO_ID)
+    chain = x509.load_pem_x509_certificates((outdir / "x509" / "ra.pem").read_bytes())
+    assert [c.public_bytes(serialization.Encoding.DER) for c in chain] == list(issued.chain)
+    key = serialization.load_pem_private_key((outdir / "x509" / "ra.key.pem").read_bytes(),
+                                             None)
+    assert key.public_key() == chain[0].public_key()
+    bundle = x509.load_pem_x509_certificates((outdir / "x509" / "ra.bundle.pem").read_bytes())
+    assert stack.x509 is not None
+    assert set(bundle) == set(stack.x509.roots)
+    for name in ("ra.pem", "ra.key.pem", "ra.bundle.pem"):
+        assert (outdir / "x509" / name).stat().st_mode & 0o777 == 0o600
