@@ -70,6 +70,8 @@ class Scheduler:
             p.target.name: asyncio.Event() for p in pipelines if p.x509 is not None}
         self._x509_pipelines = {p.target.name: p for p in pipelines if p.x509 is not None}
         self._made_with: dict[str, str] = {}
+        for name in self._rotated:  # zeros from the start, so increase() sees the first
+            metrics.x509_rotations.labels(name).inc(0)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._deadline = deadline
         self._exit_on_permanent = exit_on_permanent
