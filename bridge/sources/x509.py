@@ -7,7 +7,8 @@ and calls its subscribers. This adapter adds what the daemon needs on top:
 - lazy (re)connection: py-spiffe raises at construction when the socket does not exist
   yet, and an `X509Source` closes itself for good after a stream error;
 - the SVID per target by SPIFFE ID (the context holds all of them; none: the default);
-- an expiry margin, judged on the monotonic clock from the moment it is read;
+- an expiry margin (10 s: the SVID only signs a request that is checked at once; the
+  agent renews at half its life), judged from the moment it is read;
 - rotation: `on_rotated` hears of every leaf that changed (by SPIFFE ID), within the
   stream's own latency, so a target re-signs at once instead of at its next refresh.
 
@@ -38,14 +39,19 @@ DEFAULT = ""  # the key of "no spiffe_id asked": the context's default SVID
 
 
 class X509SvidSource:
-    """Hands out the current X.509-SVID per SPIFFE ID; follows rotations."""
+    """Hands out the current X.509-SVID per SPIFFE ID; follows rotations.
+
+    py-spiffe's `X509Source` keeps one SVID of the context (its picker's), so each SPIFFE
+    ID asked for has its own source (and stream); the picker never raises (a raising
+    picker closes the source for good): without the ID it keeps the default SVID, and
+    `fetch` says the ID is not issued."""
 
     def __init__(
         self,
         socket: str,
         *,
         timeout: float,
-        min_remaining: float = 30.0,
+        min_remaining: float = 10.0,
         now: Callable[[], float],
         monotonic: Callable[[], float] = time.monotonic,
         on_up: Callable[[bool], None] | None = None,
@@ -59,23 +65,24 @@ class X509SvidSource:
         self._on_up = on_up or (lambda _up: None)
         self._on_rotated = on_rotated or (lambda _ids: None)
         self._lock = threading.Lock()
-        self._source: Any = None
-        self._client: Any = None
+        self._sources: dict[str, tuple[Any, Any]] = {}  # key -> (X509Source, its client)
         self._leaves: dict[str, str] = {}  # spiffe id (or DEFAULT) -> leaf fingerprint
 
     def fetch(self, spiffe_id: str | None) -> X509Svid:
         """The current X.509-SVID for `spiffe_id` (the default one for None); blocking,
         raises a classified SourceError."""
-        source = self._connect()
+        key = spiffe_id or DEFAULT
+        source = self._connect(key)
         try:
             context = source.get_x509_context()
         except PySpiffeError as exc:
-            self._drop(source)
+            self._drop(key, source)
             error = _classify(exc)
             self._on_up(False)
             raise error from None
-        svid = _pick(context, spiffe_id)
-        if svid is None:
+        svid = context.default_svid
+        if spiffe_id and str(svid.spiffe_id) != spiffe_id:
+            self._on_up(True)
             raise SourceError(f"the agent issued no X.509-SVID for {spiffe_id}", retryable=True,
                               reason="no_identity")
         self._on_up(True)
@@ -105,66 +112,70 @@ class X509SvidSource:
                         private_key=svid.private_key, expires_at=not_after,
                         issued_at=not_before, bundle=authorities, deadline=mono + left)
 
-    def _connect(self) -> Any:
+    def _connect(self, key: str) -> Any:
         with self._lock:
-            source = self._source
-        if source is not None and not source.is_closed():
-            return source
+            held = self._sources.get(key)
+        if held is not None and not held[0].is_closed():
+            return held[0]
         try:
             client = WorkloadApiClient(self._socket)
-            source = X509Source(workload_api_client=client, timeout_in_seconds=self._timeout)
+            source = X509Source(workload_api_client=client, timeout_in_seconds=self._timeout,
+                                svid_picker=_picker(key))
         except PySpiffeError as exc:
             self._on_up(False)
             raise SourceError(f"cannot get X.509-SVIDs from the agent at {self._socket}: "
                               f"{_safe(exc)}", retryable=True, reason="unavailable") from None
         with self._lock:
-            old, self._source = self._source, source
-            old_client, self._client = self._client, client
-        for stale in (old, old_client):
-            if stale is not None:
-                stale.close()
-        source.subscribe_for_updates(lambda: self._updated(source))
-        self._updated(source)
+            old = self._sources.get(key)
+            self._sources[key] = (source, client)
+        for stale in old or ():
+            stale.close()
+        source.subscribe_for_updates(lambda: self._updated(key, source))
+        self._updated(key, source)
         return source
 
-    def _updated(self, source: Any) -> None:
-        """A new X.509 context arrived (py-spiffe's thread): which leaves changed."""
+    def _updated(self, key: str, source: Any) -> None:
+        """A new X.509 context arrived (py-spiffe's thread): did this key's leaf change."""
         try:
-            context = source.get_x509_context()
+            svid = source.get_x509_context().default_svid
         except PySpiffeError:
             return
-        leaves = {str(s.spiffe_id): _fingerprint(s) for s in context.x509_svids}
-        leaves[DEFAULT] = _fingerprint(context.default_svid)
+        if key != DEFAULT and str(svid.spiffe_id) != key:
+            return
+        leaf = _fingerprint(svid)
         with self._lock:
-            if source is not self._source:
+            held = self._sources.get(key)
+            if held is None or held[0] is not source:
                 return
-            changed = {k for k, v in leaves.items() if self._leaves.get(k) not in (None, v)}
-            self._leaves = leaves
-        if changed:
-            log.info("X.509-SVID rotated for %s", ", ".join(sorted(k or "(default)"
-                                                                for k in changed)))
-            self._on_rotated(changed)
+            previous = self._leaves.get(key)
+            self._leaves[key] = leaf
+        if previous is not None and previous != leaf:
+            log.info("X.509-SVID rotated for %s", key or "(default)")
+            self._on_rotated({key})
 
-    def _drop(self, source: Any) -> None:
+    def _drop(self, key: str, source: Any) -> None:
         with self._lock:
-            if self._source is source:
-                self._source = None
+            held = self._sources.get(key)
+            if held is not None and held[0] is source:
+                del self._sources[key]
         source.close()
+        if held is not None:
+            held[1].close()
 
     def close(self) -> None:
         with self._lock:
-            source, client = self._source, self._client
-            self._source = self._client = None
-        if source is not None:
+            held, self._sources = list(self._sources.values()), {}
+        for source, client in held:
             source.close()
-        if client is not None:
             client.close()
 
 
-def _pick(context: Any, spiffe_id: str | None) -> Any:
-    if not spiffe_id:
-        return context.default_svid
-    return next((s for s in context.x509_svids if str(s.spiffe_id) == spiffe_id), None)
+def _picker(key: str) -> Callable[[list[Any]], Any]:
+    """Picks the SVID of `key` (the first, py-spiffe's default, for DEFAULT or when it
+    is not issued: `fetch` tells the two apart). Never raises."""
+    def pick(svids: list[Any]) -> Any:
+        return next((s for s in svids if str(s.spiffe_id) == key), svids[0])
+    return pick
 
 
 def _fingerprint(svid: Any) -> str:
