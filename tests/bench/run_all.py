@@ -71,6 +71,8 @@ def benches(quick: bool) -> list[Bench]:
                                        "10" if q else "30", "--warmup", "5"], 420),
         Bench("startup", "bench_startup", ["--runs", "3" if q else "7"], 240),
         Bench("scrape", "bench_scrape", ["--rounds", "10" if q else "30"], 180),
+        Bench("roles_anywhere", "bench_roles_anywhere",
+              ["--refreshes", "50" if q else "200"], 180),
     ]
 
 
@@ -180,11 +182,24 @@ def rows_scrape(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def rows_roles_anywhere(d: dict[str, Any]) -> list[Row]:
+    b, r = d["bridge"], d["direct"]
+    return [
+        ("7 Roles Anywhere refresh, median", f"{b['median_ms']:.2f} ms",
+         f"direct signer {r['median_ms']:.2f} ms", f"{d['ratio_median']:.2f}", "-",
+         _met(None)),
+        ("7 Roles Anywhere refresh, p99", f"{b['p99_ms']:.2f} ms",
+         f"direct signer {r['p99_ms']:.2f} ms", f"{d['ratio_p99']:.2f}", "-", _met(None)),
+    ]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "refresh": rows_refresh, "grpc": rows_grpc, "metadata": rows_metadata,
-    "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape}
+    "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape,
+    "roles_anywhere": rows_roles_anywhere}
 LABELS = {"refresh": "1 refresh overhead", "grpc": "2 read path (gRPC)",
-          "metadata": "2 read path (metadata)", "scale": "3 scale", "startup": "4 startup"}
+          "metadata": "2 read path (metadata)", "scale": "3 scale", "startup": "4 startup",
+          "scrape": "6 /metrics scrape", "roles_anywhere": "7 Roles Anywhere refresh"}
 
 
 def render(rows: list[Row]) -> str:
