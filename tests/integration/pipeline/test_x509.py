@@ -272,3 +272,36 @@ def test_x509_files_only_when_asked(stack: DevStack, write_config: WriteConfig,
     assert set(bundle) == set(stack.x509.roots)
     for name in ("ra.pem", "ra.key.pem", "ra.bundle.pem"):
         assert (outdir / "x509" / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_agent_restart_with_a_rotation_while_down(stack: DevStack, write_config: WriteConfig
+                                                 ) -> None:
+    """The agent goes away, the SVID rotates meanwhile, the agent comes back: the stream
+    reconnects by itself and the target re-signs with the new SVID; the credential made
+    before stays served throughout."""
+    config = write_config(name="rot", source="x509", aws=ra(stack))
+    bridge = RunningBridge(config)
+    try:
+        bridge.wait_delivered("rot")
+        first = bridge.daemon.store.get("rot")
+        assert first is not None
+        stack.workload.stop()
+        stack.workload.rotate_x509_svids()
+        time.sleep(1.0)
+        status = bridge.daemon.store.get("rot")
+        assert status is not None
+        assert status.valid_credential(time.monotonic()) is first.credential
+        stack.workload.start()
+
+        def resigned() -> object | None:
+            now = bridge.daemon.store.get("rot")
+            assert now is not None
+            assert now.valid_credential(time.monotonic()) is not None
+            return now if now.credential is not first.credential else None
+
+        wait_for(resigned, "a credential signed with the SVID issued while down", timeout=20)
+        leaf = stack.workload.x509_svid(DEMO_ID).chain[0]
+        last = stack.aws.roles_anywhere.requests[-1].headers["X-Amz-X509"]
+        assert base64.b64decode(last) == leaf
+    finally:
+        bridge.close()
