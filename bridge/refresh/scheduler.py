@@ -15,6 +15,7 @@ once (spread over a second or two) instead of sitting out their backoff.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Coroutine, Sequence
@@ -307,6 +308,10 @@ class Scheduler:
             return policy.next_refresh(issued_at=c.received, expires_at=c.deadline,
                                        now=now, jitter=self._rng.uniform(-1.0, 1.0))
         replace_by = c.deadline - policy.min_remaining if c else None
+        if status.name in self._held_by_source:
+            # The agent failed, not a budgeted call: no lower cap (its recovery wakes the
+            # target at once anyway, `_wait`).
+            policy = dataclasses.replace(policy, transient_cap=None)
         return policy.retry_delay(
             failures=max(1, status.consecutive_failures), permanent=status.last_error_permanent,
             jitter=self._rng.random(), now=now, replace_by=replace_by)

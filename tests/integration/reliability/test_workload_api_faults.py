@@ -22,8 +22,9 @@ import grpc
 import pytest
 from spiffe import TrustDomain
 
+from bridge.clouds import AWS
 from bridge.devstack import FETCH_JWT_BUNDLES, FETCH_JWT_SVID, GrpcFailure
-from bridge.refresh.policy import BACKOFF_CAP
+from bridge.refresh.policy import BACKOFF_CAP, Policy
 from bridge.serving.health import readiness
 from tests.support.expiry import (
     FOREVER,
@@ -138,8 +139,12 @@ def test_permission_denied_is_retried_with_backoff_until_the_entry_is_synced(
     assert s.state("aws") == "fresh"
     assert s.status("aws").consecutive_failures == 0
     assert s.sweep().served() == channels("aws", metadata=False)
-    # The backoff was reset by the success: the next wake-up is the half-life refresh.
-    assert 0.45 * 3600 <= vt.settle()["refresh:aws"] - vt.clock.monotonic() <= 0.55 * 3600
+    # The backoff was reset by the success: the next wake-up is the scheduled refresh,
+    # inside the credential's safe window (a quarter of its life to its reserve, spread).
+    earliest, latest = Policy(min_remaining=AWS.min_remaining).safe_window(
+        issued_at=0.0, expires_at=3600.0)
+    wait = vt.settle()["refresh:aws"] - vt.clock.monotonic()
+    assert earliest - 5 <= wait <= latest
 
 
 def test_invalid_argument_is_permanent_and_not_retried_before_the_cap(
