@@ -64,7 +64,8 @@ class ExchangeError(BridgeError):
 
     `hop` names the hop kind, `code` the service's own error code, `position` where in a
     chain it happened ("hop 2/3"), and `fresh_svid` asks the caller to fetch a new
-    JWT-SVID before retrying.
+    JWT-SVID before retrying. `retry_after` (seconds) is the service's own `Retry-After`:
+    no retry comes sooner.
     """
 
     prefix = "exchange"
@@ -79,6 +80,7 @@ class ExchangeError(BridgeError):
         reason: str,
         fresh_svid: bool = False,
         position: str = "",
+        retry_after: float | None = None,
     ) -> None:
         where = f"{position} {hop}" if position else hop
         super().__init__(f"{where}: {code}: {message}", retryable=retryable, reason=reason)
@@ -87,12 +89,14 @@ class ExchangeError(BridgeError):
         self.code = code
         self.fresh_svid = fresh_svid
         self.position = position
+        self.retry_after = retry_after
 
     def at(self, position: int, total: int) -> ExchangeError:
         """The same error, labelled with where it happened in a chain."""
         return ExchangeError(self.message, hop=self.hop, code=self.code,
                              retryable=self.retryable, reason=self.reason,
-                             fresh_svid=self.fresh_svid, position=f"hop {position}/{total}")
+                             fresh_svid=self.fresh_svid, position=f"hop {position}/{total}",
+                             retry_after=self.retry_after)
 
 
 class OutputError(BridgeError):

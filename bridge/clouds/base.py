@@ -180,6 +180,12 @@ class Cloud(Protocol):
         """Target-level rules for `hop` at `position` (0 = first): (key, message)."""
         ...
 
+    def jwt_file_min_remaining(self, hop: HopConfig) -> float:
+        """What the target's `jwt/<t>.jwt` must always keep when `hop` (of this cloud)
+        is first: a reader that caches the file needs more than the engine's 30 s
+        (azure-identity's 600 s); 0 for no more."""
+        ...
+
     def session(self, context: HopContext) -> CloudSession: ...
 
     def files(self, target: Target, directory: Path) -> list[TargetFile]:

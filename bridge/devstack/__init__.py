@@ -29,6 +29,7 @@ from bridge.devstack.aws import (
     RecordedRequest,
     TrustedRole,
 )
+from bridge.devstack.azure import EntraEmulator
 from bridge.devstack.faults import (
     ANY_OPERATION,
     ECHO_TOKEN,
@@ -42,6 +43,11 @@ from bridge.devstack.gcp import GcpEmulator
 from bridge.devstack.oidc import KEYS_PATH, OidcDiscoveryServer
 from bridge.devstack.stack import (
     AWS_AUDIENCE,
+    AZURE_APP_RESOURCE,
+    AZURE_AUDIENCE,
+    AZURE_CLIENT_ID,
+    AZURE_STORAGE_SCOPE,
+    AZURE_TENANT_ID,
     DEMO_AWS_ACCOUNT,
     DEMO_ROLE_ARN,
     DEMO_ROLE_MAX_SESSION,
@@ -64,6 +70,11 @@ from bridge.devstack.workload_api import (
 __all__ = [
     "ANY_OPERATION",
     "AWS_AUDIENCE",
+    "AZURE_APP_RESOURCE",
+    "AZURE_AUDIENCE",
+    "AZURE_CLIENT_ID",
+    "AZURE_STORAGE_SCOPE",
+    "AZURE_TENANT_ID",
     "DEMO_AWS_ACCOUNT",
     "DEMO_ROLE_ARN",
     "DEMO_ROLE_MAX_SESSION",
@@ -80,6 +91,7 @@ __all__ = [
     "TENANT_ROLE_ARN",
     "AwsStsEmulator",
     "DevStack",
+    "EntraEmulator",
     "FaultSwitches",
     "GcpEmulator",
     "GrpcFailure",

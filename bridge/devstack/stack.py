@@ -32,7 +32,16 @@ Pre-registered in the Google emulator (`gcp`, `gcp_sts_url`, `gcp_iam_url`):
   unique ID 112233445566778899001, max lifetime 1 hour, with workloadIdentityUser for
   every identity of both pools (`principalSet://.../workloadIdentityPools/{spire,from-aws}/*`).
 
-SVIDs for GCP must carry `aud = GCP_PROVIDER`; for AWS `aud = sts.amazonaws.com`.
+Pre-registered in the Entra emulator (`azure`, `azure_authority`, over https with the
+CA in `ca_file`, which clients trust through REQUESTS_CA_BUNDLE):
+
+- tenant AZURE_TENANT_ID with app AZURE_CLIENT_ID, whose federated credential `spire`
+  trusts `iss` = the SPIFFE issuer, `sub = spiffe://<trust domain>/demo`,
+  `aud = api://AzureADTokenExchange`; resources `https://storage.azure.com` (v1 tokens,
+  AZURE_STORAGE_SCOPE) and AZURE_APP_RESOURCE (v2 tokens).
+
+SVIDs for GCP must carry `aud = GCP_PROVIDER`; for AWS `aud = sts.amazonaws.com`; for
+Azure `aud = api://AzureADTokenExchange`.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from pathlib import Path
 from bridge.devstack._lifecycle import StartStop
 from bridge.devstack.authority import JwtAuthority
 from bridge.devstack.aws import AwsStsEmulator
+from bridge.devstack.azure import EXCHANGE_AUDIENCE, EntraEmulator, FederatedCredential
 from bridge.devstack.gcp import GcpEmulator, pool_principal_set
 from bridge.devstack.oidc import OidcDiscoveryServer
 from bridge.devstack.workload_api import DEFAULT_SVID_TTL, Identity, WorkloadApiServer
@@ -65,6 +75,11 @@ DEMO_SERVICE_ACCOUNT = "demo@dev-project.iam.gserviceaccount.com"
 DEMO_SERVICE_ACCOUNT_ID = "112233445566778899001"
 GOOGLE_ID_TOKEN_AUDIENCE = AWS_AUDIENCE
 SOCKET_NAME = "agent.sock"
+AZURE_TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+AZURE_CLIENT_ID = "5e3ce6c0-2b1f-4285-8d4b-75ee78787346"
+AZURE_STORAGE_SCOPE = "https://storage.azure.com/.default"
+AZURE_APP_RESOURCE = "api://spiffe-bridge-demo"
+AZURE_AUDIENCE = EXCHANGE_AUDIENCE
 
 
 class DevStack(StartStop):
@@ -97,6 +112,7 @@ class DevStack(StartStop):
         )
         self.aws = AwsStsEmulator()
         self.gcp = GcpEmulator()
+        self.azure = EntraEmulator()
         self._started = False
 
     @property
@@ -144,6 +160,16 @@ class DevStack(StartStop):
         """`iss` of the Google emulator's ID tokens (trusted by the AWS emulator)."""
         return self.gcp.google_issuer
 
+    @property
+    def azure_authority(self) -> str:
+        """The Entra emulator's `authority_host` (AZURE_AUTHORITY_HOST), https."""
+        return self.azure.authority_host
+
+    @property
+    def ca_file(self) -> Path:
+        """The dev CA the https emulators' certificates chain to (after `start()`)."""
+        return self._workdir / "dev-ca.pem"
+
     def start(self) -> DevStack:
         """Start every emulator and pre-register the demo providers, roles and accounts.
 
@@ -166,6 +192,9 @@ class DevStack(StartStop):
             )
             self.gcp.start()
             self._register_cross_cloud_demo()
+            self.azure.start()
+            self.azure.certificates.write_ca(self._workdir)
+            self._register_azure_demo()
             self.workload.start()
         except BaseException:
             self._stop_all()
@@ -213,7 +242,16 @@ class DevStack(StartStop):
         )
         self.aws.add_role(TENANT_ROLE_ARN, trusted_principals=[DEMO_ROLE_ARN, FROM_GCP_ROLE_ARN])
 
+    def _register_azure_demo(self) -> None:
+        directory = self.azure.directory
+        directory.add_app(AZURE_TENANT_ID, AZURE_CLIENT_ID)
+        directory.add_resource(AZURE_TENANT_ID, AZURE_STORAGE_SCOPE.removesuffix("/.default"))
+        directory.add_resource(AZURE_TENANT_ID, AZURE_APP_RESOURCE, version=2)
+        directory.add_federated_credential(AZURE_TENANT_ID, AZURE_CLIENT_ID, FederatedCredential(
+            "spire", issuer=self.issuer, subject=f"spiffe://{self.trust_domain}/demo"))
+
     def _stop_all(self) -> None:
+        self.azure.stop()
         self.workload.stop()
         self.gcp.stop()
         self.aws.stop()

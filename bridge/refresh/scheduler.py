@@ -58,11 +58,12 @@ class Scheduler:
         self._metrics = metrics
         self._redactor = redactor
         self._policies = {p.target.name: policy or _policy_for(p.target) for p in pipelines}
-        self._jwt_policy = Policy(min_remaining=JWT_MIN_REMAINING)
+        self._jwt_policies = {p.target.name: _jwt_policy_for(p.target) for p in pipelines}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._source_back = asyncio.Event()  # set (and replaced) when the source recovers
         self._source_down = False
         self._held_by_source: set[str] = set()  # targets whose last failure was the SVID
+        self._retry_after: dict[str, float] = {}  # a service's Retry-After, per target
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._deadline = deadline
         self._exit_on_permanent = exit_on_permanent
@@ -200,6 +201,11 @@ class Scheduler:
         name = p.target.name
         stage, reason, retryable = _classify(exc)
         detail = str(exc) if isinstance(exc, BridgeError) else "refresh timed out"
+        after = exc.retry_after if isinstance(exc, ExchangeError) else None
+        if after:
+            self._retry_after[name] = after
+        else:
+            self._retry_after.pop(name, None)
         status = self._store.failed(name, reason, detail, self._clock.monotonic(),
                                     permanent=not retryable)
         if stage == "svid":
@@ -243,9 +249,11 @@ class Scheduler:
             return policy.next_refresh(issued_at=c.received, expires_at=c.deadline,
                                        now=now, jitter=self._rng.uniform(-1.0, 1.0))
         replace_by = c.deadline - policy.min_remaining if c else None
-        return policy.retry_delay(
+        delay = policy.retry_delay(
             failures=max(1, status.consecutive_failures), permanent=status.last_error_permanent,
             jitter=self._rng.random(), now=now, replace_by=replace_by)
+        # A service's Retry-After (Entra's 429/5xx) is honoured: sooner is refused anyway.
+        return max(delay, min(self._retry_after.get(status.name, 0.0), policy.backoff_cap))
 
     async def _wait(self, name: str, delay: float) -> None:
         """Sleep `delay` seconds (monotonic), waking at the credential's expiry to drop it,
@@ -290,16 +298,17 @@ class Scheduler:
             now = self._clock.monotonic()
             if svid is not None:
                 failures = 0
-                delay = self._jwt_policy.next_refresh(
+                delay = self._jwt_policies[p.target.name].next_refresh(
                     issued_at=svid.deadline - (svid.expires_at - svid.issued_at),
                     expires_at=svid.deadline, now=now, jitter=self._rng.uniform(-1.0, 1.0))
             else:
                 failures += 1
                 status = self._store.get(p.target.name)
                 held = status.svid if status else None
-                delay = self._jwt_policy.retry_delay(
+                policy = self._jwt_policies[p.target.name]
+                delay = policy.retry_delay(
                     failures=failures, permanent=False, jitter=self._rng.random(), now=now,
-                    replace_by=held.deadline - JWT_MIN_REMAINING if held else None)
+                    replace_by=held.deadline - policy.min_remaining if held else None)
             await self._clock.sleep(delay)
 
     async def _refresh_jwt(self, p: TargetPipeline) -> JwtSvid | None:
@@ -347,6 +356,14 @@ class Scheduler:
 def _policy_for(target: TargetConfig) -> Policy:
     """The hand-out window is the final cloud's SDKs' refresh window."""
     return Policy(min_remaining=cloud_of(target.final).min_remaining)
+
+
+def _jwt_policy_for(target: TargetConfig) -> Policy:
+    """The JWT file's window: the engine's, or more where its reader caches it (the
+    Azure federated token file)."""
+    first = target.hops[0]
+    return Policy(min_remaining=max(JWT_MIN_REMAINING,
+                                    cloud_of(first).jwt_file_min_remaining(first)))
 
 
 def _classify(exc: BaseException) -> tuple[str, str, bool]:

@@ -68,6 +68,9 @@ class AwsCloud:
                      jwt_file: bool) -> list[tuple[str, str]]:
         return []
 
+    def jwt_file_min_remaining(self, hop: HopConfig) -> float:
+        return 0.0
+
     def session(self, context: HopContext) -> AwsSession:
         return AwsSession(context)
 

@@ -74,6 +74,9 @@ class GcpCloud:
                      "first: the SDK then exchanges the JWT-SVID file itself")]
         return []
 
+    def jwt_file_min_remaining(self, hop: HopConfig) -> float:
+        return 0.0
+
     def session(self, context: HopContext) -> GcpSession:
         return GcpSession(context)
 
