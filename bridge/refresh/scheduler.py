@@ -31,6 +31,8 @@ from bridge.refresh.pipeline import TargetPipeline, Timings
 from bridge.refresh.policy import JWT_MIN_REMAINING, Policy
 from bridge.store import CredentialStore
 
+JWT_SAME_SVID_WAIT = 15.0  # seconds between asks while the agent hands out the same SVID
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 HEARTBEAT = 5.0
@@ -293,14 +295,28 @@ class Scheduler:
 
     async def _run_jwt(self, p: TargetPipeline) -> None:
         failures = 0
+        last: str | None = None
+        warned: str | None = None
         while True:
             svid = await self._refresh_jwt(p)
             now = self._clock.monotonic()
             if svid is not None:
                 failures = 0
-                delay = self._jwt_policies[p.target.name].next_refresh(
+                policy = self._jwt_policies[p.target.name]
+                delay = policy.next_refresh(
                     issued_at=svid.deadline - (svid.expires_at - svid.issued_at),
                     expires_at=svid.deadline, now=now, jitter=self._rng.uniform(-1.0, 1.0))
+                if svid.token == last and delay < JWT_SAME_SVID_WAIT:
+                    # The agent still hands out the SVID we hold, and it has less left
+                    # than the file must keep (an SVID TTL shorter than `check` was
+                    # told): ask again at a walk, not every second.
+                    if svid.deadline - now < policy.min_remaining and warned != svid.token:
+                        warned = svid.token
+                        log.warning("the JWT-SVID for %s has %.0fs left, less than the %.0fs "
+                                    "its JWT file must keep: raise its TTL in SPIRE",
+                                    p.target.name, svid.deadline - now, policy.min_remaining)
+                    delay = JWT_SAME_SVID_WAIT
+                last = svid.token
             else:
                 failures += 1
                 status = self._store.get(p.target.name)
