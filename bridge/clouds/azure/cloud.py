@@ -21,6 +21,7 @@ from bridge.clouds.azure.config import (
     AzureHopConfig,
     read_hop,
 )
+from bridge.clouds.azure.managed_identity import AppServiceEndpoint, ImdsEndpoint
 from bridge.clouds.azure.material import AzureToken
 from bridge.clouds.base import Endpoint, Hop, HopConfig, HopContext, Link, LinkProblem, Target
 from bridge.model import Credential
@@ -45,7 +46,7 @@ class AzureCloud:
     proto_field = "azure"  # Credential.azure: spiffebridge.v1.AzureAccessToken
     material_type: type = AzureToken
     min_remaining = MIN_REMAINING
-    endpoints: tuple[Endpoint, ...] = ()
+    endpoints: tuple[Endpoint, ...] = (AppServiceEndpoint(), ImdsEndpoint())
     output_kinds: tuple[str, ...] = (files.TOKEN_OUTPUT, files.JSON_OUTPUT)
 
     def read_section(self, section: Section) -> list[HopConfig | None]:

@@ -82,11 +82,13 @@ class EntraEmulator(RecordingEmulator[EntraRecordedRequest]):
                          tls=self.certificates.server_context())
         self.directory = Directory()
         self.retry_after = 5
+        self.token_lifetime: int | None = None  # fixed lifetimes (seconds), for refresh tests
         self._clock = clock
         self._keys = IssuerKeys(fetch or fetcher(self.certificates), timeout=idp_timeout,
                                 cache_seconds=jwks_cache_seconds)
         self._issuer = EntraTokenIssuer(lambda: self.url, clock)
-        self._grant = GrantContext(self.directory, self._keys, self._issuer, clock)
+        self._grant = GrantContext(self.directory, self._keys, self._issuer, clock,
+                                   lambda: self.token_lifetime)
 
     @property
     def authority_host(self) -> str:

@@ -35,6 +35,7 @@ class GrantContext:
     keys: IssuerKeys
     issuer: EntraTokenIssuer
     clock: Callable[[], float]
+    lifetime: Callable[[], int | None] = lambda: None  # a fixed lifetime, else Entra's
 
 
 def client_credentials(ctx: GrantContext, tenant_id: str,
@@ -65,7 +66,8 @@ def client_credentials(ctx: GrantContext, tenant_id: str,
     _match(ctx.directory.federated(tenant_id, client_id), claims)
     _verify(ctx.keys, assertion, header, str(claims.get("iss")))
     _window(claims, ctx.clock())
-    token, expires_in = ctx.issuer.issue(tenant_id, app, resource, subject=str(claims["sub"]))
+    token, expires_in = ctx.issuer.issue(tenant_id, app, resource, subject=str(claims["sub"]),
+                                         lifetime=ctx.lifetime())
     return {"token_type": "Bearer", "expires_in": expires_in, "ext_expires_in": expires_in,
             "access_token": token}
 
