@@ -170,9 +170,10 @@ class Cloud(Protocol):
         """How `hop` (of this cloud) is fed after `prev`, or the rule that forbids it."""
         ...
 
-    def mint_problem(self, hop: HopConfig) -> str | None:
-        """Why a hop after `hop` (of this cloud) cannot be fed an ID token minted by it,
-        completing "an X hop after <title> ...", or None."""
+    def mint_problem(self, hop: HopConfig, *, audience: str = "") -> str | None:
+        """Why a hop after `hop` (of this cloud) cannot be fed an ID token minted by it
+        for `audience` (the next hop's), completing "an X hop after <title> ...", or
+        None."""
         ...
 
     def hop_problems(self, hop: HopConfig, *, position: int,

@@ -55,7 +55,7 @@ def plan(hops: Sequence[HopConfig]) -> tuple[list[Step], list[ChainProblem]]:
             problems.append(ChainProblem(i, link.message, link.key))
         elif link is Link.TOKEN and prev is not None:
             minter = cloud_of(prev)
-            if why := minter.mint_problem(prev):
+            if why := minter.mint_problem(prev, audience=hop.audience):
                 problems.append(ChainProblem(
                     i, f"an {cloud.title} hop after {minter.title} {why}"))
             steps.append(Step(hop, link))

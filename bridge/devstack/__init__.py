@@ -43,6 +43,7 @@ from bridge.devstack.gcp import GcpEmulator
 from bridge.devstack.oidc import KEYS_PATH, OidcDiscoveryServer
 from bridge.devstack.stack import (
     AWS_AUDIENCE,
+    AZURE_APP_OBJECT_ID,
     AZURE_APP_RESOURCE,
     AZURE_AUDIENCE,
     AZURE_CLIENT_ID,
@@ -53,8 +54,10 @@ from bridge.devstack.stack import (
     DEMO_ROLE_MAX_SESSION,
     DEMO_SERVICE_ACCOUNT,
     DEMO_SERVICE_ACCOUNT_ID,
+    FROM_AZURE_ROLE_ARN,
     FROM_GCP_ROLE_ARN,
     GCP_AWS_PROVIDER,
+    GCP_AZURE_PROVIDER,
     GCP_PROVIDER,
     GOOGLE_ID_TOKEN_AUDIENCE,
     TENANT_ROLE_ARN,
@@ -70,6 +73,7 @@ from bridge.devstack.workload_api import (
 __all__ = [
     "ANY_OPERATION",
     "AWS_AUDIENCE",
+    "AZURE_APP_OBJECT_ID",
     "AZURE_APP_RESOURCE",
     "AZURE_AUDIENCE",
     "AZURE_CLIENT_ID",
@@ -83,8 +87,10 @@ __all__ = [
     "ECHO_TOKEN",
     "FETCH_JWT_BUNDLES",
     "FETCH_JWT_SVID",
+    "FROM_AZURE_ROLE_ARN",
     "FROM_GCP_ROLE_ARN",
     "GCP_AWS_PROVIDER",
+    "GCP_AZURE_PROVIDER",
     "GCP_PROVIDER",
     "GOOGLE_ID_TOKEN_AUDIENCE",
     "KEYS_PATH",

@@ -37,8 +37,12 @@ CA in `ca_file`, which clients trust through REQUESTS_CA_BUNDLE):
 
 - tenant AZURE_TENANT_ID with app AZURE_CLIENT_ID, whose federated credential `spire`
   trusts `iss` = the SPIFFE issuer, `sub = spiffe://<trust domain>/demo`,
-  `aud = api://AzureADTokenExchange`; resources `https://storage.azure.com` (v1 tokens,
-  AZURE_STORAGE_SCOPE) and AZURE_APP_RESOURCE (v2 tokens).
+  `aud = api://AzureADTokenExchange`, and `from-gcp` trusting the Google ID-token issuer
+  with `sub` = DEMO_SERVICE_ACCOUNT_ID (GCP->Azure); resources
+  `https://storage.azure.com` (v1 tokens, AZURE_STORAGE_SCOPE) and AZURE_APP_RESOURCE
+  (v2 tokens, `iss` = `<azure>/<tenant>/v2.0`, `sub` = AZURE_APP_OBJECT_ID), which AWS
+  trusts for role FROM_AZURE_ROLE_ARN (Azure->AWS) and GCP for provider
+  GCP_AZURE_PROVIDER, whose identities may impersonate the demo account (Azure->GCP).
 
 SVIDs for GCP must carry `aud = GCP_PROVIDER`; for AWS `aud = sts.amazonaws.com`; for
 Azure `aud = api://AzureADTokenExchange`.
@@ -52,9 +56,10 @@ from pathlib import Path
 from bridge.devstack._lifecycle import StartStop
 from bridge.devstack.authority import JwtAuthority
 from bridge.devstack.aws import AwsStsEmulator
-from bridge.devstack.azure import EXCHANGE_AUDIENCE, EntraEmulator, FederatedCredential
+from bridge.devstack.azure import EXCHANGE_AUDIENCE, EntraEmulator, FederatedCredential, fetcher
 from bridge.devstack.gcp import GcpEmulator, pool_principal_set
 from bridge.devstack.oidc import OidcDiscoveryServer
+from bridge.devstack.tls import DevCertificates
 from bridge.devstack.workload_api import DEFAULT_SVID_TTL, Identity, WorkloadApiServer
 
 AWS_AUDIENCE = "sts.amazonaws.com"
@@ -80,6 +85,12 @@ AZURE_CLIENT_ID = "5e3ce6c0-2b1f-4285-8d4b-75ee78787346"
 AZURE_STORAGE_SCOPE = "https://storage.azure.com/.default"
 AZURE_APP_RESOURCE = "api://spiffe-bridge-demo"
 AZURE_AUDIENCE = EXCHANGE_AUDIENCE
+AZURE_APP_OBJECT_ID = "8e2c54f1-6a3b-4b8e-9d0f-1c2b3a4d5e6f"  # its service principal: `sub`
+FROM_AZURE_ROLE_ARN = "arn:aws:iam::111122223333:role/from-azure"
+GCP_AZURE_PROVIDER = (
+    "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/from-azure/"
+    "providers/entra"
+)
 
 
 class DevStack(StartStop):
@@ -110,9 +121,11 @@ class DevStack(StartStop):
             identities=(f"spiffe://{trust_domain}/demo",) if identities is None else identities,
             svid_ttl=svid_ttl,
         )
-        self.aws = AwsStsEmulator()
-        self.gcp = GcpEmulator()
-        self.azure = EntraEmulator()
+        # One CA for the https emulators; the clouds read issuers (Entra's is https) with it.
+        self.certificates = DevCertificates.generate()
+        self.aws = AwsStsEmulator(fetch=fetcher(self.certificates))
+        self.gcp = GcpEmulator(fetch=fetcher(self.certificates))
+        self.azure = EntraEmulator(certificates=self.certificates)
         self._started = False
 
     @property
@@ -244,11 +257,27 @@ class DevStack(StartStop):
 
     def _register_azure_demo(self) -> None:
         directory = self.azure.directory
-        directory.add_app(AZURE_TENANT_ID, AZURE_CLIENT_ID)
+        directory.add_app(AZURE_TENANT_ID, AZURE_CLIENT_ID, object_id=AZURE_APP_OBJECT_ID)
         directory.add_resource(AZURE_TENANT_ID, AZURE_STORAGE_SCOPE.removesuffix("/.default"))
         directory.add_resource(AZURE_TENANT_ID, AZURE_APP_RESOURCE, version=2)
         directory.add_federated_credential(AZURE_TENANT_ID, AZURE_CLIENT_ID, FederatedCredential(
             "spire", issuer=self.issuer, subject=f"spiffe://{self.trust_domain}/demo"))
+        # GCP->Azure: the demo service account's Google ID token (sub = its unique ID).
+        directory.add_federated_credential(AZURE_TENANT_ID, AZURE_CLIENT_ID, FederatedCredential(
+            "from-gcp", issuer=self.google_issuer, subject=DEMO_SERVICE_ACCOUNT_ID))
+        # Azure->AWS and Azure->GCP: the app's v2 token for AZURE_APP_RESOURCE.
+        entra = self.azure.v2_issuer(AZURE_TENANT_ID)
+        self.aws.register_oidc_provider(entra, [AZURE_APP_RESOURCE])
+        self.aws.add_role(FROM_AZURE_ROLE_ARN, provider_url=entra, aud=AZURE_APP_RESOURCE,
+                          sub=AZURE_APP_OBJECT_ID)
+        self.gcp.add_oidc_provider(GCP_AZURE_PROVIDER, issuer_uri=entra,
+                                   allowed_audiences=[AZURE_APP_RESOURCE],
+                                   attribute_condition=AZURE_APP_OBJECT_ID)
+        self.gcp.add_service_account(
+            DEMO_SERVICE_ACCOUNT, unique_id=DEMO_SERVICE_ACCOUNT_ID,
+            workload_identity_users=[pool_principal_set(GCP_PROVIDER),
+                                     pool_principal_set(GCP_AWS_PROVIDER),
+                                     pool_principal_set(GCP_AZURE_PROVIDER)])
 
     def _stop_all(self) -> None:
         self.azure.stop()

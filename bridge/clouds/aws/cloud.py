@@ -61,7 +61,7 @@ class AwsCloud:
             return Link.NATIVE
         return Link.TOKEN
 
-    def mint_problem(self, hop: HopConfig) -> str | None:
+    def mint_problem(self, hop: HopConfig, *, audience: str = "") -> str | None:
         return "needs an ID token, which an AWS session cannot mint"
 
     def hop_problems(self, hop: HopConfig, *, position: int,

@@ -3,9 +3,9 @@
 Chain rules (its share): an Entra hop is fed a token: the JWT-SVID first, after any
 other cloud an ID token the hop before mints for its `audience` (a Google ID token, an
 AWS web identity token). Azure after Azure has nothing to add (one app's token is not a
-federated assertion for another), and an Entra access token is not minted for another
-cloud's audience here: Entra issues it for a resource (`scopes`), so an Azure hop mints
-for a next hop only when that hop's audience is its own resource.
+federated assertion for another). Out of Azure, the next hop is fed the Entra token
+itself, which Entra issues for one resource (`scopes`): so that hop's `audience` must
+be that resource (an app ID URI the AWS OIDC provider or GCP pool trusts).
 """
 
 from __future__ import annotations
@@ -63,8 +63,13 @@ class AzureCloud:
                                "assertion for another app; give each its own target")
         return Link.TOKEN
 
-    def mint_problem(self, hop: HopConfig) -> str | None:
-        return "needs an ID token; chains out of Azure are not supported yet"
+    def mint_problem(self, hop: HopConfig, *, audience: str = "") -> str | None:
+        assert isinstance(hop, AzureHopConfig)
+        if audience.rstrip("/") == hop.resource:
+            return None
+        return (f"is fed the Entra token itself, which is for {hop.resource}: set that "
+                "hop's `audience` to it (the app ID URI its trust names), or the Azure "
+                f"hop's `scopes` to [{audience}/.default]")
 
     def hop_problems(self, hop: HopConfig, *, position: int,
                      jwt_file: bool) -> list[tuple[str, str]]:
@@ -124,8 +129,10 @@ class AzureSession:
                          now=self._context.now)]
 
     def mint(self, hop: HopConfig, *, audience: str) -> list[Hop]:
-        raise ValueError("an Entra access token is minted for a resource (`scopes`), "
-                         "not for another hop's audience")
+        from bridge.clouds.azure.entra import EntraIdToken
+
+        assert isinstance(hop, AzureHopConfig)
+        return [EntraIdToken(hop)]
 
     def _client(self) -> EntraHttp:
         from bridge.clouds.azure.entra import EntraHttp

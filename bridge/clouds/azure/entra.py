@@ -145,3 +145,21 @@ def _retry_after(headers: Any) -> float | None:
     except ValueError:
         at = parse_http_date(value)
         return max(0.0, at - time.time()) if at is not None else None
+
+
+class EntraIdToken:
+    """The Entra token as the next hop's ID token (its `aud` is the hop's resource, which
+    the chain rules made the next hop's audience): no call, a change of type."""
+
+    name = "azure_id_token"
+    judge = SKEW_SERVICE
+
+    def __init__(self, target: AzureHopConfig) -> None:
+        self._target = target
+        self.scope = f"azure_entra {target.authority_host}"
+
+    def exchange(self, material: Material) -> IdToken:
+        if not isinstance(material, AzureToken):
+            raise wrong_input(self.name, material)
+        return IdToken(token=material.access_token, subject=self._target.client_id,
+                       expires_at=material.expires_at)

@@ -47,7 +47,7 @@ class GcpCloud:
         return [read_hop(section)]
 
     def read_hop(self, section: Section) -> HopConfig | None:
-        return read_hop(section)
+        return read_hop(section, first=False)
 
     def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | LinkProblem:
         if prev is None:
@@ -59,7 +59,7 @@ class GcpCloud:
                                "in `delegates` of the GCP hop instead")
         return Link.TOKEN
 
-    def mint_problem(self, hop: HopConfig) -> str | None:
+    def mint_problem(self, hop: HopConfig, *, audience: str = "") -> str | None:
         assert isinstance(hop, GcpHopConfig)
         if hop.service_account:
             return None

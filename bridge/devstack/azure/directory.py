@@ -72,10 +72,11 @@ class Directory:
         with self._lock:
             return self._tenants.get(tenant_id)
 
-    def add_app(self, tenant_id: str, client_id: str) -> App:
+    def add_app(self, tenant_id: str, client_id: str, *, object_id: str | None = None) -> App:
         tenant = self.add_tenant(tenant_id)
+        app = App(client_id, object_id) if object_id else App(client_id)
         with self._lock:
-            return tenant.apps.setdefault(client_id, App(client_id))
+            return tenant.apps.setdefault(client_id, app)
 
     def add_resource(self, tenant_id: str, uri: str, *, version: int = 1) -> Resource:
         tenant = self.add_tenant(tenant_id)
