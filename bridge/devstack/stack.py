@@ -38,7 +38,9 @@ CA in `ca_file`, which clients trust through REQUESTS_CA_BUNDLE):
 - tenant AZURE_TENANT_ID with app AZURE_CLIENT_ID, whose federated credential `spire`
   trusts `iss` = the SPIFFE issuer, `sub = spiffe://<trust domain>/demo`,
   `aud = api://AzureADTokenExchange`, and `from-gcp` trusting the Google ID-token issuer
-  with `sub` = DEMO_SERVICE_ACCOUNT_ID (GCP->Azure); resources
+  with `sub` = DEMO_SERVICE_ACCOUNT_ID (GCP->Azure), `from-aws` trusting the AWS
+  emulator's outbound identity issuer (`aws.outbound`, GetWebIdentityToken, enabled for
+  account 111122223333) with `sub` = DEMO_ROLE_ARN (AWS->Azure); resources
   `https://storage.azure.com` (v1 tokens, AZURE_STORAGE_SCOPE) and AZURE_APP_RESOURCE
   (v2 tokens, `iss` = `<azure>/<tenant>/v2.0`, `sub` = AZURE_APP_OBJECT_ID), which AWS
   trusts for role FROM_AZURE_ROLE_ARN (Azure->AWS) and GCP for provider
@@ -265,6 +267,11 @@ class DevStack(StartStop):
         # GCP->Azure: the demo service account's Google ID token (sub = its unique ID).
         directory.add_federated_credential(AZURE_TENANT_ID, AZURE_CLIENT_ID, FederatedCredential(
             "from-gcp", issuer=self.google_issuer, subject=DEMO_SERVICE_ACCOUNT_ID))
+        # AWS->Azure: the demo role's outbound web identity token (GetWebIdentityToken).
+        self.aws.outbound.start()
+        self.aws.outbound.enable(DEMO_AWS_ACCOUNT)
+        directory.add_federated_credential(AZURE_TENANT_ID, AZURE_CLIENT_ID, FederatedCredential(
+            "from-aws", issuer=self.aws.outbound.issuer, subject=DEMO_ROLE_ARN))
         # Azure->AWS and Azure->GCP: the app's v2 token for AZURE_APP_RESOURCE.
         entra = self.azure.v2_issuer(AZURE_TENANT_ID)
         self.aws.register_oidc_provider(entra, [AZURE_APP_RESOURCE])
@@ -281,6 +288,7 @@ class DevStack(StartStop):
 
     def _stop_all(self) -> None:
         self.azure.stop()
+        self.aws.outbound.stop()
         self.workload.stop()
         self.gcp.stop()
         self.aws.stop()

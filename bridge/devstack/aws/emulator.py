@@ -29,6 +29,11 @@ from bridge.devstack.aws.caller_identity import get_caller_identity
 from bridge.devstack.aws.context import Action, StsContext
 from bridge.devstack.aws.documents import error_document, response_document
 from bridge.devstack.aws.errors import StsError
+from bridge.devstack.aws.outbound_identity import (
+    GET_WEB_IDENTITY_TOKEN,
+    OutboundFederation,
+    get_web_identity_token,
+)
 from bridge.devstack.aws.roles import IamDirectory
 from bridge.devstack.aws.sessions import IssuedCredentials, SessionStore
 from bridge.devstack.aws.web_identity import assume_role_with_web_identity
@@ -46,6 +51,7 @@ _ACTIONS: Mapping[str, Action] = MappingProxyType({
     ASSUME_ROLE_WITH_WEB_IDENTITY: assume_role_with_web_identity,
     ASSUME_ROLE: assume_role,
     GET_CALLER_IDENTITY: get_caller_identity,
+    GET_WEB_IDENTITY_TOKEN: get_web_identity_token,
 })
 
 
@@ -91,7 +97,9 @@ class AwsStsEmulator(IamDirectory, RecordingEmulator[RecordedRequest]):
         self._clock = clock
         self._date_clock = date_clock or clock
         self._sessions = SessionStore()
-        self._context = StsContext(self, self._sessions, keys, clock)
+        # GetWebIdentityToken's issuer; its discovery server is started by its owner.
+        self.outbound = OutboundFederation(clock)
+        self._context = StsContext(self, self._sessions, keys, clock, self.outbound)
 
     def answer_time(self) -> float:
         """The time its answers carry in `Date` now (what its clients can know of its

@@ -16,6 +16,7 @@ from bridge.devstack import (
     AZURE_APP_RESOURCE,
     AZURE_CLIENT_ID,
     AZURE_TENANT_ID,
+    DEMO_ROLE_ARN,
     DEMO_SERVICE_ACCOUNT,
     DEMO_SERVICE_ACCOUNT_ID,
     FROM_AZURE_ROLE_ARN,
@@ -167,3 +168,58 @@ def test_azure_to_gcp_fails_at_the_gcp_hop_without_its_trust(
     assert code == 1
     assert "hop 3/3 gcp_sts" in out
     assert not (outdir / "gcp" / "z2g.json").exists()
+
+
+def _aws_first(stack: DevStack) -> dict[str, object]:
+    return {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1",
+            "sts_endpoint": stack.aws_sts_url, "duration": "15m"}
+
+
+def test_aws_to_azure(stack: DevStack, write_config: WriteConfig, outdir: Path,
+                      capsys: pytest.CaptureFixture[str]) -> None:
+    """JWT-SVID -> AWS role session -> sts:GetWebIdentityToken for Entra's audience ->
+    Entra: the app's token, for the role; expiry: the 15 min AWS session, the earliest."""
+    config = write_config(targets=[{"name": "a2z", "aws": _aws_first(stack),
+                                    "chain": [{"azure": azure_section(stack)}]}])
+    code, out = _once(config, capsys)
+    assert code == 0, out
+    doc = json.loads((outdir / "azure" / "a2z.json").read_text())
+    issued = stack.azure.whoami(doc["access_token"])
+    assert issued is not None
+    assert issued.subject == DEMO_ROLE_ARN
+    web = [r for r in stack.aws.requests if r.action == "GetWebIdentityToken"]
+    assert len(web) == 1
+    assert web[0].params["Audience.member.1"] == "api://AzureADTokenExchange"
+    assert web[0].params["DurationSeconds"] == "3600"  # not 5 min: it bounds the chain
+    session = stack.aws.issued[-1]
+    assert session.expiration.timestamp() - 1 <= doc["expires_on"] <= (
+        session.expiration.timestamp() + 1)
+    assert doc["expires_on"] < issued.expires_at - 1800
+
+
+def test_aws_to_azure_fails_at_the_token_hop_when_federation_is_off(
+        stack: DevStack, write_config: WriteConfig, outdir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Outbound federation disabled for the account: hop 2/3 (GetWebIdentityToken)
+    fails, named with AWS's code; nothing written."""
+    stack.aws.outbound.enable("111122223333", enabled=False)
+    config = write_config(targets=[{"name": "a2z", "aws": _aws_first(stack),
+                                    "chain": [{"azure": azure_section(stack)}]}])
+    code, out = _once(config, capsys)
+    assert code == 1
+    assert "hop 2/3 aws_web_token" in out
+    assert "OutboundWebIdentityFederationDisabledException" in out
+    assert not (outdir / "azure" / "a2z.json").exists()
+
+
+def test_aws_to_azure_fails_at_the_entra_hop_without_its_trust(
+        stack: DevStack, write_config: WriteConfig, capsys: pytest.CaptureFixture[str]) -> None:
+    """Entra's credential for the AWS issuer removed: hop 3/3 fails with AADSTS700211."""
+    stack.azure.directory.remove_federated_credential(AZURE_TENANT_ID, AZURE_CLIENT_ID,
+                                                      "from-aws")
+    config = write_config(targets=[{"name": "a2z", "aws": _aws_first(stack),
+                                    "chain": [{"azure": azure_section(stack)}]}])
+    code, out = _once(config, capsys)
+    assert code == 1
+    assert "hop 3/3 azure_entra" in out
+    assert "AADSTS700211" in out
