@@ -12,7 +12,8 @@ https because msal and azure-identity take nothing else; clients trust the CA of
 apps, federated credentials, resources) is configured through `directory`. Requests
 are recorded (`requests`) and issued tokens kept (`issued`, `whoami`), never printed.
 `faults` is keyed by operation: `token`, or a discovery path; a 429 or 503 fault
-carries `Retry-After: retry_after`.
+carries `Retry-After: retry_after`; ECHO_TOKEN in a fault's message is replaced by the
+request's client assertion (a service quoting the request in its error).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from bridge.devstack.azure.directory import Directory
 from bridge.devstack.azure.grant import GrantContext, client_credentials
 from bridge.devstack.azure.replies import EntraError, error_response, json_response
 from bridge.devstack.azure.tokens import EntraToken, EntraTokenIssuer
+from bridge.devstack.faults import echoing
 from bridge.devstack.jwks import IssuerKeys, JsonFetcher
 from bridge.devstack.tls import DevCertificates
 
@@ -136,6 +138,7 @@ class EntraEmulator(RecordingEmulator[EntraRecordedRequest]):
         failure = self.faults.before(OP_TOKEN if form or _TOKEN.fullmatch(request.path)
                                      else request.path)
         if failure is not None:
+            failure = echoing(failure, form.get("client_assertion", ""))
             status = failure.status or 503
             headers = {"Retry-After": str(self.retry_after)} if status in (429, 503) else {}
             # 90055 TenantThrottlingError, 90033 directory unavailable
