@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bridge.clouds.azure import files
 from bridge.clouds.azure.config import (
@@ -112,21 +112,18 @@ def _short_ttl(ttl: float) -> str:
 
 
 class AzureSession:
-    """Entra hops for one daemon generation, sharing one HTTP session and msal's
-    `http_cache` (tenant discovery, throttling)."""
+    """Entra hops for one daemon generation, sharing one HTTP session."""
 
     def __init__(self, context: HopContext) -> None:
         self._context = context
         self._http: EntraHttp | None = None
-        self._cache: dict[str, Any] = {}
 
     def build(self, hop: HopConfig, *, link: Link,
               earlier: Sequence[HopConfig]) -> list[Hop]:
         from bridge.clouds.azure.entra import EntraHop  # msal and requests: ~60 ms
 
         assert isinstance(hop, AzureHopConfig)
-        return [EntraHop(hop, http=self._client(), http_cache=self._cache,
-                         now=self._context.now)]
+        return [EntraHop(hop, http=self._client(), now=self._context.now)]
 
     def mint(self, hop: HopConfig, *, audience: str) -> list[Hop]:
         from bridge.clouds.azure.entra import EntraIdToken

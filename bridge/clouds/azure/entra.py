@@ -5,9 +5,11 @@ msal's `ConfidentialClientApplication` sends Entra's token request (PROTOCOLS.md
 Entra's answer as a dict, `error_codes` included. Two of its habits are turned off here:
 
 - its token cache would answer later exchanges with the first token (and never send the
-  new SVID): each exchange gets an application with an empty cache. What those
-  applications share is msal's `http_cache` (tenant discovery, cached a day, and its
-  throttling: a 429/5xx with `Retry-After` is replayed, not re-sent, until it passes);
+  new SVID): the application's cache stores nothing (`_NoStore`, through msal's public
+  `TokenCache.add`). One application per hop keeps msal's `http_cache`: tenant
+  discovery (read once, at the first exchange) and its throttling (a 429/5xx with
+  `Retry-After` is replayed, not re-sent, until it passes). Applications share no
+  cache: msal's cache index is guarded per application, not per dict;
 - instance discovery (a call to login.microsoftonline.com to vet the host) is off: the
   host is the operator's `authority_host`.
 
@@ -18,6 +20,7 @@ per thread for the classification and the skew estimate.
 
 from __future__ import annotations
 
+import http.cookiejar
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +48,8 @@ class EntraHttp:
     def __init__(self, *, timeout: float, skew: ClockSkew | None,
                  now: Callable[[], float] = time.time) -> None:
         self._session = requests.Session()
+        # Entra sets cookies; a daemon serving many tenants keeps none of them.
+        self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._timeout = timeout
         self._skew = skew
         self._now = now
@@ -77,34 +82,52 @@ class EntraHttp:
         return response
 
 
+class _NoStore(msal.TokenCache):  # type: ignore[misc] # msal is untyped
+    """A token cache that keeps nothing: every exchange reaches Entra with its SVID."""
+
+    def add(self, event: Any, now: Any = None) -> None:
+        return None
+
+
 class EntraHop:
     """JWT-SVID or ID token -> Entra access token for one resource."""
 
     name = HOP
 
     def __init__(self, target: AzureHopConfig, *, http: EntraHttp,
-                 http_cache: dict[str, Any], now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time) -> None:
         self._target = target
         self.scope = f"azure_entra {target.authority_host}"
         self.judge = SKEW_SERVICE
         self._http = http
-        self._cache = http_cache
         self._now = now
+        self._lock = threading.Lock()  # one exchange at a time: the assertion is per call
+        self._assertion = ""
+        self._app: Any = None
+
+    def _application(self) -> Any:
+        """Made at the first exchange (its tenant discovery is a call to Entra)."""
+        if self._app is None:
+            t = self._target
+            self._app = msal.ConfidentialClientApplication(
+                t.client_id, authority=t.authority,
+                client_credential={"client_assertion": lambda: self._assertion},
+                http_client=self._http, instance_discovery=False, token_cache=_NoStore())
+        return self._app
 
     def exchange(self, material: Material) -> AzureToken:
         if not isinstance(material, JwtSvid | IdToken):
             raise wrong_input(self.name, material)
+        with self._lock:
+            return self._exchange(material.token)
+
+    def _exchange(self, assertion: str) -> AzureToken:
         t = self._target
-        assertion = material.token
+        self._assertion = assertion
         self._http.forget()
         sent = self._now()
         try:
-            app = msal.ConfidentialClientApplication(
-                t.client_id, authority=t.authority,
-                client_credential={"client_assertion": lambda: assertion},
-                http_client=self._http, http_cache=self._cache, instance_discovery=False,
-                token_cache=msal.TokenCache())
-            result = app.acquire_token_for_client([t.scope])
+            result = self._application().acquire_token_for_client([t.scope])
         except requests.RequestException as exc:
             raise unreachable(exc, t.authority) from None
         except msal.exceptions.MsalServiceError:  # a 5xx answer without an Entra body
@@ -113,6 +136,8 @@ class EntraHop:
                            retry_after=answer[1] if answer else None) from None
         except ValueError as exc:  # tenant discovery refused (msal raises it bare)
             raise discovery_failed(exc, t.authority) from None
+        finally:
+            self._assertion = ""
         if not isinstance(result, dict):
             raise _bad_answer()
         token = result.get("access_token")

@@ -32,5 +32,5 @@ def make_hop(stack: DevStack) -> MakeHop:
                                      "authority_host": stack.azure_authority}
         fields.update(overrides)
         return EntraHop(AzureHopConfig(**fields),  # type: ignore[arg-type]
-                        http=EntraHttp(timeout=5.0, skew=None), http_cache={})
+                        http=EntraHttp(timeout=5.0, skew=None))
     return make
