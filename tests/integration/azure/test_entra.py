@@ -202,3 +202,14 @@ def test_once_reports_a_refusal_with_the_hop_and_code(
     assert "azure_entra" in out.out + out.err
     assert "AADSTS700016" in out.out + out.err
     assert not (outdir / "azure" / "blob.token").exists()
+
+
+def test_a_rotated_issuer_key_is_fetched(stack: DevStack, make_hop: MakeHop) -> None:
+    """Entra caches the issuer's JWKS and fetches it again for a `kid` it does not know:
+    an SVID signed by a key rotated in after the first exchange is accepted."""
+    hop = make_hop()
+    hop.exchange(_svid(stack.authority.mint(DEMO, [AZURE_AUDIENCE], 600)))
+    stack.rotate_keys()
+    rotated = _svid(stack.authority.mint(DEMO, [AZURE_AUDIENCE], 600))
+    assert jwt.get_unverified_header(rotated.token)["kid"] == stack.authority.active_kid
+    assert hop.exchange(rotated).access_token
