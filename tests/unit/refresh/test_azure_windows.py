@@ -138,3 +138,22 @@ async def test_entra_retry_after_is_honoured() -> None:
     assert status is not None
     assert status.credential is not None
     task.cancel()
+
+
+def test_retry_after_survives_the_chain_position_label() -> None:
+    """A chain labels the error with its hop ("hop 3/3"); Retry-After stays with it."""
+    err = ExchangeError("slow down", hop="azure_entra", code="AADSTS90055", retryable=True,
+                        reason="throttled", retry_after=12.0).at(3, 3)
+    assert (err.position, err.retry_after) == ("hop 3/3", 12.0)
+
+
+async def test_a_huge_retry_after_waits_at_most_the_backoff_cap() -> None:
+    """Retry-After: 86400 does not park a target for a day: the 5 min cap still holds."""
+    clock, scheduler, _, hop = _rig(MIN_SVID_TTL)
+    hop.errors = [ExchangeError("slow down", hop="azure_entra", code="AADSTS90055",
+                                retryable=True, reason="throttled", retry_after=86400.0)]
+    task = asyncio.create_task(scheduler.run())
+    await clock.settle()
+    await clock.advance(400)
+    assert 300.0 in clock.sleeps  # the retry: exactly the cap, not sooner, not a day
+    task.cancel()
