@@ -64,7 +64,8 @@ class ExchangeError(BridgeError):
 
     `hop` names the hop kind, `code` the service's own error code, `position` where in a
     chain it happened ("hop 2/3"), and `fresh_svid` asks the caller to fetch a new
-    JWT-SVID before retrying.
+    JWT-SVID before retrying. `retry_after` (seconds) is the service's own `Retry-After`:
+    no retry comes sooner.
     """
 
     prefix = "exchange"

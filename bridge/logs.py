@@ -20,7 +20,7 @@ from typing import TextIO
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _MASK = "[REDACTED]"
 _THIRD_PARTY = ("botocore", "boto3", "urllib3", "google", "google.auth", "grpc", "spiffe",
-                "s3transfer", "werkzeug")
+                "s3transfer", "werkzeug", "msal", "azure", "requests")
 
 
 _MIN_SECRET = 8  # shorter values are not registered (they would mask ordinary words)

@@ -20,6 +20,7 @@ import yaml
 
 from bridge.devstack import DEMO_ROLE_ARN, DevStack
 from bridge.devstack.aws import AwsStsEmulator
+from bridge.devstack.azure import EntraEmulator
 from bridge.devstack.gcp import GcpEmulator
 from bridge.logs import pin_third_party_loggers
 
@@ -109,7 +110,7 @@ _SHAPES = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+|y
 @pytest.fixture(autouse=True, scope="session")
 def _track_emulators() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
-        for cls in (AwsStsEmulator, GcpEmulator):
+        for cls in (AwsStsEmulator, GcpEmulator, EntraEmulator):
             original = cls.__init__
 
             def tracking(self: object, *a: object, _original: Any = original,

@@ -1,10 +1,10 @@
 """What a valid config points at on this host, checked before `check` says OK and before
 `run` starts: footguns the daemon would otherwise carry out.
 
-- `metadata.container.token_file` names an existing file the bridge did not write: `run`
-  would replace it with a token. Ours is recognised by what `write_token_file` leaves:
-  inside the output directory, or a regular 0600 file of this uid holding exactly one
-  43-character base64url token.
+- `metadata.container.token_file` (or `metadata.azure_app_service.header_file`) names an
+  existing file the bridge did not write: `run` would replace it with a token. Ours is
+  recognised by what `write_token_file` leaves: inside the output directory, or a
+  regular 0600 file of this uid holding exactly one 43-character base64url token.
 - `grpc.socket` is a socket something is listening on (another daemon): `run` would
   unlink it and take its clients. A socket nobody answers on is a leftover and is fine;
   for `check`, the bridge running this very config file is fine too.
@@ -41,17 +41,18 @@ def preflight(config: Config, config_path: Path, *, starting: bool) -> list[Conf
     if not starting and (problem := atomic.trust_problem(directory, owners=False)):
         problems.append(ConfigProblem("outputs.directory", problem))
     for key, endpoint in config.metadata.endpoints:
-        token_file = getattr(endpoint, "token_file", None)
-        if isinstance(token_file, Path) and (problem := _foreign_token_file(token_file,
-                                                                             directory)):
-            problems.append(ConfigProblem(f"metadata.{key}.token_file", problem))
+        for name in ("token_file", "header_file"):  # the container's, Azure App Service's
+            token_file = getattr(endpoint, name, None)
+            if isinstance(token_file, Path) and (problem := _foreign_token_file(
+                    token_file, directory, key=name)):
+                problems.append(ConfigProblem(f"metadata.{key}.{name}", problem))
     if problem := _live_socket(urlsplit(config.grpc.socket).path, config_path,
                                starting=starting):
         problems.append(ConfigProblem("grpc.socket", problem))
     return problems
 
 
-def _foreign_token_file(path: Path, directory: Path) -> str | None:
+def _foreign_token_file(path: Path, directory: Path, *, key: str = "token_file") -> str | None:
     if path.is_relative_to(directory):
         return None  # the output directory is the bridge's own
     try:
@@ -70,7 +71,7 @@ def _foreign_token_file(path: Path, directory: Path) -> str | None:
     if ours:
         return None
     return (f"{path} exists and is not a token file the bridge wrote; `run` would replace "
-            "it. Point token_file at a new path (or inside outputs.directory)")
+            f"it. Point {key} at a new path (or inside outputs.directory)")
 
 
 def _live_socket(path: str, config_path: Path, *, starting: bool) -> str | None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from bridge.clouds.aws import AWS
+from bridge.clouds.azure import AZURE
 from bridge.clouds.base import (
     DEFAULT_QUOTA_RATE,
     Cloud,
@@ -29,7 +30,7 @@ from bridge.clouds.base import (
 )
 from bridge.clouds.gcp import GCP
 
-CLOUDS: Mapping[str, Cloud] = MappingProxyType({c.name: c for c in (AWS, GCP)})
+CLOUDS: Mapping[str, Cloud] = MappingProxyType({c.name: c for c in (AWS, GCP, AZURE)})
 
 
 def cloud_of(hop: HopConfig) -> Cloud:
@@ -44,6 +45,7 @@ def endpoints() -> Mapping[str, tuple[Cloud, Endpoint]]:
 
 __all__ = [
     "AWS",
+    "AZURE",
     "CLOUDS",
     "DEFAULT_QUOTA_RATE",
     "GCP",

@@ -215,14 +215,21 @@ class Cloud(Protocol):
         """How `hop` (of this cloud) is fed after `prev`, or the rule that forbids it."""
         ...
 
-    def mint_problem(self, hop: HopConfig) -> str | None:
-        """Why a hop after `hop` (of this cloud) cannot be fed an ID token minted by it,
-        completing "an X hop after <title> ...", or None."""
+    def mint_problem(self, hop: HopConfig, *, audience: str = "") -> str | None:
+        """Why a hop after `hop` (of this cloud) cannot be fed an ID token minted by it
+        for `audience` (the next hop's), completing "an X hop after <title> ...", or
+        None."""
         ...
 
     def hop_problems(self, hop: HopConfig, *, position: int,
                      jwt_file: bool) -> list[tuple[str, str]]:
         """Target-level rules for `hop` at `position` (0 = first): (key, message)."""
+        ...
+
+    def jwt_file_min_remaining(self, hop: HopConfig) -> float:
+        """What the target's `jwt/<t>.jwt` must always keep when `hop` (of this cloud)
+        is first: a reader that caches the file needs more than the engine's 30 s
+        (azure-identity's 600 s); 0 for no more."""
         ...
 
     def session(self, context: HopContext) -> CloudSession: ...

@@ -62,7 +62,7 @@ def plan(hops: Sequence[HopConfig], source: str = "jwt"
             steps.append(Step(hop, Link.X509))
         elif link is Link.TOKEN and prev is not None:
             minter = cloud_of(prev)
-            if why := minter.mint_problem(prev):
+            if why := minter.mint_problem(prev, audience=hop.audience):
                 problems.append(ChainProblem(
                     i, f"an {cloud.title} hop after {minter.title} {why}"))
             steps.append(Step(hop, link))

@@ -33,7 +33,7 @@ def read_target(s: Section) -> TargetConfig | None:
     present = [c for c in CLOUDS.values() if s.has(c.name)]
     if len(present) != 1:  # one message for both mistakes, at the target
         found = ", ".join(f"`{c.name}`" for c in present)
-        s.problems.add(s.path, f"a target needs exactly one of {_cloud_keys(' or ')} " + (
+        s.problems.add(s.path, f"a target needs exactly one of {_cloud_keys()} " + (
             f"(found {found}); further hops go in `chain`" if found else "(found none)"))
     hops: list[HopConfig | None] = []
     paths: list[str] = []  # each hop's own mapping, relative to the target
@@ -70,7 +70,7 @@ def _read_chain_hop(c: Section) -> HopConfig | None:
     present = [cloud for cloud in CLOUDS.values() if c.has(cloud.name)]
     hop: HopConfig | None = None
     if len(present) != 1:
-        c.problems.add(c.path, f"each chain hop needs exactly one of {_cloud_keys(' or ')}")
+        c.problems.add(c.path, f"each chain hop needs exactly one of {_cloud_keys()}")
         for cloud in CLOUDS.values():
             c.raw(cloud.name)
     else:
@@ -121,5 +121,7 @@ def _check_name(v: str) -> str | None:
             "starting and ending with a letter or digit")
 
 
-def _cloud_keys(sep: str = ", ") -> str:
-    return sep.join(f"`{name}`" for name in CLOUDS)
+def _cloud_keys() -> str:
+    """`aws`, `gcp` or `azure`."""
+    names = [f"`{name}`" for name in CLOUDS]
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]

@@ -7,6 +7,7 @@ waits on a stopped server) and the context-manager protocol are the same for all
 
 from __future__ import annotations
 
+import ssl
 import threading
 from typing import Generic, TypeVar
 
@@ -18,10 +19,11 @@ R = TypeVar("R")
 
 
 class HttpEmulator(StartStop):
-    def __init__(self, *, port: int, name: str) -> None:
-        """Create the (not yet listening) server on `port` (0: any) and the fault switches."""
+    def __init__(self, *, port: int, name: str, tls: ssl.SSLContext | None = None) -> None:
+        """Create the (not yet listening) server on `port` (0: any), over TLS with
+        `tls`, and the fault switches."""
         self.faults: FaultSwitches[HttpFailure] = FaultSwitches()
-        self._http = LoopbackHttpServer(self.handle, port=port, name=name)
+        self._http = LoopbackHttpServer(self.handle, port=port, name=name, tls=tls)
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """Answer one request (each emulator speaks its own protocol)."""
@@ -59,8 +61,8 @@ class HttpEmulator(StartStop):
 class RecordingEmulator(HttpEmulator, Generic[R]):
     """An emulator that keeps every request it received, for tests to inspect."""
 
-    def __init__(self, *, port: int, name: str) -> None:
-        super().__init__(port=port, name=name)
+    def __init__(self, *, port: int, name: str, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(port=port, name=name, tls=tls)
         self._recorded_lock = threading.Lock()
         self._recorded: list[R] = []
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,9 +78,19 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], app: Handler) -> None:
+    def __init__(self, address: tuple[str, int], app: Handler,
+                 tls: ssl.SSLContext | None = None) -> None:
         super().__init__(address, _RequestHandler)
         self.app = app
+        self.tls = tls
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """With TLS, wrap each accepted connection; its handshake runs in the handler's
+        thread (`_RequestHandler.setup`), so a slow client cannot stall accepting."""
+        conn, address = super().get_request()
+        if self.tls is not None:
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Keep connection errors (client gone, timeouts) off stderr."""
@@ -90,6 +102,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     timeout = _SOCKET_TIMEOUT
     server_version = "devstack"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -148,8 +165,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
 class LoopbackHttpServer(StartStop):
     """Serves a `Handler` on 127.0.0.1 in a daemon thread; restartable on the same port."""
 
-    def __init__(self, app: Handler, *, port: int = 0, name: str = "devstack-http") -> None:
+    def __init__(self, app: Handler, *, port: int = 0, name: str = "devstack-http",
+                 tls: ssl.SSLContext | None = None) -> None:
         self._app = app
+        self._tls = tls
         self._port = port
         self._name = name
         self._lock = threading.Lock()
@@ -170,8 +189,8 @@ class LoopbackHttpServer(StartStop):
 
     @property
     def url(self) -> str:
-        """`http://127.0.0.1:<port>` (no trailing slash)."""
-        return f"http://{LOOPBACK}:{self.port}"
+        """`http://127.0.0.1:<port>` (`https://` with TLS; no trailing slash)."""
+        return f"{'https' if self._tls else 'http'}://{LOOPBACK}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -189,7 +208,7 @@ class LoopbackHttpServer(StartStop):
         with self._lock:
             if self._server is not None:
                 raise RuntimeError(f"{self._name} already running")
-            server = _Server((LOOPBACK, self._port), self._app)
+            server = _Server((LOOPBACK, self._port), self._app, self._tls)
             self._port = int(server.server_address[1])
             thread = threading.Thread(
                 target=server.serve_forever,

@@ -10,6 +10,7 @@ temporary directories it made) are removed unless `keep`: a demo leaves nothing 
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import shutil
 import socket
@@ -22,6 +23,9 @@ import yaml
 from bridge.app import run_until_signalled
 from bridge.config import load_config
 from bridge.devstack.stack import (
+    AZURE_CLIENT_ID,
+    AZURE_STORAGE_SCOPE,
+    AZURE_TENANT_ID,
     DEMO_ROLE_ARN,
     DEMO_SERVICE_ACCOUNT,
     GCP_AWS_PROVIDER,
@@ -46,14 +50,17 @@ def _free_port(preferred: int) -> int:
 
 def write_demo_config(stack: DevStack, workdir: Path, *, outputs: Path | None = None) -> Path:
     """A config against the stack's emulators: an AWS target (plus its JWT file), a GCP
-    target impersonating a service account, and an AWS->GCP chain. The credentials go
-    to `outputs`, else to a new directory on /dev/shm (else `workdir/creds`)."""
+    target impersonating a service account, an AWS->GCP chain, an Azure target and an
+    AWS->Azure chain. The credentials go to `outputs`, else to a new directory on
+    /dev/shm (else `workdir/creds`)."""
     if outputs is None:
         shm = Path("/dev/shm")
         outputs = Path(tempfile.mkdtemp(prefix="spiffe-bridge-dev-", dir=shm)) / "creds" \
             if shm.is_dir() and is_memory_backed(shm) else workdir / "creds"
     outputs.parent.mkdir(parents=True, exist_ok=True)
     on_tmpfs = is_memory_backed(outputs.parent)
+    azure = {"tenant_id": AZURE_TENANT_ID, "client_id": AZURE_CLIENT_ID,
+             "scopes": [AZURE_STORAGE_SCOPE], "authority_host": stack.azure_authority}
     doc = {
         "workload_api": {"socket": stack.workload_socket_uri, "timeout": "5s"},
         "outputs": {"directory": str(outputs), "allow_non_tmpfs": not on_tmpfs},
@@ -75,6 +82,11 @@ def write_demo_config(stack: DevStack, workdir: Path, *, outputs: Path | None = 
                                 "service_account": DEMO_SERVICE_ACCOUNT,
                                 "sts_endpoint": stack.gcp_sts_url,
                                 "iam_credentials_endpoint": stack.gcp_iam_url}}]},
+            {"name": "demo-azure", "azure": azure},
+            {"name": "demo-aws-to-azure",
+             "aws": {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1",
+                     "sts_endpoint": stack.aws_sts_url},
+             "chain": [{"azure": azure}]},
         ],
     }
     path = workdir / "bridge.yaml"
@@ -105,12 +117,15 @@ spiffe-bridge dev is running (development stack: emulators on loopback, not real
   OIDC issuer:                 {stack.issuer}
   AWS STS emulator:            {stack.aws_sts_url}
   GCP STS / IAM emulator:      {stack.gcp_sts_url}  {stack.gcp_iam_url}
+  Entra ID emulator (https):   {stack.azure_authority}  (CA: {stack.ca_file})
   Bridge config:               {config_path}
   Credentials:                 {out}/aws/credentials  (profile "demo")
                                {out}/aws/demo.json    (credential_process JSON)
                                {out}/jwt/demo.jwt     (the JWT-SVID itself)
                                {out}/gcp/demo-gcp.token  {out}/gcp/demo-gcp.json
                                {out}/gcp/demo-aws-to-gcp.json  (AWS -> GCP chain)
+                               {out}/azure/demo-azure.token  {out}/azure/demo-azure.json
+                               {out}/azure/demo-aws-to-azure.json  (AWS -> Azure chain)
                                ({kept})
   gRPC API:                    {config.grpc.socket}
   Metrics / health:            http://{config.http_address}/metrics  /healthz  /readyz
@@ -138,6 +153,9 @@ def run_demo(workdir: Path | None, *, redactor: Redactor, keep: bool = False) ->
     made: list[Path] = [] if workdir else [base]
     try:
         with DevStack(base / "stack") as stack:
+            # The Entra emulator speaks https with the dev CA; the bridge's Entra client
+            # (requests) trusts it through this, in this dev process only.
+            os.environ["REQUESTS_CA_BUNDLE"] = str(stack.ca_file)
             config_path = write_demo_config(stack, base,
                                             outputs=base / "creds" if workdir else None)
             config = load_config(config_path)

@@ -32,7 +32,22 @@ Pre-registered in the Google emulator (`gcp`, `gcp_sts_url`, `gcp_iam_url`):
   unique ID 112233445566778899001, max lifetime 1 hour, with workloadIdentityUser for
   every identity of both pools (`principalSet://.../workloadIdentityPools/{spire,from-aws}/*`).
 
-SVIDs for GCP must carry `aud = GCP_PROVIDER`; for AWS `aud = sts.amazonaws.com`.
+Pre-registered in the Entra emulator (`azure`, `azure_authority`, over https with the
+CA in `ca_file`, which clients trust through REQUESTS_CA_BUNDLE):
+
+- tenant AZURE_TENANT_ID with app AZURE_CLIENT_ID, whose federated credential `spire`
+  trusts `iss` = the SPIFFE issuer, `sub = spiffe://<trust domain>/demo`,
+  `aud = api://AzureADTokenExchange`, and `from-gcp` trusting the Google ID-token issuer
+  with `sub` = DEMO_SERVICE_ACCOUNT_ID (GCP->Azure), `from-aws` trusting the AWS
+  emulator's outbound identity issuer (`aws.outbound`, GetWebIdentityToken, enabled for
+  account 111122223333) with `sub` = DEMO_ROLE_ARN (AWS->Azure); resources
+  `https://storage.azure.com` (v1 tokens, AZURE_STORAGE_SCOPE) and AZURE_APP_RESOURCE
+  (v2 tokens, `iss` = `<azure>/<tenant>/v2.0`, `sub` = AZURE_APP_OBJECT_ID), which AWS
+  trusts for role FROM_AZURE_ROLE_ARN (Azure->AWS) and GCP for provider
+  GCP_AZURE_PROVIDER, whose identities may impersonate the demo account (Azure->GCP).
+
+SVIDs for GCP must carry `aud = GCP_PROVIDER`; for AWS `aud = sts.amazonaws.com`; for
+Azure `aud = api://AzureADTokenExchange`.
 
 With `x509=True` the agent also serves X.509-SVIDs from a dev CA (`x509`, which
 `x509.rotate()` rotates; `workload.rotate_x509_svids()` re-issues), and the AWS
@@ -55,9 +70,11 @@ from pathlib import Path
 from bridge.devstack._lifecycle import StartStop
 from bridge.devstack.authority import JwtAuthority
 from bridge.devstack.aws import AwsStsEmulator
+from bridge.devstack.azure import EXCHANGE_AUDIENCE, EntraEmulator, FederatedCredential, fetcher
 from bridge.devstack.gcp import GcpEmulator, pool_principal_set
 from bridge.devstack.gcp.x509_sts import GcpMtlsSts
 from bridge.devstack.oidc import OidcDiscoveryServer
+from bridge.devstack.tls import DevCertificates
 from bridge.devstack.workload_api import DEFAULT_SVID_TTL, Identity, WorkloadApiServer
 from bridge.devstack.x509_authority import X509Authority
 
@@ -85,6 +102,17 @@ GCP_X509_PROVIDER = (
     "providers/x509"
 )
 MTLS_CA_FILE = "gcp-mtls-ca.pem"
+AZURE_TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+AZURE_CLIENT_ID = "5e3ce6c0-2b1f-4285-8d4b-75ee78787346"
+AZURE_STORAGE_SCOPE = "https://storage.azure.com/.default"
+AZURE_APP_RESOURCE = "api://spiffe-bridge-demo"
+AZURE_AUDIENCE = EXCHANGE_AUDIENCE
+AZURE_APP_OBJECT_ID = "8e2c54f1-6a3b-4b8e-9d0f-1c2b3a4d5e6f"  # its service principal: `sub`
+FROM_AZURE_ROLE_ARN = "arn:aws:iam::111122223333:role/from-azure"
+GCP_AZURE_PROVIDER = (
+    "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/from-azure/"
+    "providers/entra"
+)
 
 
 class DevStack(StartStop):
@@ -122,9 +150,12 @@ class DevStack(StartStop):
             svid_ttl=svid_ttl,
             x509=self.x509,
         )
-        self.aws = AwsStsEmulator()
-        self.gcp = GcpEmulator()
+        # One CA for the https emulators; the clouds read issuers (Entra's is https) with it.
+        self.certificates = DevCertificates.generate()
+        self.aws = AwsStsEmulator(fetch=fetcher(self.certificates))
+        self.gcp = GcpEmulator(fetch=fetcher(self.certificates))
         self.gcp_mtls = GcpMtlsSts(self.gcp.token_store) if x509 else None
+        self.azure = EntraEmulator(certificates=self.certificates)
         self._started = False
 
     @property
@@ -172,6 +203,16 @@ class DevStack(StartStop):
         """`iss` of the Google emulator's ID tokens (trusted by the AWS emulator)."""
         return self.gcp.google_issuer
 
+    @property
+    def azure_authority(self) -> str:
+        """The Entra emulator's `authority_host` (AZURE_AUTHORITY_HOST), https."""
+        return self.azure.authority_host
+
+    @property
+    def ca_file(self) -> Path:
+        """The dev CA the https emulators' certificates chain to (after `start()`)."""
+        return self._workdir / "dev-ca.pem"
+
     def start(self) -> DevStack:
         """Start every emulator and pre-register the demo providers, roles and accounts.
 
@@ -195,6 +236,9 @@ class DevStack(StartStop):
             self.gcp.start()
             self._register_cross_cloud_demo()
             self._register_roles_anywhere()
+            self.azure.start()
+            self.azure.certificates.write_ca(self._workdir)
+            self._register_azure_demo()
             self.workload.start()
         except BaseException:
             self._stop_all()
@@ -277,7 +321,38 @@ class DevStack(StartStop):
         if self.x509 is not None and self.gcp_mtls is not None:
             self.gcp_mtls.set_trust_store(GCP_X509_PROVIDER, self.x509.roots)
 
+    def _register_azure_demo(self) -> None:
+        directory = self.azure.directory
+        directory.add_app(AZURE_TENANT_ID, AZURE_CLIENT_ID, object_id=AZURE_APP_OBJECT_ID)
+        directory.add_resource(AZURE_TENANT_ID, AZURE_STORAGE_SCOPE.removesuffix("/.default"))
+        directory.add_resource(AZURE_TENANT_ID, AZURE_APP_RESOURCE, version=2)
+        directory.add_federated_credential(AZURE_TENANT_ID, AZURE_CLIENT_ID, FederatedCredential(
+            "spire", issuer=self.issuer, subject=f"spiffe://{self.trust_domain}/demo"))
+        # GCP->Azure: the demo service account's Google ID token (sub = its unique ID).
+        directory.add_federated_credential(AZURE_TENANT_ID, AZURE_CLIENT_ID, FederatedCredential(
+            "from-gcp", issuer=self.google_issuer, subject=DEMO_SERVICE_ACCOUNT_ID))
+        # AWS->Azure: the demo role's outbound web identity token (GetWebIdentityToken).
+        self.aws.outbound.start()
+        self.aws.outbound.enable(DEMO_AWS_ACCOUNT)
+        directory.add_federated_credential(AZURE_TENANT_ID, AZURE_CLIENT_ID, FederatedCredential(
+            "from-aws", issuer=self.aws.outbound.issuer, subject=DEMO_ROLE_ARN))
+        # Azure->AWS and Azure->GCP: the app's v2 token for AZURE_APP_RESOURCE.
+        entra = self.azure.v2_issuer(AZURE_TENANT_ID)
+        self.aws.register_oidc_provider(entra, [AZURE_APP_RESOURCE])
+        self.aws.add_role(FROM_AZURE_ROLE_ARN, provider_url=entra, aud=AZURE_APP_RESOURCE,
+                          sub=AZURE_APP_OBJECT_ID)
+        self.gcp.add_oidc_provider(GCP_AZURE_PROVIDER, issuer_uri=entra,
+                                   allowed_audiences=[AZURE_APP_RESOURCE],
+                                   attribute_condition=AZURE_APP_OBJECT_ID)
+        self.gcp.add_service_account(
+            DEMO_SERVICE_ACCOUNT, unique_id=DEMO_SERVICE_ACCOUNT_ID,
+            workload_identity_users=[pool_principal_set(GCP_PROVIDER),
+                                     pool_principal_set(GCP_AWS_PROVIDER),
+                                     pool_principal_set(GCP_AZURE_PROVIDER)])
+
     def _stop_all(self) -> None:
+        self.azure.stop()
+        self.aws.outbound.stop()
         self.workload.stop()
         if self.gcp_mtls is not None:
             self.gcp_mtls.stop()

@@ -36,6 +36,8 @@ from bridge.refresh.spread import Spread
 from bridge.store import CredentialStore
 from bridge.x509_svid import X509Svid
 
+JWT_SAME_SVID_WAIT = 15.0  # seconds between asks while the agent hands out the same SVID
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 HEARTBEAT = 5.0
@@ -69,7 +71,7 @@ class Scheduler:
         cap = TRANSIENT_CAP if budgeted else None
         self._policies = {p.target.name: policy or _policy_for(p.target, cap)
                           for p in pipelines}
-        self._jwt_policy = Policy(min_remaining=JWT_MIN_REMAINING)
+        self._jwt_policies = {p.target.name: _jwt_policy_for(p.target) for p in pipelines}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._source_back = asyncio.Event()  # set (and replaced) when the source recovers
         self._source_down = False
@@ -82,6 +84,7 @@ class Scheduler:
         self._made_with: dict[str, str] = {}
         for name in self._rotated:  # zeros from the start, so increase() sees the first
             metrics.x509_rotations.labels(name).inc(0)
+        self._retry_after: dict[str, float] = {}  # a service's Retry-After, per target
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._deadline = deadline
         self._exit_on_permanent = exit_on_permanent
@@ -255,6 +258,11 @@ class Scheduler:
         name = p.target.name
         stage, reason, retryable = _classify(exc)
         detail = str(exc) if isinstance(exc, BridgeError) else "refresh timed out"
+        after = exc.retry_after if isinstance(exc, ExchangeError) else None
+        if after:
+            self._retry_after[name] = after
+        else:
+            self._retry_after.pop(name, None)
         status = self._store.failed(name, reason, detail, self._clock.monotonic(),
                                     permanent=not retryable)
         if stage == "svid":
@@ -312,9 +320,11 @@ class Scheduler:
             # The agent failed, not a budgeted call: no lower cap (its recovery wakes the
             # target at once anyway, `_wait`).
             policy = dataclasses.replace(policy, transient_cap=None)
-        return policy.retry_delay(
+        delay = policy.retry_delay(
             failures=max(1, status.consecutive_failures), permanent=status.last_error_permanent,
             jitter=self._rng.random(), now=now, replace_by=replace_by)
+        # A service's Retry-After (Entra's 429/5xx) is honoured: sooner is refused anyway.
+        return max(delay, min(self._retry_after.get(status.name, 0.0), policy.backoff_cap))
 
     def _recovered(self, status: TargetStatus) -> bool:
         """Whether `status` is a valid credential a previous run left, not yet refreshed."""
@@ -370,21 +380,36 @@ class Scheduler:
 
     async def _run_jwt(self, p: TargetPipeline) -> None:
         failures = 0
+        last: str | None = None
+        warned: str | None = None
         while True:
             svid = await self._refresh_jwt(p)
             now = self._clock.monotonic()
             if svid is not None:
                 failures = 0
-                delay = self._jwt_policy.next_refresh(
+                policy = self._jwt_policies[p.target.name]
+                delay = policy.next_refresh(
                     issued_at=svid.deadline - (svid.expires_at - svid.issued_at),
                     expires_at=svid.deadline, now=now, jitter=self._rng.uniform(-1.0, 1.0))
+                if svid.token == last and delay < JWT_SAME_SVID_WAIT:
+                    # The agent still hands out the SVID we hold, and it has less left
+                    # than the file must keep (an SVID TTL shorter than `check` was
+                    # told): ask again at a walk, not every second.
+                    if svid.deadline - now < policy.min_remaining and warned != svid.token:
+                        warned = svid.token
+                        log.warning("the JWT-SVID for %s has %.0fs left, less than the %.0fs "
+                                    "its JWT file must keep: raise its TTL in SPIRE",
+                                    p.target.name, svid.deadline - now, policy.min_remaining)
+                    delay = JWT_SAME_SVID_WAIT
+                last = svid.token
             else:
                 failures += 1
                 status = self._store.get(p.target.name)
                 held = status.svid if status else None
-                delay = self._jwt_policy.retry_delay(
+                policy = self._jwt_policies[p.target.name]
+                delay = policy.retry_delay(
                     failures=failures, permanent=False, jitter=self._rng.random(), now=now,
-                    replace_by=held.deadline - JWT_MIN_REMAINING if held else None)
+                    replace_by=held.deadline - policy.min_remaining if held else None)
             await self._clock.sleep(delay)
 
     async def _refresh_jwt(self, p: TargetPipeline) -> JwtSvid | None:
@@ -433,6 +458,14 @@ def _policy_for(target: TargetConfig, transient_cap: float | None = None) -> Pol
     """The hand-out window is the final cloud's SDKs' refresh window."""
     return Policy(min_remaining=cloud_of(target.final).min_remaining,
                   transient_cap=transient_cap)
+
+
+def _jwt_policy_for(target: TargetConfig) -> Policy:
+    """The JWT file's window: the engine's, or more where its reader caches it (the
+    Azure federated token file)."""
+    first = target.hops[0]
+    return Policy(min_remaining=max(JWT_MIN_REMAINING,
+                                    cloud_of(first).jwt_file_min_remaining(first)))
 
 
 def _classify(exc: BaseException) -> tuple[str, str, bool]:

@@ -48,7 +48,8 @@ def test_dev_runs_the_demo_until_ctrl_c(short_dir: Path) -> None:
         with urllib.request.urlopen(f"http://{address}/readyz", timeout=5) as r:
             body = json.loads(r.read())
         states = {name: t["state"] for name, t in body["targets"].items()}
-        assert states == {"demo": "fresh", "demo-gcp": "fresh", "demo-aws-to-gcp": "fresh"}
+        assert states == {"demo": "fresh", "demo-gcp": "fresh", "demo-aws-to-gcp": "fresh",
+                      "demo-azure": "fresh", "demo-aws-to-azure": "fresh"}
         gcp_token = Path(config["outputs"]["directory"]) / "gcp" / "demo-gcp.token"
         assert gcp_token.read_text().startswith("ya29.")
     finally:

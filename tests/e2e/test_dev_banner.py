@@ -77,7 +77,8 @@ def test_the_banner_commands_work_pasted_into_a_clean_shell(short_dir: Path) -> 
     assert process["Version"] == 1
     assert process["AccessKeyId"].startswith("ASIA")
     states = {line.split()[0]: line.split()[2] for line in out[4].splitlines()[2:] if line}
-    assert states == {"demo": "fresh", "demo-gcp": "fresh", "demo-aws-to-gcp": "fresh"}
+    assert states == {"demo": "fresh", "demo-gcp": "fresh", "demo-aws-to-gcp": "fresh",
+                      "demo-azure": "fresh", "demo-aws-to-azure": "fresh"}
     assert json.loads(out[5].split("\n", 1)[1])["ready"] is True
     assert code == 0
     assert not config.parent.exists(), "the dev workdir was left behind"

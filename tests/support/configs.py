@@ -218,7 +218,8 @@ MALFORMED: list[Bad] = [
     bad("gcp-lifetime-above-12h", "targets[1].gcp.lifetime", "at most 12h",
         (T1, {**GCP_TARGET, "gcp": {**GCP_TARGET["gcp"], "lifetime": "13h"}})),
     bad("gcp-and-aws-in-one-target", "targets[1]",
-        "needs exactly one of `aws` or `gcp` \\(found `aws`, `gcp`\\); further hops go in `chain`",
+        "needs exactly one of `aws`, `gcp` or `azure` \\(found `aws`, `gcp`\\); "
+        "further hops go in `chain`",
         (T1, {**GCP_TARGET, "aws": {"role_arn": "arn:aws:iam::111122223333:role/x",
                                     "region": "us-east-1"}})),
     bad("gcp-after-gcp-in-chain", "targets[1].chain[0].gcp", "delegates",
@@ -249,7 +250,7 @@ MALFORMED: list[Bad] = [
               "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/"
               "spire/providers/" + "p" * 33}})),
     bad("target-without-cloud", "targets[1]",
-        "needs exactly one of `aws` or `gcp` \\(found none\\)", ((*T1, "aws"), DROP)),
+        "needs exactly one of `aws`, `gcp` or `azure` \\(found none\\)", ((*T1, "aws"), DROP)),
     # AWS settings
     bad("sts-endpoint-plain-http-remote", "targets[0].aws.sts_endpoint", "https://",
         ((*T0, "aws", "sts_endpoint"), "http://sts.us-east-1.amazonaws.com")),

@@ -9,6 +9,9 @@ failing test's output shows no credential.
         --new-session: a new boto3 Session per read (instead of one long-lived one).
     python clients.py gce
         google.auth.default(), then refresh: project, email, token hash, expiry.
+    python clients.py azure --scope S --want N --timeout S [--default]
+        azure-identity's ManagedIdentityCredential (DefaultAzureCredential with
+        --default), one long-lived credential: one line per distinct token it gets.
 """
 
 from __future__ import annotations
@@ -74,6 +77,25 @@ def _gce() -> int:
     return 0
 
 
+def _azure(args: argparse.Namespace) -> int:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    _emit(env=sorted(k for k in os.environ if k.startswith(("AZURE_", "IDENTITY_", "MSI_"))))
+    credential = DefaultAzureCredential() if args.default else ManagedIdentityCredential()
+    seen: list[str] = []
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        token = credential.get_token(args.scope)
+        if _sha(token.token) not in seen:
+            seen.append(_sha(token.token))
+            _emit(token=seen[-1], expires_on=token.expires_on, now=time.time(),
+                  kind=type(credential).__name__)
+            if len(seen) >= args.want:
+                return 0
+        time.sleep(0.2)
+    return 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -83,8 +105,15 @@ def main() -> int:
     aws.add_argument("--sts", required=True)
     aws.add_argument("--new-session", action="store_true")
     sub.add_parser("gce")
+    azure = sub.add_parser("azure")
+    azure.add_argument("--scope", required=True)
+    azure.add_argument("--want", type=int, default=1)
+    azure.add_argument("--timeout", type=float, default=30.0)
+    azure.add_argument("--default", action="store_true")
     args = p.parse_args()
     try:
+        if args.cmd == "azure":
+            return _azure(args)
         return _aws(args) if args.cmd == "aws" else _gce()
     except Exception as exc:  # report the SDK's own error class and message
         _emit(error=type(exc).__name__, message=str(exc))

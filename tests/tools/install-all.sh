@@ -11,3 +11,4 @@ bash install-deploy-tools.sh # helm, kubernetes-validate, CRDs, systemd-analyze 
 bash install-spire.sh        # SPIRE v1.15.3 server, agent, OIDC discovery provider (go install)
 bash install-consumers.sh    # Go, Node, Java SDK consumers + the aws CLI (tests/integration/consumers)
 bash install-faketime.sh     # Debian's libfaketime: the daemon on a shifted clock (host-clock fault tests)
+bash install-azurite.sh     # Azurite (npm `azurite`): Azure Blob Storage with OAuth over https (Azure tests)

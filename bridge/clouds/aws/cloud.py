@@ -3,7 +3,8 @@
 Chain rules (its share): an AWS hop after another AWS hop is AssumeRole, signed with
 that session, and AWS caps such sessions at 1 h; after any other cloud it is
 AssumeRoleWithWebIdentity, fed an ID token the hop before mints for its audience. An
-AWS session cannot mint an ID token for a next hop (yet).
+AWS session mints one for a next hop with sts:GetWebIdentityToken (outbound identity
+federation, enabled per account).
 """
 
 from __future__ import annotations
@@ -80,12 +81,15 @@ class AwsCloud:
             return Link.NATIVE
         return Link.TOKEN
 
-    def mint_problem(self, hop: HopConfig) -> str | None:
-        return "needs an ID token, which an AWS session cannot mint"
+    def mint_problem(self, hop: HopConfig, *, audience: str = "") -> str | None:
+        return None  # sts:GetWebIdentityToken (outbound identity federation)
 
     def hop_problems(self, hop: HopConfig, *, position: int,
                      jwt_file: bool) -> list[tuple[str, str]]:
         return []
+
+    def jwt_file_min_remaining(self, hop: HopConfig) -> float:
+        return 0.0
 
     def session(self, context: HopContext) -> AwsSession:
         return AwsSession(context)
@@ -134,7 +138,11 @@ class AwsSession:
         return [AwsWebIdentityHop(hop, clients=clients, skew=skew, now=now)]
 
     def mint(self, hop: HopConfig, *, audience: str) -> list[Hop]:
-        raise ValueError(AwsCloud().mint_problem(hop))
+        from bridge.clouds.aws.web_token import AwsWebTokenHop  # botocore
+
+        assert isinstance(hop, AwsHopConfig)
+        return [AwsWebTokenHop(hop, audience=audience, clients=self._sts_clients(),
+                               skew=self._context.skew, now=self._context.now)]
 
     def _sts_clients(self) -> StsClients:
         from bridge.clouds.aws.sts import StsClients

@@ -48,7 +48,7 @@ class GcpCloud:
         return [read_hop(section)]
 
     def read_hop(self, section: Section) -> HopConfig | None:
-        return read_hop(section)
+        return read_hop(section, first=False)
 
     def source_problem(self, hop: HopConfig, source: str) -> str | None:
         return None  # a JWT-SVID (OIDC provider) or an X.509-SVID (X.509 provider, mTLS)
@@ -63,7 +63,7 @@ class GcpCloud:
                                "in `delegates` of the GCP hop instead")
         return Link.TOKEN
 
-    def mint_problem(self, hop: HopConfig) -> str | None:
+    def mint_problem(self, hop: HopConfig, *, audience: str = "") -> str | None:
         assert isinstance(hop, GcpHopConfig)
         if hop.service_account:
             return None
@@ -77,6 +77,9 @@ class GcpCloud:
             return [("gcp.external_account_file", "needs `jwt_file: true` and the GCP hop "
                      "first: the SDK then exchanges the JWT-SVID file itself")]
         return []
+
+    def jwt_file_min_remaining(self, hop: HopConfig) -> float:
+        return 0.0
 
     def session(self, context: HopContext) -> GcpSession:
         return GcpSession(context)

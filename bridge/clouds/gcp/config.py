@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from bridge.schema import Section, check_endpoint, clip
+from bridge.schema import Section, check_audience, check_endpoint, clip
 
 DEFAULT_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_STS = "https://sts.googleapis.com/v1/token"
@@ -44,15 +44,19 @@ class GcpHopConfig:
     sts_endpoint: str = DEFAULT_STS
     iam_credentials_endpoint: str = DEFAULT_IAM
     external_account_file: bool = False
+    allowed_audience: str | None = None  # a chain hop's `audience` (the provider's allowed one)
 
     @property
     def audience(self) -> str:
         """Without `allowedAudiences`, a pool's provider accepts tokens whose `aud` is
-        its own resource name."""
-        return self.workload_identity_provider
+        its own resource name; a chain hop may name one of its allowed audiences
+        instead (an Entra token's app ID URI: Azure->GCP)."""
+        return self.allowed_audience or self.workload_identity_provider
 
 
-def read_hop(g: Section) -> GcpHopConfig | None:
+def read_hop(g: Section, *, first: bool = True) -> GcpHopConfig | None:
+    """A GCP hop; a chain hop (not `first`) may set the `audience` it is fed for."""
+    audience = None if first else (g.get("audience", str, "", check=check_audience) or None)
     provider = g.get("workload_identity_provider", str, "", required=True,
                      check=_check_provider)
     service_account = g.get("service_account", str, "", check=check_service_account) or None
@@ -78,7 +82,7 @@ def read_hop(g: Section) -> GcpHopConfig | None:
     return GcpHopConfig(workload_identity_provider=provider, service_account=service_account,
                         delegates=tuple(delegates), scopes=tuple(scopes), lifetime=lifetime,
                         sts_endpoint=sts, iam_credentials_endpoint=iam.rstrip("/"),
-                        external_account_file=external_file)
+                        external_account_file=external_file, allowed_audience=audience)
 
 
 def _check_provider(v: str) -> str | None:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bridge.devstack._http import HttpRequest
 from bridge.devstack.aws.roles import IamDirectory
 from bridge.devstack.aws.sessions import SessionStore
 from bridge.devstack.jwks import IssuerKeys
+
+if TYPE_CHECKING:
+    from bridge.devstack.aws.outbound_identity import OutboundFederation
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +29,7 @@ class StsContext:
     sessions: SessionStore
     keys: IssuerKeys
     clock: Callable[[], float]
+    outbound: OutboundFederation | None = None  # GetWebIdentityToken's issuer
 
 
 Action = Callable[[StsContext, Mapping[str, str], HttpRequest], ET.Element]

@@ -29,6 +29,11 @@ from bridge.devstack.aws.caller_identity import get_caller_identity
 from bridge.devstack.aws.context import Action, StsContext
 from bridge.devstack.aws.documents import error_document, response_document
 from bridge.devstack.aws.errors import StsError
+from bridge.devstack.aws.outbound_identity import (
+    GET_WEB_IDENTITY_TOKEN,
+    OutboundFederation,
+    get_web_identity_token,
+)
 from bridge.devstack.aws.roles import IamDirectory
 from bridge.devstack.aws.roles_anywhere import RolesAnywhere
 from bridge.devstack.aws.sessions import IssuedCredentials, SessionStore
@@ -47,6 +52,7 @@ _ACTIONS: Mapping[str, Action] = MappingProxyType({
     ASSUME_ROLE_WITH_WEB_IDENTITY: assume_role_with_web_identity,
     ASSUME_ROLE: assume_role,
     GET_CALLER_IDENTITY: get_caller_identity,
+    GET_WEB_IDENTITY_TOKEN: get_web_identity_token,
 })
 
 
@@ -92,7 +98,9 @@ class AwsStsEmulator(IamDirectory, RecordingEmulator[RecordedRequest]):
         self._clock = clock
         self._date_clock = date_clock or clock
         self._sessions = SessionStore()
-        self._context = StsContext(self, self._sessions, keys, clock)
+        # GetWebIdentityToken's issuer; its discovery server is started by its owner.
+        self.outbound = OutboundFederation(clock)
+        self._context = StsContext(self, self._sessions, keys, clock, self.outbound)
         # IAM Roles Anywhere's CreateSession (`POST /sessions`), issuing into the same
         # sessions, so what it hands out signs AssumeRole here.
         self.roles_anywhere = RolesAnywhere(self._sessions, clock, date_clock=self._date_clock,

@@ -17,6 +17,7 @@ series a dashboard panel or an alert reads:
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import time
@@ -28,8 +29,17 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.devstack import DEMO_ROLE_ARN, X509_ROLE_ARN, DevStack, HttpFailure
+from bridge.devstack import (
+    AZURE_CLIENT_ID,
+    AZURE_STORAGE_SCOPE,
+    AZURE_TENANT_ID,
+    DEMO_ROLE_ARN,
+    X509_ROLE_ARN,
+    DevStack,
+    HttpFailure,
+)
 from bridge.devstack.aws import ASSUME_ROLE_WITH_WEB_IDENTITY, AwsStsEmulator
+from bridge.devstack.azure import OP_TOKEN as AZURE_TOKEN
 from tests.support.process import start_bridge, stop
 from tests.support.prometheus import (
     ALERTS,
@@ -96,6 +106,8 @@ def deployment() -> Iterator[Deployment]:
         skewed_sts = _emulator(stack, skew=15 * 60 - SKEWED_LIFETIME)
         cleanup.callback(skewed_sts.stop)
         stack.aws.faults.fail_next(ASSUME_ROLE_WITH_WEB_IDENTITY, UNAVAILABLE, times=1)
+        stack.azure.retry_after = 1  # one Entra outage first, retried after 1 s
+        stack.azure.faults.fail_next(AZURE_TOKEN, HttpFailure(503, "temporarily_unavailable"))
         down_sts.faults.fail_next(ASSUME_ROLE_WITH_WEB_IDENTITY, UNAVAILABLE, times=FOREVER)
 
         outdir = shm / "creds"
@@ -109,14 +121,19 @@ def deployment() -> Iterator[Deployment]:
             "http": {"address": address},
             "grpc": {"socket": f"unix://{shm}/bridge.sock"},
             "targets": [_target("demo", stack.aws), _target("down", down_sts),
-                        _target("skewed", skewed_sts), _x509_target(stack)],
+                        _target("skewed", skewed_sts), _x509_target(stack),
+                        {"name": "demo-azure", "azure": {  # Azure targets are covered too
+                            "tenant_id": AZURE_TENANT_ID, "client_id": AZURE_CLIENT_ID,
+                            "scopes": [AZURE_STORAGE_SCOPE],
+                            "authority_host": stack.azure_authority}}],
         }
         config_path = workdir / "bridge.yaml"
         config_path.write_text(yaml.safe_dump(config))
 
         log_path = workdir / "bridge.log"
         bridge = start_bridge("run", "--config", str(config_path), "--log-format", "json",
-                              log=log_path)
+                              log=log_path,
+                              env={**os.environ, "REQUESTS_CA_BUNDLE": str(stack.ca_file)})
         cleanup.callback(stop, bridge)
 
         (workdir / "prometheus").mkdir()

@@ -59,7 +59,7 @@ def test_prometheus_scrapes_the_bridge(deployment: Deployment) -> None:
     assert prom.query('spiffe_bridge_build_info{version!=""}')
 
 
-@pytest.mark.parametrize("target", [".*", "demo"])
+@pytest.mark.parametrize("target", [".*", "demo", "demo-azure"])
 def test_every_dashboard_query_returns_data(deployment: Deployment, target: str) -> None:
     """Each panel query (with $target and $__rate_interval filled in) gives a non-empty result."""
     prom = deployment.prometheus

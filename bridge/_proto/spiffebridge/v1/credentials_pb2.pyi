@@ -22,6 +22,7 @@ class Cloud(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CLOUD_UNSPECIFIED: _ClassVar[Cloud]
     CLOUD_AWS: _ClassVar[Cloud]
     CLOUD_GCP: _ClassVar[Cloud]
+    CLOUD_AZURE: _ClassVar[Cloud]
 STATE_UNSPECIFIED: State
 STATE_FRESH: State
 STATE_STALE: State
@@ -29,6 +30,7 @@ STATE_EXPIRED: State
 CLOUD_UNSPECIFIED: Cloud
 CLOUD_AWS: Cloud
 CLOUD_GCP: Cloud
+CLOUD_AZURE: Cloud
 
 class ListTargetsRequest(_message.Message):
     __slots__ = ()
@@ -92,21 +94,37 @@ class GcpAccessToken(_message.Message):
     principal: str
     def __init__(self, access_token: _Optional[str] = ..., token_type: _Optional[str] = ..., principal: _Optional[str] = ...) -> None: ...
 
+class AzureAccessToken(_message.Message):
+    __slots__ = ("access_token", "token_type", "tenant_id", "client_id", "resource")
+    ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    access_token: str
+    token_type: str
+    tenant_id: str
+    client_id: str
+    resource: str
+    def __init__(self, access_token: _Optional[str] = ..., token_type: _Optional[str] = ..., tenant_id: _Optional[str] = ..., client_id: _Optional[str] = ..., resource: _Optional[str] = ...) -> None: ...
+
 class Credential(_message.Message):
-    __slots__ = ("target", "state", "expires_at", "issued_at", "aws", "gcp")
+    __slots__ = ("target", "state", "expires_at", "issued_at", "aws", "gcp", "azure")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
     AWS_FIELD_NUMBER: _ClassVar[int]
     GCP_FIELD_NUMBER: _ClassVar[int]
+    AZURE_FIELD_NUMBER: _ClassVar[int]
     target: str
     state: State
     expires_at: _timestamp_pb2.Timestamp
     issued_at: _timestamp_pb2.Timestamp
     aws: AwsCredentials
     gcp: GcpAccessToken
-    def __init__(self, target: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aws: _Optional[_Union[AwsCredentials, _Mapping]] = ..., gcp: _Optional[_Union[GcpAccessToken, _Mapping]] = ...) -> None: ...
+    azure: AzureAccessToken
+    def __init__(self, target: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aws: _Optional[_Union[AwsCredentials, _Mapping]] = ..., gcp: _Optional[_Union[GcpAccessToken, _Mapping]] = ..., azure: _Optional[_Union[AzureAccessToken, _Mapping]] = ...) -> None: ...
 
 class GetCredentialResponse(_message.Message):
     __slots__ = ("credential",)
