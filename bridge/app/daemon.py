@@ -14,6 +14,8 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
@@ -26,12 +28,19 @@ from bridge.metrics import Metrics
 from bridge.model import TargetStatus
 from bridge.outputs import CredentialDirectory, OutputWriter, recover_svids
 from bridge.outputs.directory import DIRECTORY_OUTPUT, JWT_OUTPUT
+from bridge.outputs.files import TargetFile
+from bridge.readersocket import reader_socket
 from bridge.refresh import Scheduler, TargetPipeline
+from bridge.refresh.budget import BudgetConfig, Budgets
+from bridge.refresh.coalesce import Coalescer
 from bridge.refresh.limits import Limits
+from bridge.refresh.spread import Spread, default_node_id, seed
 from bridge.serving import Service
 from bridge.serving.grpc import CallerVerifier, GrpcService, ServedTarget
+from bridge.serving.grpc.access import Access
 from bridge.serving.health import HealthServer
 from bridge.serving.metadata import LocalTokens, MetadataContext
+from bridge.serving.reader import ReaderServer
 from bridge.skew import ClockSkew
 from bridge.sources import SvidSource, X509Svids
 from bridge.sources.bundles import SKIP_REASONS
@@ -56,6 +65,7 @@ class Daemon:
     services: list[Service] = field(default_factory=list)
     carried: frozenset[str] = frozenset()  # targets whose state a reload kept
     limits: Limits | None = None  # the refreshes' per-endpoint pools, closed with it
+    budgets: Budgets | None = None  # the quota scopes' budgets, closed with it
     running: frozenset[int] = frozenset()  # ids of services a previous generation started
     retired: list[Service] = field(default_factory=list)  # its services not taken over
     up_listeners: list[Callable[[bool], None]] = field(default_factory=list)
@@ -118,22 +128,24 @@ def build(config: Config, *, clock: Clock | None = None,
         store.reconfigure(names, keep=kept)
     else:
         store = CredentialStore(names)
-    # One session per cloud in use: a cloud no target names is never imported.
-    hop_context = HopContext(timeout=config.workload_api.timeout, skew=skew, now=clock.time)
-    sessions: dict[str, CloudSession] = {}
-    for t in config.targets:
-        for hop in t.hops:
-            if hop.cloud not in sessions:
-                sessions[hop.cloud] = cloud_of(hop).session(hop_context)
+    sessions = _sessions(config, HopContext(timeout=config.workload_api.timeout, skew=skew,
+                                            now=clock.time))
     limits = Limits(config.refresh.concurrency)
+    fleet = config.refresh.fleet
+    node = fleet.node_id or default_node_id()
+    budgets = Budgets(BudgetConfig(fleet_size=fleet.fleet_size, scope_rates=fleet.scope_rates),
+                      clock=clock, fill=lambda scope: seed(node, scope), observer=metrics)
+    coalescer = Coalescer(clock.monotonic) if fleet.coalesce else None
     pipelines = [
         TargetPipeline(t, source=source, hops=build_hops(t.hops, sessions, t.source),
-                       monotonic=clock.monotonic, now=clock.time, limits=limits, x509=x509)
+                       monotonic=clock.monotonic, now=clock.time, limits=limits,
+                       budgets=budgets, coalescer=coalescer, x509=x509)
         for t in config.targets
     ]
     scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
                           redactor=redactor,
-                          exit_on_permanent=config.refresh.exit_on_permanent_failure)
+                          exit_on_permanent=config.refresh.exit_on_permanent_failure,
+                          spread=Spread(node), budgeted=True)
     listeners.append(scheduler.source_up)
     rotation.append(scheduler.svid_rotated)
     directory = credential_directory(config.outputs, config.targets)
@@ -151,6 +163,12 @@ def build(config: Config, *, clock: Clock | None = None,
                      now=clock.monotonic, behind=lambda: writer.behind,
                      seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick),
     ]
+    if config.grpc.reader_socket:
+        readable = {t.name: served_target(t) for t in config.targets}
+        services.append(ReaderServer(
+            Path(reader_socket(urlsplit(config.grpc.socket).path)), config.grpc.socket_mode,
+            target_files(config.targets, config.outputs.directory),
+            access=Access(readable, verifier), status=store.get, now=clock.monotonic))
     # Cloud-metadata listeners, one per configured `metadata.*` section (none by default).
     context = MetadataContext(store=store, clock=clock, tokens=tokens or LocalTokens(),
                               metrics=metrics, redactor=redactor)
@@ -165,7 +183,17 @@ def build(config: Config, *, clock: Clock | None = None,
                   source=source, scheduler=scheduler, directory=directory, writer=writer,
                   services=services, carried=frozenset(kept), limits=limits, running=running,
                   retired=retired, up_listeners=listeners, reloaded=previous is not None,
-                  x509=x509, rotation_listeners=rotation)
+                  budgets=budgets, x509=x509, rotation_listeners=rotation)
+
+
+def _sessions(config: Config, context: HopContext) -> dict[str, CloudSession]:
+    """One session per cloud in use: a cloud no target names is never imported."""
+    sessions: dict[str, CloudSession] = {}
+    for t in config.targets:
+        for hop in t.hops:
+            if hop.cloud not in sessions:
+                sessions[hop.cloud] = cloud_of(hop).session(context)
+    return sessions
 
 
 def _x509_source(config: Config, clock: Clock, given: X509Svids | None,
@@ -231,12 +259,17 @@ def credential_directory(outputs: OutputsConfig,
     out = outputs.directory
     return CredentialDirectory(
         out, allow_non_tmpfs=outputs.allow_non_tmpfs,
-        files={t.name: cloud_of(t.final).files(t, out) for t in targets},
+        files=target_files(targets, out),
         shared=[f for c in CLOUDS.values() for f in c.shared_files(
             [t for t in targets if t.final.cloud == c.name])],
         jwt_targets=[t.name for t in targets if t.jwt_file],
         x509_targets=[t.name for t in targets if t.x509_files],
         subdirs=list(CLOUDS))
+
+
+def target_files(targets: Sequence[TargetConfig], out: Path) -> dict[str, list[TargetFile]]:
+    """Every target's files, as its final cloud describes them."""
+    return {t.name: cloud_of(t.final).files(t, out) for t in targets}
 
 
 def use_worker_threads(config: Config) -> None:
@@ -297,6 +330,8 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
         daemon.store.unsubscribe(daemon.writer.notify)
         if daemon.limits is not None:
             daemon.limits.close()
+        if daemon.budgets is not None:
+            daemon.budgets.close()
         if not daemon.handover:
             _stop(started)
             daemon.close_sources()
@@ -326,6 +361,8 @@ async def run_once(daemon: Daemon) -> list[TargetStatus]:
         daemon.close_sources()
         if daemon.limits is not None:
             daemon.limits.close()
+        if daemon.budgets is not None:
+            daemon.budgets.close()
     if failures:
         raise failures[0].error
     return statuses

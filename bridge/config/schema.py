@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.clouds import HopConfig
+from bridge.config.fleet import FleetConfig
 from bridge.config.serving import GrpcConfig, MetadataConfig
 
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:9464"
@@ -50,6 +51,7 @@ class OutputsConfig:
 class RefreshConfig:
     concurrency: int = 32
     exit_on_permanent_failure: bool = False  # init containers: fail fast, let k8s report
+    fleet: FleetConfig = field(default_factory=FleetConfig)  # spread, budgets, coalescing
 
 
 @dataclass(frozen=True, slots=True)
