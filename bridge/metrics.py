@@ -57,14 +57,6 @@ class Metrics:
         self.svid_expiry = TargetFamily(
             _P + "svid_expiry_timestamp_seconds",
             "Expiry (unix time) of the latest JWT-SVID fetched for the target.", "gauge")
-        self.x509_svid_expiry = TargetFamily(
-            _P + "x509_svid_expiry_timestamp_seconds",
-            "Expiry (unix time, the leaf's notAfter) of the X.509-SVID the target's latest "
-            "credential was made with (`source: x509` targets).", "gauge")
-        self.x509_rotations = TargetFamily(
-            _P + "x509_svid_rotations_total",
-            "X.509-SVID rotations that made the target refresh before its schedule.",
-            "counter")
         self.next_refresh = TargetFamily(
             _P + "next_refresh_timestamp_seconds",
             "When (unix time) the target's next refresh or retry is due.", "gauge")
@@ -88,6 +80,14 @@ class Metrics:
             _P + "refresh_headroom_seconds", "Validity left on the credential a refresh "
             "replaced: shrinking headroom means refreshes run late (budgets, outages).",
             buckets=_HEADROOM_BUCKETS, registry=registry)
+        self.x509_svid_expiry = TargetFamily(
+            _P + "x509_svid_expiry_timestamp_seconds",
+            "Expiry (unix time, the leaf's notAfter) of the X.509-SVID the target's latest "
+            "credential was made with (`source: x509` targets).", "gauge")
+        self.x509_rotations = TargetFamily(
+            _P + "x509_svid_rotations_total",
+            "X.509-SVID rotations that made the target refresh before its schedule.",
+            "counter")
         self.workload_api_up = Gauge(
             _P + "workload_api_up", "1 when the Workload API answered the last call.",
             registry=registry)

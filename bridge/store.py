@@ -75,8 +75,11 @@ class CredentialStore:
             self._statuses[status.name] = status
 
     def recovered(self, name: str, credential: Credential) -> TargetStatus:
-        """Seed a credential a previous run wrote: served as stale until refreshed."""
-        return self._update(name, lambda s: replace(s, state=State.STALE, credential=credential))
+        """Seed a credential a previous run wrote: served as stale until refreshed, and
+        delivered (ready): its files are in place, and with refreshes spread over the
+        safe window its first refresh may be many minutes away."""
+        return self._update(name, lambda s: replace(s, state=State.STALE, credential=credential,
+                                                    delivered=True))
 
     def svid_updated(self, name: str, svid: JwtSvid | X509Svid) -> TargetStatus:
         return self._update(name, lambda s: replace(s, svid=svid))

@@ -128,14 +128,15 @@ def build(config: Config, *, clock: Clock | None = None,
         store.reconfigure(names, keep=kept)
     else:
         store = CredentialStore(names)
-    sessions = _sessions(config, HopContext(timeout=config.workload_api.timeout, skew=skew,
-                                            now=clock.time))
+    # One session per cloud in use: a cloud no target names is never imported.
+    hop_context = HopContext(timeout=config.workload_api.timeout, skew=skew, now=clock.time)
+    sessions: dict[str, CloudSession] = {}
+    for t in config.targets:
+        for hop in t.hops:
+            if hop.cloud not in sessions:
+                sessions[hop.cloud] = cloud_of(hop).session(hop_context)
     limits = Limits(config.refresh.concurrency)
-    fleet = config.refresh.fleet
-    node = fleet.node_id or default_node_id()
-    budgets = Budgets(BudgetConfig(fleet_size=fleet.fleet_size, scope_rates=fleet.scope_rates),
-                      clock=clock, fill=lambda scope: seed(node, scope), observer=metrics)
-    coalescer = Coalescer(clock.monotonic) if fleet.coalesce else None
+    node, budgets, coalescer = _fleet(config, clock, metrics)
     pipelines = [
         TargetPipeline(t, source=source, hops=build_hops(t.hops, sessions, t.source),
                        monotonic=clock.monotonic, now=clock.time, limits=limits,
@@ -164,11 +165,7 @@ def build(config: Config, *, clock: Clock | None = None,
                      seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick),
     ]
     if config.grpc.reader_socket:
-        readable = {t.name: served_target(t) for t in config.targets}
-        services.append(ReaderServer(
-            Path(reader_socket(urlsplit(config.grpc.socket).path)), config.grpc.socket_mode,
-            target_files(config.targets, config.outputs.directory),
-            access=Access(readable, verifier), status=store.get, now=clock.monotonic))
+        services.append(_reader(config, verifier, store, clock))
     # Cloud-metadata listeners, one per configured `metadata.*` section (none by default).
     context = MetadataContext(store=store, clock=clock, tokens=tokens or LocalTokens(),
                               metrics=metrics, redactor=redactor)
@@ -184,16 +181,6 @@ def build(config: Config, *, clock: Clock | None = None,
                   services=services, carried=frozenset(kept), limits=limits, running=running,
                   retired=retired, up_listeners=listeners, reloaded=previous is not None,
                   budgets=budgets, x509=x509, rotation_listeners=rotation)
-
-
-def _sessions(config: Config, context: HopContext) -> dict[str, CloudSession]:
-    """One session per cloud in use: a cloud no target names is never imported."""
-    sessions: dict[str, CloudSession] = {}
-    for t in config.targets:
-        for hop in t.hops:
-            if hop.cloud not in sessions:
-                sessions[hop.cloud] = cloud_of(hop).session(context)
-    return sessions
 
 
 def _x509_source(config: Config, clock: Clock, given: X509Svids | None,
@@ -265,6 +252,27 @@ def credential_directory(outputs: OutputsConfig,
         jwt_targets=[t.name for t in targets if t.jwt_file],
         x509_targets=[t.name for t in targets if t.x509_files],
         subdirs=list(CLOUDS))
+
+
+def _fleet(config: Config, clock: Clock, metrics: Metrics
+           ) -> tuple[str, Budgets, Coalescer | None]:
+    """This node's name (the refresh spread's seed), the quota scopes' budgets, and the
+    coalescer of identical exchanges when asked for."""
+    fleet = config.refresh.fleet
+    node = fleet.node_id or default_node_id()
+    budgets = Budgets(BudgetConfig(fleet_size=fleet.fleet_size, scope_rates=fleet.scope_rates),
+                      clock=clock, fill=lambda scope: seed(node, scope), observer=metrics)
+    return node, budgets, (Coalescer(clock.monotonic) if fleet.coalesce else None)
+
+
+def _reader(config: Config, verifier: CallerVerifier, store: CredentialStore,
+            clock: Clock) -> ReaderServer:
+    """The reader socket beside the gRPC one: the targets' files, under gRPC's rules."""
+    readable = {t.name: served_target(t) for t in config.targets}
+    return ReaderServer(
+        Path(reader_socket(urlsplit(config.grpc.socket).path)), config.grpc.socket_mode,
+        target_files(config.targets, config.outputs.directory),
+        access=Access(readable, verifier), status=store.get, now=clock.monotonic)
 
 
 def target_files(targets: Sequence[TargetConfig], out: Path) -> dict[str, list[TargetFile]]:

@@ -89,19 +89,6 @@ class LinkProblem:
     key: str | None = None
 
 
-SOURCES = ("jwt", "x509")  # a target's `source`: which SVID its first hop is fed
-
-
-@runtime_checkable
-class SourceRules(Protocol):
-    """A cloud whose first hops say which SVID kinds they take (`source`). A cloud
-    without it takes JWT-SVIDs only."""
-
-    def source_problem(self, hop: HopConfig, source: str) -> str | None:
-        """Why `hop` cannot be a first hop fed by `source` (jwt, x509), or None."""
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class Quota:
     """The published request quota a hop's calls count against (PROTOCOLS.md §11).
@@ -127,6 +114,19 @@ def quota_of(hop: Hop) -> Quota:
     if isinstance(quota, Quota):
         return quota
     return Quota(scope=hop.scope, rate=DEFAULT_QUOTA_RATE, source="default")
+
+
+SOURCES = ("jwt", "x509")  # a target's `source`: which SVID its first hop is fed
+
+
+@runtime_checkable
+class SourceRules(Protocol):
+    """A cloud whose first hops say which SVID kinds they take (`source`). A cloud
+    without it takes JWT-SVIDs only."""
+
+    def source_problem(self, hop: HopConfig, source: str) -> str | None:
+        """Why `hop` cannot be a first hop fed by `source` (jwt, x509), or None."""
+        ...
 
 
 class Hop(Protocol):

@@ -1,9 +1,7 @@
 """One target's refresh: SVID -> hop -> hop ... -> Credential, with stage timings.
 
-The SVID is a JWT-SVID, or for a `source: x509` target the current X.509-SVID (which
-the agent streams: its rotations are followed by the scheduler, `svid_rotated`).
-
-A fresh JWT-SVID is fetched for every exchange (the agent caches; we must not). When a
+A fresh JWT-SVID is fetched for every exchange (the agent caches; we must not); a
+`source: x509` target takes the current X.509-SVID of the watched stream instead. When a
 token service says the token itself was the problem (invalid, expired, claim rejected)
 the whole chain is tried once more at once with a newly fetched SVID. When a later hop
 of a chain fails otherwise, what the hops before it produced is kept for the next try
@@ -122,8 +120,8 @@ class TargetPipeline:
         return await self._coalescer.run(self._key, self.target.name,
                                          lambda: self._refresh(timings, due))
 
-    async def _refresh(self, timings: Timings, due: float | None
-                       ) -> tuple[Credential, JwtSvid | X509Svid]:
+    async def _refresh(self, timings: Timings,
+                       due: float | None) -> tuple[Credential, JwtSvid | X509Svid]:
         try:
             return await self._attempt(timings, due)
         except ExchangeError as exc:
@@ -131,17 +129,20 @@ class TargetPipeline:
                 raise
         return await self._attempt(timings, due)
 
-    async def _attempt(self, timings: Timings, due: float | None
-                       ) -> tuple[Credential, JwtSvid | X509Svid]:
+    async def _attempt(self, timings: Timings,
+                       due: float | None) -> tuple[Credential, JwtSvid | X509Svid]:
         kept, self._kept = self._kept, None
         svid: JwtSvid | X509Svid
+        material: Material
         if kept is not None and kept.fresh(self._monotonic()):
             svid, issued_at, received = kept.svid, kept.issued_at, kept.received
             material, first = kept.material, kept.position
             expiries, deadlines = list(kept.expiries), list(kept.deadlines)
         else:
-            svid = await (self.fetch_x509(timings) if self.target.source == "x509"
-                          else self.fetch_svid(timings))
+            if self.target.source == "x509":
+                svid = await self.fetch_x509(timings)
+            else:
+                svid = await self.fetch_svid(timings)
             issued_at, received = self._now(), self._monotonic()
             material, first = svid, 0
             expiries, deadlines = [svid.expires_at], [svid.deadline]

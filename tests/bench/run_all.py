@@ -242,10 +242,10 @@ def rows_fleet(d: dict[str, Any]) -> list[Row]:
 def rows_roles_anywhere(d: dict[str, Any]) -> list[Row]:
     b, r = d["bridge"], d["direct"]
     return [
-        ("11 Roles Anywhere refresh, median", f"{b['median_ms']:.2f} ms",
+        ("8 Roles Anywhere refresh, median", f"{b['median_ms']:.2f} ms",
          f"direct signer {r['median_ms']:.2f} ms", f"{d['ratio_median']:.2f}", "-",
          _met(None)),
-        ("11 Roles Anywhere refresh, p99", f"{b['p99_ms']:.2f} ms",
+        ("8 Roles Anywhere refresh, p99", f"{b['p99_ms']:.2f} ms",
          f"direct signer {r['p99_ms']:.2f} ms", f"{d['ratio_p99']:.2f}", "-", _met(None)),
     ]
 
@@ -253,12 +253,13 @@ def rows_roles_anywhere(d: dict[str, Any]) -> list[Row]:
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "refresh": rows_refresh, "grpc": rows_grpc, "metadata": rows_metadata,
     "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape, "fleet": rows_fleet,
-    "credential_process": rows_credential_process, "memory": rows_memory,
-    "roles_anywhere": rows_roles_anywhere}
+    "roles_anywhere": rows_roles_anywhere, "credential_process": rows_credential_process,
+    "memory": rows_memory}
 LABELS = {"refresh": "1 refresh overhead", "grpc": "2 read path (gRPC)",
           "metadata": "2 read path (metadata)", "scale": "3 scale", "startup": "4 startup",
           "scrape": "6 scrape", "fleet": "7 fleet simulation",
-          "roles_anywhere": "11 Roles Anywhere refresh"}
+          "roles_anywhere": "8 Roles Anywhere refresh",
+          "credential_process": "9 credential_process", "memory": "10 sidecar memory"}
 
 
 def render(rows: list[Row]) -> str:
