@@ -32,7 +32,7 @@ from botocore.httpsession import URLLib3Session
 from bridge.clouds.aws.config import RolesAnywhereHopConfig
 from bridge.clouds.aws.material import AwsCredentials
 from bridge.clouds.aws.x509_signer import X509SigV4Auth
-from bridge.clouds.base import wrong_input
+from bridge.clouds.base import Quota, wrong_input
 from bridge.errors import ExchangeError
 from bridge.logs import bounded
 from bridge.model import Material
@@ -42,6 +42,8 @@ from bridge.x509_svid import X509Svid
 log = logging.getLogger(__name__)
 SKEW_SERVICE = "aws_rolesanywhere"
 MAX_RESPONSE = 64 * 1024  # a credential set is ~2 KiB; more is not Roles Anywhere
+CREATE_SESSION_RATE = 10.0  # requests/s per account per region (PROTOCOLS.md §10)
+QUOTA_SOURCE = "IAM Roles Anywhere quotas: CreateSession, 10 requests/s per account per region"
 
 # What AWS says, by code; AccessDeniedException is told apart by its message.
 # (retryable, reason, fetch a fresh SVID first)
@@ -83,6 +85,10 @@ class RolesAnywhereHop:
                                             max_pool_connections=16)
         self.scope = f"aws_rolesanywhere {config.endpoint or config.region}"
         self.judge = SKEW_SERVICE
+        parts = config.trust_anchor_arn.split(":")
+        account = parts[4] if len(parts) > 4 and parts[4] else "unknown"
+        self.quota = Quota(scope=f"aws_rolesanywhere {account} {config.region}",
+                           rate=CREATE_SESSION_RATE, source=QUOTA_SOURCE)
 
     def request(self, svid: X509Svid, *, when: float) -> Any:
         """The signed, prepared CreateSession request (public for the benchmark)."""

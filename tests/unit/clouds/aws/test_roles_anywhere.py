@@ -152,3 +152,11 @@ def test_error_code_from_header_or_body() -> None:
     assert error_code({}, b'{"__type": "com.amazon#ValidationException", "Message": "v"}') == (
         "ValidationException", "v")
     assert error_code({}, b"<html>") == ("Unknown", "")
+
+
+def test_calls_count_against_the_create_session_quota() -> None:
+    """10 requests/s per account and region (PROTOCOLS.md §10), shared by the fleet."""
+    from bridge.clouds import quota_of
+
+    quota = quota_of(RolesAnywhereHop(CONFIG, timeout=1, http=object()))
+    assert (quota.scope, quota.rate) == ("aws_rolesanywhere 111122223333 eu-west-1", 10.0)
