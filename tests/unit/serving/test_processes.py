@@ -44,7 +44,8 @@ def test_unix_peer_that_exited_is_not_there(unix_listener: tuple[socket.socket, 
     conn, _ = server.accept()
     with conn:
         caller = unix_caller(conn)
-        assert caller is not None and caller.pid == child.pid
+        assert caller is not None
+        assert caller.pid == child.pid
         assert caller.still_there()
         child.communicate(b"", timeout=10)
         assert not caller.still_there()
@@ -76,7 +77,8 @@ def test_tcp_peer_in_another_process_that_exits() -> None:
     conn, _ = server.accept()
     with server, conn:
         caller = tcp_caller(conn)
-        assert caller is not None and caller.pid == child.pid
+        assert caller is not None
+        assert caller.pid == child.pid
         child.communicate(b"", timeout=10)
         assert not caller.still_there()
         assert tcp_caller(conn) is None
