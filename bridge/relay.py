@@ -53,6 +53,7 @@ class UnixRelay:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inode: int | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -75,8 +76,9 @@ class UnixRelay:
             loop.call_soon_threadsafe(self._shutdown)
         thread.join(timeout=10)
         self._loop = self._thread = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        with contextlib.suppress(OSError):  # only ours: a successor may have bound anew
+            if self._inode is not None and os.lstat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -103,6 +105,7 @@ class UnixRelay:
             # umask-free: create, then narrow before listen(), so nobody connects early
             sock.bind(self.path)
             os.chmod(self.path, self._mode)
+            self._inode = os.lstat(self.path).st_ino
             sock.listen(self._backlog)
         except BaseException:
             sock.close()

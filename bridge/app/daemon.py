@@ -34,9 +34,12 @@ from bridge.serving.health import HealthServer
 from bridge.serving.metadata import LocalTokens, MetadataContext
 from bridge.skew import ClockSkew
 from bridge.sources import SvidSource
+from bridge.sources.broker import BrokerClient
 from bridge.sources.bundles import SKIP_REASONS
 from bridge.sources.workload_api import WorkloadApiSource
 from bridge.store import CredentialStore
+from bridge.workloads.assembly import WorkloadParts, build_workloads
+from bridge.workloads.lifecycle import WorkloadCredentials
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ class Daemon:
     up_listeners: list[Callable[[bool], None]] = field(default_factory=list)
     handover: bool = False  # at the end of `serve`, leave listeners and source running
     reloaded: bool = False  # built from a previous generation (nothing to recover)
+    workloads: WorkloadCredentials | None = None  # workload_targets' lifecycle
+    broker: BrokerClient | None = None  # the agent's Broker API (workload_targets)
 
 
 def build(config: Config, *, clock: Clock | None = None,
@@ -148,11 +153,19 @@ def build(config: Config, *, clock: Clock | None = None,
         if listener is not None and served:
             services.append(endpoint.build(listener, served[:1] if endpoint.single else served,
                                            context))
+    parts = WorkloadParts()
+    if config.workload_targets:
+        parts = build_workloads(config, clock=clock, metrics=metrics, redactor=redactor,
+                                limits=limits, sessions=sessions, hop_context=hop_context,
+                                context=context,
+                                previous=previous.broker if previous is not None else None)
+        services += parts.services
     services, running, retired = _take_over(services, previous)
     return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
                   source=source, scheduler=scheduler, directory=directory, writer=writer,
                   services=services, carried=frozenset(kept), limits=limits, running=running,
-                  retired=retired, up_listeners=listeners, reloaded=previous is not None)
+                  retired=retired, up_listeners=listeners, reloaded=previous is not None,
+                  workloads=parts.credentials, broker=parts.broker)
 
 
 def _take_over(services: list[Service], previous: Daemon | None
@@ -235,6 +248,8 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
     At the end the listeners and the source are stopped, unless `daemon.handover` was
     set first: then they keep serving the store while the next generation is built."""
     _prepare(daemon)
+    if daemon.workloads is not None:
+        daemon.workloads.bind()  # its listeners hand requests to this loop
     started: list[Service] = [s for s in daemon.services if id(s) in daemon.running]
     try:
         for service in daemon.services:
@@ -246,6 +261,8 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
     except BaseException:
         _stop(started)
         daemon.source.close()
+        if daemon.broker is not None:
+            daemon.broker.close()
         raise
     log.info("spiffe-bridge running: %d target(s), outputs in %s",
              len(daemon.config.targets), daemon.config.outputs.directory)
@@ -253,6 +270,8 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(daemon.scheduler.run()),
                      group.create_task(daemon.writer.run())]
+            if daemon.workloads is not None:
+                tasks.append(group.create_task(daemon.workloads.run()))
             await stop.wait()
             for t in tasks:
                 t.cancel()
@@ -265,6 +284,8 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
         if not daemon.handover:
             _stop(started)
             daemon.source.close()
+            if daemon.broker is not None:
+                daemon.broker.close()
             log.info("spiffe-bridge stopped")
 
 
@@ -289,6 +310,8 @@ async def run_once(daemon: Daemon) -> list[TargetStatus]:
         failures = await daemon.writer.flush()
     finally:
         daemon.source.close()
+        if daemon.broker is not None:
+            daemon.broker.close()
         if daemon.limits is not None:
             daemon.limits.close()
     if failures:

@@ -67,6 +67,8 @@ async def supervise(path: Path, config: Config, *, stop: asyncio.Event,
             service.stop()
         if daemon.source is not old.source:
             old.source.close()
+        if old.broker is not None and daemon.broker is not old.broker:
+            old.broker.close()
         for gone in {t.name for t in old.config.targets} - {t.name for t in new.targets}:
             metrics.forget_target(gone)
         log.info("config reloaded from %s: %d target(s), %d kept as they were, %d "

@@ -93,6 +93,10 @@ class BrokerClient:
         self._bundle_thread: threading.Thread | None = None
         self._bundle_call: Any = None
 
+    @property
+    def config(self) -> BrokerConfig:
+        return self._config
+
     # -- public -------------------------------------------------------------------------
 
     def fetch(self, pid: int, audience: str, *, deadline: float) -> list[JwtSvid]:
