@@ -7,7 +7,8 @@ or the caller exiting mid-call cannot hand its identity to another process.
   Kubernetes the DaemonSet needs `hostPID`, as the SPIRE agent does).
 - **Loopback TCP peers** (the metadata endpoints): the uid and socket inode from the
   kernel's socket table (`peers.peer_socket`), the pid by finding that inode among the
-  `/proc/<pid>/fd` links of the processes of that uid. Reading other users' fd tables
+  `/proc/<pid>/fd` links of every process (whatever its uid: a socket handed to another
+  user's process must show up as shared). Reading other users' fd tables
   needs root or CAP_SYS_PTRACE; without it the pid is unknown and the caller is refused.
   A socket held by more than one process (a shared fd) is refused: which one asks?
 
@@ -55,8 +56,8 @@ class CallerProcess:
             return False
         if start_time(self.pid, self.proc) != self.start or self.start is None:
             return False
-        return self.inode is None or self.pid in socket_holders(self.inode, self.uid,
-                                                                 self.proc, only=self.pid)
+        # TCP: still the socket's only holder (it may have been handed over meanwhile)
+        return self.inode is None or socket_holders(self.inode, self.proc) == {self.pid}
 
     def close(self) -> None:
         fd, self.pidfd = self.pidfd, None
@@ -93,7 +94,7 @@ def tcp_caller(sock: socket.socket, proc: Path = PROC) -> CallerProcess | None:
     if found is None:
         return None
     uid, inode = found
-    holders = socket_holders(inode, uid, proc)
+    holders = socket_holders(inode, proc)
     if len(holders) != 1:
         return None
     (pid,) = holders
@@ -109,23 +110,18 @@ def tcp_caller(sock: socket.socket, proc: Path = PROC) -> CallerProcess | None:
     return caller
 
 
-def socket_holders(inode: int, uid: int, proc: Path = PROC, *,
-                   only: int | None = None) -> set[int]:
-    """The pids (of processes owned by `uid`) with an fd on socket `inode`."""
+def socket_holders(inode: int, proc: Path = PROC) -> set[int]:
+    """The pids with an fd on socket `inode`: every process is looked at, whatever its
+    uid (a socket handed to another user's process must show up as shared)."""
     link = f"socket:[{inode}]"
     found: set[int] = set()
-    if only is not None:
-        pids = [str(only)]
-    else:
-        try:
-            pids = [e for e in os.listdir(proc) if e.isdigit()]
-        except OSError:
-            return found
+    try:
+        pids = [e for e in os.listdir(proc) if e.isdigit()]
+    except OSError:
+        return found
     for pid in pids:
         base = proc / pid
         try:
-            if os.stat(base).st_uid != uid:  # /proc/<pid> belongs to the euid
-                continue
             fds = os.listdir(base / "fd")
         except OSError:  # gone, or not ours to read
             continue

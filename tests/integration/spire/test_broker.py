@@ -1,0 +1,273 @@
+"""One bridge, many workloads: the SPIFFE Broker API on real SPIRE v1.15.3.
+
+A SPIRE deployment of its own (the agent with `experimental.broker`, the bridge
+registered as its broker), a bridge daemon with one `workload_targets` rule, and
+workload processes under uids 2001 and 2002 (each with a `unix:uid:` entry) and 2003
+(none), forked from a preloaded forkserver (tests/support/workloads.py). Each
+workload's exchange is checked at the STS emulator: the `sub` it carried is the
+workload's own SPIFFE ID, and the role that trusts only that ID is the one assumed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+
+from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
+from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
+from tests.integration.spire.conftest import BridgeProcess
+from tests.support import workloads as wl
+from tests.support.spire import (
+    ACCOUNT,
+    ROLE_ANY,
+    TRUST_DOMAIN,
+    SpireDeployment,
+    free_port,
+    require_spire,
+    wait_until,
+)
+
+BRIDGE_ID = f"spiffe://{TRUST_DOMAIN}/spiffe-bridge"
+UID_1, UID_2, UID_NONE = 2001, 2002, 2003
+ID_1 = f"spiffe://{TRUST_DOMAIN}/ns/team1/sa/app"
+ID_2 = f"spiffe://{TRUST_DOMAIN}/ns/team2/sa/app"
+ROLE_1 = f"arn:aws:iam::{ACCOUNT}:role/team1-app"
+ROLE_2 = f"arn:aws:iam::{ACCOUNT}:role/team2-app"
+RULE = "team-aws"
+
+
+@dataclass
+class Node:
+    spire: SpireDeployment
+    bridge: BridgeProcess
+    workload_socket: str
+    imds: tuple[str, int]
+    grpc_socket: str
+
+    @property
+    def imds_url(self) -> str:
+        return f"http://{self.imds[0]}:{self.imds[1]}/"
+
+    def subject_of(self, access_key_id: str) -> str:
+        """The `sub` of the web identity token STS exchanged for these credentials."""
+        issued = {c.access_key_id: c for c in self.spire.aws.issued}
+        return issued[access_key_id].subject
+
+    def role_of(self, access_key_id: str) -> str:
+        return {c.access_key_id: c for c in self.spire.aws.issued}[access_key_id].role_arn
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Node]:
+    binaries = require_spire()
+    workdir = Path(tempfile.mkdtemp(prefix="sbb-", dir="/tmp"))
+    public = Path(tempfile.mkdtemp(prefix="sbw-", dir="/tmp"))
+    public.chmod(0o755)  # the workloads (other uids) reach the workload socket here
+    out = Path(tempfile.mkdtemp(prefix="sb-out-", dir="/dev/shm"))
+    (workdir / "mp").mkdir()
+    wl.use_scratch(str(workdir / "mp"))
+    spire = SpireDeployment(binaries, workdir, brokers=[BRIDGE_ID])
+    bridge: BridgeProcess | None = None
+    try:
+        spire.start()
+        spire.create_entry(BRIDGE_ID)
+        spire.create_entry(ID_1, selectors=[f"unix:uid:{UID_1}"])
+        spire.create_entry(ID_2, selectors=[f"unix:uid:{UID_2}"])
+        spire.aws.add_role(ROLE_1, provider_url=spire.issuer, aud="sts.amazonaws.com",
+                           sub=ID_1)
+        spire.aws.add_role(ROLE_2, provider_url=spire.issuer, aud="sts.amazonaws.com",
+                           sub=ID_2)
+        spire.wait_for_identity(BRIDGE_ID)
+        http, imds = free_port(), free_port()
+        doc: dict[str, Any] = {
+            "workload_api": {"socket": spire.agent_socket_uri, "timeout": "5s"},
+            "outputs": {"directory": str(out / "creds")},
+            "http": {"address": f"127.0.0.1:{http}"},
+            "grpc": {"socket": f"unix://{workdir}/bridge.sock"},
+            "broker": {"socket": f"unix://{spire.broker_socket}",
+                       "agent_id": f"spiffe://{TRUST_DOMAIN}/spire/agent/*",
+                       "spiffe_id": BRIDGE_ID, "timeout": "3s"},
+            "workloads": {"grpc_socket": f"unix://{public}/w.sock", "idle": "10s"},
+            "metadata": {"imds": {"address": f"127.0.0.1:{imds}", "allowed_uids": "any"}},
+            "targets": [{"name": "configured", "spiffe_id": BRIDGE_ID,
+                         "aws": {"role_arn": ROLE_ANY, "region": "us-east-1",
+                                 "sts_endpoint": spire.aws.url}}],
+            "workload_targets": [{
+                "name": RULE,
+                "match": f"spiffe://{TRUST_DOMAIN}/ns/{{ns}}/sa/{{sa}}",
+                "aws": {"role_arn": f"arn:aws:iam::{ACCOUNT}:role/{{ns}}-{{sa}}",
+                        "region": "us-east-1", "sts_endpoint": spire.aws.url},
+                "serve": {"grpc": True, "metadata": ["imds"]}}],
+        }
+        config = workdir / "bridge.yaml"
+        config.write_text(yaml.safe_dump(doc))
+        bridge = BridgeProcess(config, f"127.0.0.1:{http}", workdir / "bridge.log").start()
+        wait_until(lambda: bridge.target("configured")["state"] == "fresh", 30,
+                   "the configured target")
+        yield Node(spire, bridge, f"{public}/w.sock", ("127.0.0.1", imds),
+                   f"{workdir}/bridge.sock")
+    finally:
+        wl.shutdown()
+        if bridge is not None:
+            bridge.stop()
+        spire.stop()
+        for d in (workdir, public, out):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def up(node: Node, request: pytest.FixtureRequest) -> Node:
+    node.spire.ensure_running()
+    node.bridge.check_alive()
+    return node
+
+
+def _ok(answer: dict[str, Any]) -> dict[str, Any]:
+    assert answer["code"] == "OK", answer
+    return answer
+
+
+class TestOwnIdentity:
+    def test_grpc_each_workload_gets_its_own(self, up: Node) -> None:
+        """Over the workload socket each uid gets the credential of its own SPIFFE ID:
+        its exchange carried that ID as `sub` and assumed the role trusting only it."""
+        one = _ok(wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE))
+        two = _ok(wl.run_as(UID_2, wl.grpc_get, up.workload_socket, RULE))
+        assert (one["spiffe_id"], two["spiffe_id"]) == (ID_1, ID_2)
+        assert up.subject_of(one["access_key_id"]) == ID_1
+        assert up.subject_of(two["access_key_id"]) == ID_2
+        assert (up.role_of(one["access_key_id"]), up.role_of(two["access_key_id"])) == (
+            ROLE_1, ROLE_2)
+
+    def test_imds_unmodified_boto3_each_its_own(self, up: Node) -> None:
+        """boto3 on IMDSv2, no change to it: each workload's GetCallerIdentity is its
+        own role, from an exchange whose `sub` was its own ID."""
+        one = wl.run_as(UID_1, wl.boto3_identity, up.imds_url, up.spire.aws.url)
+        two = wl.run_as(UID_2, wl.boto3_identity, up.imds_url, up.spire.aws.url)
+        assert one["arn"].startswith(f"arn:aws:sts::{ACCOUNT}:assumed-role/team1-app/")
+        assert two["arn"].startswith(f"arn:aws:sts::{ACCOUNT}:assumed-role/team2-app/")
+        assert up.subject_of(one["access_key_id"]) == ID_1
+        assert up.subject_of(two["access_key_id"]) == ID_2
+
+    def test_processes_of_one_identity_share_one_credential(self, up: Node) -> None:
+        """Two processes of uid 2001: one exchange, the same credential (cached)."""
+        first = _ok(wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE))
+        exchanges = len(up.spire.aws.issued)
+        second = _ok(wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE))
+        assert second["access_key_id"] == first["access_key_id"]
+        assert len(up.spire.aws.issued) == exchanges
+
+
+class TestDenied:
+    def test_process_without_entry_is_denied(self, up: Node) -> None:
+        """No registration entry for uid 2003: PERMISSION_DENIED, and IMDS 403."""
+        answer = wl.run_as(UID_NONE, wl.grpc_get, up.workload_socket, RULE)
+        assert answer["code"] == "PERMISSION_DENIED", answer
+        assert "no identity" in answer["details"]
+        raw = wl.run_as(UID_NONE, wl.imds_raw, up.imds, RULE)
+        assert raw["status"] == 403, raw
+        assert "AccessKeyId" not in raw["body"]
+
+    def test_naming_another_pid_gets_nothing(self, up: Node) -> None:
+        """The request has no way to name a process: metadata claiming workload 1's pid
+        (while it is alive) changes nothing; the caller is who connected."""
+        holder = wl.Workload(UID_1, time.sleep, (5,))
+        try:
+            claim = (("pid", str(holder.pid)), ("x-workload-pid", str(holder.pid)))
+            answer = wl.run_as(UID_NONE, wl.grpc_get, up.workload_socket, RULE, claim)
+            assert answer["code"] == "PERMISSION_DENIED", answer
+        finally:
+            holder.result()
+
+    @pytest.mark.parametrize("keep_own", [False, True], ids=["handed-over", "shared"])
+    def test_reused_connection_gets_nothing(self, up: Node, keep_own: bool) -> None:
+        """Workload 1's kept-alive IMDS connection, handed to uid 2003 (SCM_RIGHTS): each
+        request is identified anew by who holds the socket, so the receiver is asked
+        about as itself (denied), or, while both hold it, refused as ambiguous."""
+        mine, theirs = socket.socketpair()
+        with mine, theirs:
+            giver = wl.Workload(UID_1, wl.imds_handoff, (up.imds, RULE, mine, keep_own))
+            taker = wl.Workload(UID_NONE, wl.imds_use_received, (up.imds, RULE, theirs))
+            took = taker.result()
+            gave = giver.result()
+        assert gave["own_status"] == 200  # the connection did serve workload 1
+        assert took["status"] == 403, took
+        assert "AccessKeyId" not in took["body"]
+
+    def test_exit_mid_call_is_dropped(self, up: Node) -> None:
+        """A workload that asks and exits without waiting leaves nothing for anyone,
+        and its identity is dropped once no process of it lives."""
+        probe = _ok(wl.run_as(UID_2, wl.grpc_get, up.workload_socket, RULE))
+        assert probe["spiffe_id"] == ID_2
+        wait_until(lambda: up.bridge.sample("workload_identities", rule=RULE) == 0, 30,
+                   "every exited workload's identity to be dropped")
+        dropped = up.bridge.sample("workload_dropped_total", rule=RULE, reason="gone")
+        assert dropped is not None
+        assert dropped >= 1
+
+
+class TestLifecycle:
+    def test_short_lived_workloads_leave_no_growth(self, up: Node) -> None:
+        """200 short-lived workloads (two identities, gRPC and IMDS): afterwards the
+        bridge holds no more fds, threads or identities than before, and its memory
+        has not grown past noise."""
+        bridge_pid = up.bridge.proc.pid if up.bridge.proc else 0
+        _ok(wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE))  # warm paths
+        wl.run_as(UID_2, wl.imds_raw, up.imds, RULE)
+        time.sleep(0.5)
+        fds, threads, rss = _usage(bridge_pid)
+        for i in range(200):
+            uid = UID_1 if i % 2 else UID_2
+            if i % 4 < 2:
+                _ok(wl.run_as(uid, wl.grpc_get, up.workload_socket, RULE))
+            else:
+                assert wl.run_as(uid, wl.imds_raw, up.imds, RULE)["status"] == 200
+        wait_until(lambda: up.bridge.sample("workload_identities", rule=RULE) == 0, 40,
+                   "every identity to be dropped after its processes exited")
+        time.sleep(1.0)
+        fds_after, threads_after, rss_after = _usage(bridge_pid)
+        assert fds_after <= fds + 2, (fds, fds_after)
+        assert threads_after <= threads + 2, (threads, threads_after)
+        assert rss_after <= rss + 12 * 1024 * 1024, (rss, rss_after)
+
+
+class TestBrokerDown:
+    def test_configured_targets_keep_working_workloads_fail_fast(self, up: Node) -> None:
+        """The agent down: the configured target is still served; a workload request
+        fails fast with UNAVAILABLE; once the agent is back it works, no restart."""
+        up.spire.agent.stop()
+        try:
+            answer = wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE)
+            assert answer["code"] == "UNAVAILABLE", answer
+            assert answer["seconds"] < 3.0, answer
+            with grpc.insecure_channel(f"unix:{up.grpc_socket}") as channel:
+                got = pb_grpc.CredentialServiceStub(channel).GetCredential(
+                    pb.GetCredentialRequest(target="configured"), timeout=5)
+            assert got.credential.aws.access_key_id
+        finally:
+            up.spire.start_agent()
+        up.spire.wait_for_identity(BRIDGE_ID)
+        back = wait_until(lambda: _ok(wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE)),
+                          30, "workload requests to work again")
+        assert back["spiffe_id"] == ID_1
+
+
+def _usage(pid: int) -> tuple[int, int, int]:
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    threads = len(os.listdir(f"/proc/{pid}/task"))
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    return fds, threads, rss
