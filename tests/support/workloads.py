@@ -38,7 +38,8 @@ PRELOAD = ["boto3", "botocore.session", "botocore.credentials", "botocore.utils"
            "botocore.discovery", "botocore.history", "botocore.paginate",
            "botocore.waiter", "botocore.response", "botocore.eventstream",
            "botocore.model", "botocore.validate", "botocore.serialize",
-           "botocore.httpchecksum", "botocore.context", "botocore.plugin", "grpc", "bridge._proto.spiffebridge.v1.credentials_pb2_grpc",
+           "botocore.httpchecksum", "botocore.context", "botocore.plugin", "grpc",
+           "bridge._proto.spiffebridge.v1.credentials_pb2_grpc",
            "tests.support.workloads"]
 
 
