@@ -71,6 +71,8 @@ def benches(quick: bool) -> list[Bench]:
                                        "10" if q else "30", "--warmup", "5"], 420),
         Bench("startup", "bench_startup", ["--runs", "3" if q else "7"], 240),
         Bench("scrape", "bench_scrape", ["--rounds", "10" if q else "30"], 180),
+        Bench("broker", "bench_broker", ["--identities", "3" if q else "5", "--calls",
+                                         "100" if q else "200"], 300),
     ]
 
 
@@ -180,11 +182,24 @@ def rows_scrape(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def rows_broker(d: dict[str, Any]) -> list[Row]:
+    c, w, t = d["cold"], d["warm"], d["configured"]
+    return [
+        ("7 workload first credential (broker, cold)", f"{c['median_ms']:.1f} ms",
+         f"warm {w['median_ms']:.2f} ms", f"{d['cold_vs_warm']:.1f}", "-", _met(None)),
+        ("7 workload cached (attested per call)", f"{w['median_ms']:.2f} ms",
+         f"configured {t['median_ms']:.2f} ms", f"{d['warm_vs_configured']:.1f}", "-",
+         _met(None)),
+    ]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "refresh": rows_refresh, "grpc": rows_grpc, "metadata": rows_metadata,
-    "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape}
+    "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape,
+    "broker": rows_broker}
 LABELS = {"refresh": "1 refresh overhead", "grpc": "2 read path (gRPC)",
-          "metadata": "2 read path (metadata)", "scale": "3 scale", "startup": "4 startup"}
+          "metadata": "2 read path (metadata)", "scale": "3 scale", "startup": "4 startup",
+          "scrape": "6 /metrics", "broker": "7 per-workload credentials (broker)"}
 
 
 def render(rows: list[Row]) -> str:

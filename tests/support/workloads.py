@@ -239,3 +239,22 @@ def _http(s: socket.socket, method: str, path: str, headers: dict[str, str],
             break
         rest += chunk
     return status, rest[:length].decode(errors="replace")
+
+
+def grpc_latencies(socket_path: str, rule: str, calls: int) -> list[float]:
+    """`calls` GetCredential(workload_target=rule) on one channel: seconds each (the
+    first is the cold one when the identity is new)."""
+    import grpc
+
+    from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
+    from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
+
+    seconds: list[float] = []
+    with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+        stub = pb_grpc.CredentialServiceStub(channel)
+        for _ in range(calls):
+            start = time.perf_counter()
+            stub.GetCredential(pb.GetCredentialRequest(workload_target=rule), timeout=30)
+            seconds.append(time.perf_counter() - start)
+    return seconds
