@@ -160,13 +160,14 @@ def check_serving(root: Section, grpc: GrpcConfig, metadata: MetadataConfig,
                    "user: give every target `allowed_callers` first")
 
 
-def exposure(metadata: MetadataConfig, targets: Sequence[Target]) -> list[str]:
+def exposure(metadata: MetadataConfig, targets: Sequence[Target], *,
+             per_caller: frozenset[str] = frozenset()) -> list[str]:
     """What each configured metadata endpoint hands out, and to whom (`check` prints
     it: serving a credential over loopback HTTP is a choice an operator should see)."""
     lines = []
     for key, (_, endpoint) in endpoints().items():
         listener = metadata.get(key)
-        if listener is not None:
+        if listener is not None and key not in per_caller:  # those: workload targets
             served = [t.name for t in targets if key in t.serve]
             lines.append(endpoint.exposure(listener, served))
     return lines

@@ -258,3 +258,22 @@ def grpc_latencies(socket_path: str, rule: str, calls: int) -> list[float]:
             stub.GetCredential(pb.GetCredentialRequest(workload_target=rule), timeout=30)
             seconds.append(time.perf_counter() - start)
     return seconds
+
+
+def grpc_watch_first(socket_path: str, rule: str) -> dict[str, Any]:
+    """WatchCredential(workload_target=rule): the first message."""
+    import grpc
+
+    from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
+    from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+        stream = pb_grpc.CredentialServiceStub(channel).WatchCredential(
+            pb.WatchCredentialRequest(workload_target=rule), timeout=20)
+        try:
+            first = next(iter(stream))
+        except grpc.RpcError as exc:
+            return {"code": exc.code().name, "details": exc.details()}
+        stream.cancel()
+    c = first.credential
+    return {"code": "OK", "access_key_id": c.aws.access_key_id, "spiffe_id": c.spiffe_id}

@@ -22,6 +22,8 @@ import pytest
 
 from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
 from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
+from bridge.errors import SourceError
+from bridge.sources.broker import BrokerClient, BrokerConfig
 from tests.support import workloads as wl
 from tests.support.broker_node import (
     BRIDGE_ID,
@@ -36,7 +38,7 @@ from tests.support.broker_node import (
     Node,
     broker_node,
 )
-from tests.support.spire import ACCOUNT, require_spire, wait_until
+from tests.support.spire import ACCOUNT, TRUST_DOMAIN, require_spire, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,41 @@ class TestOwnIdentity:
         second = _ok(wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE))
         assert second["access_key_id"] == first["access_key_id"]
         assert len(up.spire.aws.issued) == exchanges
+
+
+    def test_watch_streams_the_callers_own(self, up: Node) -> None:
+        """WatchCredential with `workload_target`: the first message is the caller's."""
+        one = _ok(wl.run_as(UID_1, wl.grpc_watch_first, up.workload_socket, RULE))
+        assert one["spiffe_id"] == ID_1
+        assert up.subject_of(one["access_key_id"]) == ID_1
+        none = wl.run_as(UID_NONE, wl.grpc_watch_first, up.workload_socket, RULE)
+        assert none["code"] == "PERMISSION_DENIED", none
+
+
+class TestAgentVerified:
+    def test_only_the_agents_spiffe_id_is_accepted(self, up: Node) -> None:
+        """A broker client expecting another agent ID refuses the real agent (its chain
+        verifies, its SPIFFE ID does not match): UNAVAILABLE, nothing asked. The same
+        client config with the agent's ID gets the workload's SVID."""
+        holder = wl.Workload(UID_1, time.sleep, (4,))
+        clients = [BrokerClient(BrokerConfig(
+            socket=f"unix://{up.spire.broker_socket}", agent_id=agent, spiffe_id=BRIDGE_ID,
+            timeout=3), workload_api_socket=up.spire.agent_socket_uri, now=time.time)
+            for agent in (f"spiffe://{TRUST_DOMAIN}/not-the-agent",
+                          f"spiffe://{TRUST_DOMAIN}/spire/agent/*")]
+        try:
+            with pytest.raises(SourceError) as info:
+                clients[0].fetch(holder.pid, "sts.amazonaws.com",
+                                 deadline=time.monotonic() + 5)
+            assert info.value.retryable
+            assert "refused the agent's certificate" in info.value.detail
+            svids = clients[1].fetch(holder.pid, "sts.amazonaws.com",
+                                     deadline=time.monotonic() + 5)
+            assert [s.spiffe_id for s in svids] == [ID_1]
+        finally:
+            for client in clients:
+                client.close()
+            holder.result()
 
 
 class TestDenied:
