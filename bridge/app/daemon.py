@@ -158,7 +158,9 @@ def build(config: Config, *, clock: Clock | None = None,
         parts = build_workloads(config, clock=clock, metrics=metrics, redactor=redactor,
                                 limits=limits, sessions=sessions, hop_context=hop_context,
                                 context=context,
-                                previous=previous.broker if previous is not None else None)
+                                previous=previous.broker if previous is not None else None,
+                                bundles=source.jwt_bundles,
+                                caller_now=lambda: max(clock.time(), skew.cloud_now() or 0.0))
         services += parts.services
     services, running, retired = _take_over(services, previous)
     return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,

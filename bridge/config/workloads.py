@@ -16,6 +16,10 @@ cannot work for anyone is a config error, at its key path), and each caller's re
 is read again when it first asks; a rendered value that fails a hop's own checks is a
 permanent failure for that caller only. A placeholder matches one path segment's
 characters ([A-Za-z0-9._-]); one the cloud section uses must be in `match`.
+
+Without `broker:` the rules run broker-less: a caller presents its own JWT-SVID for the
+rule's audience (gRPC `authorization: Bearer`, the container endpoint's
+`Authorization`), so IMDS and GCE, which carry no such token, cannot serve them.
 """
 
 from __future__ import annotations
@@ -168,9 +172,6 @@ def check_rules(root: Section, rules: list[tuple[str, WorkloadRule]], *,
     """Cross rules: a broker to ask, somewhere to serve, unique names, endpoints set up."""
     if not rules:
         return
-    if broker is None:
-        root.error("broker", "is required by `workload_targets` (the SPIRE agent's SPIFFE "
-                   "Broker API endpoint that attests each caller)")
     seen: dict[str, str] = {}
     single: dict[str, str] = {}
     for path, rule in rules:
@@ -182,6 +183,12 @@ def check_rules(root: Section, rules: list[tuple[str, WorkloadRule]], *,
             root.problems.add(f"{path}.serve.grpc", "needs `workloads.grpc_socket`")
         for key in rule.serve_metadata:
             endpoint = endpoints()[key][1]
+            if broker is None and key != "container":
+                root.problems.add(f"{path}.serve.metadata", f"{key} needs `broker` (the "
+                                  "SPIRE agent's SPIFFE Broker API endpoint, which attests "
+                                  "each caller): without it a caller proves its identity "
+                                  "with its own JWT-SVID, which only gRPC and the "
+                                  "container endpoint carry")
             if key not in metadata_keys:
                 root.problems.add(f"{path}.serve.metadata", f"serves {key} but "
                                   f"`metadata.{key}` is not configured")

@@ -3,7 +3,10 @@ serve it (called once by the daemon assembly, `app.daemon.build`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from spiffe import JwtBundleSet
 
 from bridge.clock import Clock
 from bridge.clouds import CLOUDS, CloudSession, HopContext
@@ -14,6 +17,7 @@ from bridge.logs import Redactor
 from bridge.metrics import Metrics
 from bridge.refresh.limits import Limits
 from bridge.serving import Service
+from bridge.serving.grpc.callers import CallerVerifier
 from bridge.serving.metadata import MetadataContext
 from bridge.sources.broker import BrokerClient, BrokerConfig
 from bridge.workloads.grpc import WorkloadGrpcService
@@ -31,21 +35,27 @@ class WorkloadParts:
 def build_workloads(config: Config, *, clock: Clock, metrics: Metrics, redactor: Redactor,
                     limits: Limits, sessions: dict[str, CloudSession],
                     hop_context: HopContext, context: MetadataContext,
-                    previous: BrokerClient | None) -> WorkloadParts:
-    """The parts for `config.workload_targets` (the config check guarantees `broker`)."""
+                    previous: BrokerClient | None,
+                    bundles: Callable[[], JwtBundleSet | None],
+                    caller_now: Callable[[], float]) -> WorkloadParts:
+    """The parts for `config.workload_targets`: with `broker:` callers are attested by
+    PID; always, a caller may present its own JWT-SVID for the rule's audience (verified
+    against `bundles`, by `caller_now`)."""
     section = config.broker
     workloads = config.workloads
-    assert section is not None
     assert workloads is not None
-    broker_config = BrokerConfig(socket=section.socket, agent_id=section.agent_id,
-                                 spiffe_id=section.spiffe_id, timeout=section.timeout)
-    if previous is not None and previous.config == broker_config:
-        broker = previous
-    else:
-        metrics.broker_up.set(0)
-        broker = BrokerClient(broker_config, workload_api_socket=config.workload_api.socket,
-                              now=clock.time, monotonic=clock.monotonic,
-                              on_up=lambda up: metrics.broker_up.set(1 if up else 0))
+    broker: BrokerClient | None = None
+    if section is not None:
+        broker_config = BrokerConfig(socket=section.socket, agent_id=section.agent_id,
+                                     spiffe_id=section.spiffe_id, timeout=section.timeout)
+        if previous is not None and previous.config == broker_config:
+            broker = previous
+        else:
+            metrics.broker_up.set(0)
+            broker = BrokerClient(
+                broker_config, workload_api_socket=config.workload_api.socket,
+                now=clock.time, monotonic=clock.monotonic,
+                on_up=lambda up: metrics.broker_up.set(1 if up else 0))
 
     def session(cloud: str) -> CloudSession:
         if cloud not in sessions:
@@ -56,7 +66,9 @@ def build_workloads(config: Config, *, clock: Clock, metrics: Metrics, redactor:
     credentials = WorkloadCredentials(
         rules, broker=broker, sessions=session, clock=clock, metrics=metrics,
         redactor=redactor, limits=limits, idle=workloads.idle,
-        max_identities=workloads.max_identities)
+        max_identities=workloads.max_identities,
+        verifiers={r.name: CallerVerifier(bundles, audience=r.audience, now=caller_now)
+                   for r in rules})
     services: list[Service] = []
     if workloads.grpc_socket and any(r.serve_grpc for r in rules):
         services.append(WorkloadGrpcService(

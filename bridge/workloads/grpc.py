@@ -30,6 +30,7 @@ from bridge.config.workloads import WorkloadRule
 from bridge.errors import ServingError
 from bridge.metrics import Metrics
 from bridge.relay import Opened, UnixRelay
+from bridge.serving.grpc.callers import bearer
 from bridge.serving.grpc.convert import ServedTarget, credential_message
 from bridge.serving.processes import CallerProcess, unix_caller
 from bridge.workloads.lifecycle import Granted, WorkloadCredentials, WorkloadError
@@ -176,12 +177,16 @@ class WorkloadGrpcService:
         if rule not in self._rules:
             raise WorkloadError(f"no workload target {rule!r} is served over gRPC",
                                 kind="not_found", reason="no_rule")
+        left = context.time_remaining()
+        wait = min(self._timeout, left) if left is not None else self._timeout
+        token = bearer(context.invocation_metadata())
+        if token:  # broker-less: the caller's own JWT-SVID for the rule's audience
+            return await asyncio.wrap_future(
+                self._credentials.submit_token(token, rule, timeout=timeout or wait))
         caller = self._caller(context)
         if caller is None:
             raise WorkloadError("the caller did not come through the workload socket",
                                 kind="denied", reason="no_caller")
-        left = context.time_remaining()
-        wait = min(self._timeout, left) if left is not None else self._timeout
         future = self._credentials.submit(caller, rule, timeout=timeout or wait)
         return await asyncio.wrap_future(future)
 

@@ -17,6 +17,14 @@ of one identity share one credential, and no request can name another's.
 - bound: at most `workloads.max_identities` keys; past it a new key is refused
   (RESOURCE_EXHAUSTED-like `WorkloadError`) and `workload_identity_limit_total` counts it.
 
+Broker-less mode (`get_with_token`, for agents without the broker endpoint): the caller
+presents its own JWT-SVID for the rule's audience; it is verified like a gRPC caller's
+(`serving.grpc.callers.CallerVerifier`: signature against the bundle, exp, audience
+exactly the rule's, so a token for anything else is refused, never forwarded) and is
+what the exchange is fed, so the cloud's `sub` is the caller's. The result is kept per
+identity until it nears the cloud's hand-out window; there is no background refresh
+(no way to fetch a fresh SVID): the next request with a fresh token mints again.
+
 Nothing per workload reaches a metric label: rule names and fixed words only.
 """
 
@@ -30,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bridge import jwt_svid
 from bridge.clock import Clock
 from bridge.clouds import CloudSession, cloud_of
 from bridge.clouds.chain import build_hops
@@ -41,6 +50,7 @@ from bridge.model import JwtSvid, TargetStatus
 from bridge.refresh.limits import Limits
 from bridge.refresh.pipeline import TargetPipeline, Timings
 from bridge.refresh.policy import Policy
+from bridge.serving.grpc.callers import CallerRejected, CallerVerifier
 from bridge.serving.processes import CallerProcess, start_time
 from bridge.store import CredentialStore
 
@@ -86,6 +96,7 @@ class _Entry:
     svid: JwtSvid | None = None  # the SVID of the latest request, for the first mint
     first: asyncio.Future[TargetStatus] | None = None
     task: asyncio.Task[None] | None = None
+    presented: bool = False  # broker-less: fed by callers' own tokens, no process to track
 
     @property
     def status(self) -> TargetStatus:
@@ -97,11 +108,13 @@ class _Entry:
 class WorkloadCredentials:
     """The per-workload lifecycle (see the module docstring). Runs on the daemon's loop."""
 
-    def __init__(self, rules: Sequence[WorkloadRule], *, broker: Broker,
+    def __init__(self, rules: Sequence[WorkloadRule], *, broker: Broker | None,
                  sessions: Callable[[str], CloudSession], clock: Clock, metrics: Metrics,
                  redactor: Redactor, limits: Limits, idle: float, max_identities: int,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 verifiers: Mapping[str, CallerVerifier] | None = None) -> None:
         self.rules: Mapping[str, WorkloadRule] = {r.name: r for r in rules}
+        self._verifiers = verifiers or {}  # rule -> the verifier for its audience
         self._broker = broker
         self._sessions = sessions
         self._clock = clock
@@ -165,6 +178,10 @@ class WorkloadCredentials:
     async def _get(self, caller: CallerProcess, rule: WorkloadRule, timeout: float) -> Granted:
         mono = self._clock.monotonic
         deadline = mono() + timeout
+        if self._broker is None:
+            raise WorkloadError("no `broker` is configured: present your own JWT-SVID for "
+                                f"audience {rule.audience!r} as the bearer token",
+                                kind="denied", reason="no_token")
         if not caller.still_there():
             raise WorkloadError("the calling process is gone (or not visible to the "
                                 "bridge)", kind="denied", reason="caller_gone")
@@ -191,7 +208,78 @@ class WorkloadCredentials:
         status = entry.status
         if status.valid_credential(mono()) is not None:
             return Granted(rule, svid.spiffe_id, status)
-        if status.last_error_permanent and status.credential is None:
+        return await self._first(entry, svid, deadline)
+
+    def submit_token(self, token: str, rule: str, *,
+                     timeout: float) -> concurrent.futures.Future[Granted]:
+        """`get_with_token` from another thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise WorkloadError("the bridge is not running", kind="unavailable",
+                                reason="unavailable")
+        return asyncio.run_coroutine_threadsafe(
+            self.get_with_token(token, rule, timeout=timeout), loop)
+
+    async def get_with_token(self, token: str, rule_name: str, *,
+                             timeout: float) -> Granted:
+        """Broker-less: the credential of the identity whose JWT-SVID `token` is, under
+        `rule_name` (see the module docstring). Raises WorkloadError."""
+        rule = self.rules.get(rule_name)
+        if rule is None:
+            raise WorkloadError(f"no workload target {rule_name}", kind="not_found",
+                                reason="no_rule")
+        try:
+            granted = await self._with_token(token, rule, timeout)
+        except WorkloadError as exc:
+            result = {"denied": "denied", "exhausted": "limit", "unavailable": "unavailable",
+                      "timeout": "unavailable"}.get(exc.kind, "failed")
+            self._metrics.workload_requests.labels(rule.name, result).inc()
+            raise
+        self._metrics.workload_requests.labels(rule.name, "ok").inc()
+        return granted
+
+    async def _with_token(self, token: str, rule: WorkloadRule, timeout: float) -> Granted:
+        mono = self._clock.monotonic
+        deadline = mono() + timeout
+        verifier = self._verifiers.get(rule.name)
+        if verifier is None:
+            raise WorkloadError("this bridge takes no tokens for workload targets",
+                                kind="denied", reason="no_token")
+        try:
+            spiffe_id = verifier.verify(token)
+        except CallerRejected as exc:
+            raise WorkloadError(str(exc), kind="unavailable" if exc.unavailable else "denied",
+                                reason="invalid_token") from None
+        values = rule.values(spiffe_id)
+        if values is None:
+            raise WorkloadError(f"{spiffe_id} does not match workload target {rule.name}",
+                                kind="denied", reason="no_match")
+        self._redactor.add(token)
+        claims = jwt_svid.unverified_claims(token)
+        now = self._clock.time()
+        left = float(claims["exp"]) - now
+        issued = claims.get("iat")
+        svid = JwtSvid(spiffe_id=spiffe_id, audience=rule.audience, expires_at=now + left,
+                       issued_at=float(issued) if isinstance(issued, int) else now,
+                       token=token, deadline=mono() + left)
+        entry = self._entry(rule, svid, values)
+        entry.presented = True
+        entry.last_asked = mono()
+        status = entry.status
+        held = status.valid_credential(mono())
+        policy = Policy(min_remaining=cloud_of(entry.pipeline.target.final).min_remaining)
+        if held is not None and held.remaining(mono()) > policy.min_remaining + 60.0:
+            return Granted(rule, spiffe_id, status)
+        entry.svid = svid
+        return await self._first(entry, svid, deadline, once=True)
+
+    async def _first(self, entry: _Entry, svid: JwtSvid, deadline: float, *,
+                     once: bool = False) -> Granted:
+        """Wait for the entry's (single-flight) mint, at most until `deadline`."""
+        mono = self._clock.monotonic
+        rule = entry.rule
+        status = entry.status
+        if not once and status.last_error_permanent and status.credential is None:
             raise WorkloadError(f"the exchange for {svid.spiffe_id} under {rule.name} "
                                 f"failed: {status.last_error_detail}", kind="failed",
                                 reason=status.last_error or "failed")
@@ -199,8 +287,9 @@ class WorkloadCredentials:
         if first is None or first.done():
             first = entry.first = asyncio.get_running_loop().create_future()
             if entry.task is None or entry.task.done():
-                entry.task = asyncio.create_task(self._run(entry),
-                                                 name=f"workload:{rule.name}")
+                entry.task = asyncio.create_task(
+                    self._mint_once(entry) if once else self._run(entry),
+                    name=f"workload:{rule.name}")
         try:
             async with asyncio.timeout(max(0.0, deadline - mono())):
                 status = await asyncio.shield(first)
@@ -267,6 +356,8 @@ class WorkloadCredentials:
         for entry in list(self._entries.values()):
             if now - entry.last_asked > self._idle:
                 self._drop(entry, "idle")
+            elif entry.presented:
+                continue  # broker-less: no process to follow, only idleness
             elif not _alive(entry):
                 self._drop(entry, "gone")
 
@@ -286,6 +377,12 @@ class WorkloadCredentials:
 
     def _count(self, rule: str) -> int:
         return sum(1 for key in self._entries if key[1] == rule)
+
+    async def _mint_once(self, entry: _Entry) -> None:
+        """Broker-less: one exchange with the presented token, no refresh after it."""
+        status = await self._refresh(entry)
+        if entry.first is not None and not entry.first.done():
+            entry.first.set_result(status)
 
     async def _run(self, entry: _Entry) -> None:
         """Mint, then refresh at the policy's times, until dropped (cancelled)."""
@@ -340,7 +437,8 @@ class _EntrySource:
     """The SvidSource of one workload key: the request's own SVID for the first mint,
     then a fresh one through the broker for a live process of that identity."""
 
-    def __init__(self, broker: Broker, entry: Callable[[], _Entry], clock: Clock) -> None:
+    def __init__(self, broker: Broker | None, entry: Callable[[], _Entry],
+                 clock: Clock) -> None:
         self._broker = broker
         self._entry = entry
         self._clock = clock
@@ -352,6 +450,9 @@ class _EntrySource:
                 held.deadline - self._clock.monotonic() > SVID_MARGIN):
             return held
         spiffe_id = entry.key[0]
+        if self._broker is None:
+            raise SourceError(f"no fresh JWT-SVID of {spiffe_id} (broker-less: the caller "
+                              "presents one)", retryable=False, reason="no_token")
         deadline = self._clock.monotonic() + 30.0
         for pid, start in list(entry.pids.items()):
             if start_time(pid) != start:

@@ -65,6 +65,17 @@ class _PerCaller(LoopbackServer):
     def adopt(self, other: object) -> bool:
         return False  # a reload builds a new lifecycle: listen anew
 
+    def ask_with_token(self, token: str, rule: str) -> Granted | Reply:
+        try:
+            future = self._credentials.submit_token(token, rule, timeout=self._timeout)
+            return future.result(self._timeout + 1.0)
+        except WorkloadError as exc:
+            code = _STATUS.get(exc.kind, 500)
+            return _error(code, "AccessDenied" if code == 403 else "CredentialUnavailable",
+                          exc.detail)
+        except TimeoutError:
+            return _error(503, "CredentialUnavailable", "no answer within the deadline")
+
     def ask(self, rule: str) -> Granted | Reply:
         peer: Peer | None = getattr(self._local, "peer", None)
         caller = tcp_caller(peer.sock) if peer is not None else None
@@ -169,9 +180,14 @@ class WorkloadContainerServer(_PerCaller):
         presented = request.single("Authorization")
         if presented is None:
             return text(401, "missing Authorization\n", refusal="token")
-        if not hmac.compare_digest(presented.encode("latin-1", "replace"), self._token):
-            return text(403, "wrong Authorization\n", refusal="token")
         name = request.path[len(PREFIX):]
+        if not hmac.compare_digest(presented.encode("latin-1", "replace"), self._token):
+            # Broker-less: the caller's own JWT-SVID for the rule's audience (verified
+            # there; any other token, or one for another audience, is refused).
+            if presented.count(".") != 2 or name not in self._rules:
+                return text(403, "wrong Authorization\n", refusal="token")
+            granted = self.ask_with_token(presented, name)
+            return granted if isinstance(granted, Reply) else _container_reply(granted)
         if name not in self._rules:
             return _error(404, "UnknownTarget", "this workload target is not served here")
         granted = self.ask(name)

@@ -45,6 +45,7 @@ class Node:
     workload_socket: str
     imds: tuple[str, int]
     grpc_socket: str
+    container: tuple[str, int]
 
     @property
     def imds_url(self) -> str:
@@ -82,7 +83,7 @@ def broker_node(binaries: dict[str, Path]) -> Iterator[Node]:
         spire.start()
         spire.create_entry(BRIDGE_ID)
         spire.wait_for_identity(BRIDGE_ID)
-        http, imds = free_port(), free_port()
+        http, imds, container = free_port(), free_port(), free_port()
         doc: dict[str, Any] = {
             "workload_api": {"socket": spire.agent_socket_uri, "timeout": "5s"},
             "outputs": {"directory": str(out / "creds")},
@@ -92,7 +93,8 @@ def broker_node(binaries: dict[str, Path]) -> Iterator[Node]:
                        "agent_id": f"spiffe://{TRUST_DOMAIN}/spire/agent/*",
                        "spiffe_id": BRIDGE_ID, "timeout": "3s"},
             "workloads": {"grpc_socket": f"unix://{public}/w.sock", "idle": "10s"},
-            "metadata": {"imds": {"address": f"127.0.0.1:{imds}", "allowed_uids": "any"}},
+            "metadata": {"imds": {"address": f"127.0.0.1:{imds}", "allowed_uids": "any"},
+                         "container": {"address": f"127.0.0.1:{container}"}},
             "targets": [{"name": CONFIGURED, "spiffe_id": BRIDGE_ID,
                          "aws": {"role_arn": ROLE_ANY, "region": "us-east-1",
                                  "sts_endpoint": spire.aws.url}}],
@@ -101,17 +103,21 @@ def broker_node(binaries: dict[str, Path]) -> Iterator[Node]:
                 "match": f"spiffe://{TRUST_DOMAIN}/ns/{{ns}}/sa/{{sa}}",
                 "aws": {"role_arn": f"arn:aws:iam::{ACCOUNT}:role/{{ns}}-{{sa}}",
                         "region": "us-east-1", "sts_endpoint": spire.aws.url},
-                "serve": {"grpc": True, "metadata": ["imds"]}}],
+                "serve": {"grpc": True, "metadata": ["imds", "container"]}}],
         }
         config = workdir / "bridge.yaml"
         config.write_text(yaml.safe_dump(doc))
         bridge = BridgeProcess(config, f"127.0.0.1:{http}", workdir / "bridge.log").start()
         node = Node(spire, bridge, f"{public}/w.sock", ("127.0.0.1", imds),
-                    f"{workdir}/bridge.sock")
+                    f"{workdir}/bridge.sock", ("127.0.0.1", container))
         node.add_workload(UID_1, ID_1)
         node.add_workload(UID_2, ID_2)
         wait_until(lambda: bridge.target(CONFIGURED)["state"] == "fresh", 30,
                    "the configured target")
+        for uid in (UID_1, UID_2):  # the agent has synced their entries
+            wait_until(lambda uid=uid: wl.run_as(uid, wl.grpc_get, node.workload_socket,
+                                                 RULE)["code"] == "OK",
+                       30, f"uid {uid}'s entry to reach the agent", interval=0.5)
         yield node
     finally:
         wl.shutdown()

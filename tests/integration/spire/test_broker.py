@@ -10,6 +10,7 @@ trusts only that ID is the one assumed.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -217,6 +218,64 @@ class TestBrokerDown:
         back = wait_until(lambda: _ok(wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE)),
                           30, "workload requests to work again")
         assert back["spiffe_id"] == ID_1
+
+
+class TestBrokerLess:
+    """A caller presents its own JWT-SVID for the rule's audience (an agent without the
+    broker endpoint; here the test process, uid 0, with an entry of its own)."""
+
+    ID = f"spiffe://{TRUST_DOMAIN}/ns/tokens/sa/root"
+
+    @pytest.fixture
+    def token_node(self, up: Node) -> Node:
+        if self.ID not in up.spire.entries:
+            up.add_workload(os.getuid(), self.ID)
+            up.spire.wait_for_identity(self.ID)
+        return up
+
+    def test_grpc_bearer_svid_gets_that_identitys_credential(self, token_node: Node) -> None:
+        """Its own SVID as `authorization: Bearer`: the exchange's `sub` is the token's."""
+        svid = token_node.spire.fetch_jwt("sts.amazonaws.com", self.ID)
+        with grpc.insecure_channel(f"unix:{token_node.workload_socket}") as channel:
+            got = pb_grpc.CredentialServiceStub(channel).GetCredential(
+                pb.GetCredentialRequest(workload_target=RULE), timeout=20,
+                metadata=[("authorization", f"Bearer {svid.token}")])
+        assert got.credential.spiffe_id == self.ID
+        assert token_node.subject_of(got.credential.aws.access_key_id) == self.ID
+
+    def test_container_authorization_svid(self, token_node: Node) -> None:
+        """The container endpoint takes the SVID as `Authorization` (what a
+        spiffe-helper-kept AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE holds)."""
+        svid = token_node.spire.fetch_jwt("sts.amazonaws.com", self.ID)
+        status, body = _get(token_node.container, f"/v1/credentials/{RULE}", svid.token)
+        assert status == 200, body
+        assert token_node.subject_of(json.loads(body)["AccessKeyId"]) == self.ID
+
+    def test_a_token_for_another_audience_is_refused_never_forwarded(
+            self, token_node: Node) -> None:
+        svid = token_node.spire.fetch_jwt("someone-else", self.ID)
+        exchanges = len(token_node.spire.aws.issued)
+        with (grpc.insecure_channel(f"unix:{token_node.workload_socket}") as channel,
+              pytest.raises(grpc.RpcError) as info):
+            pb_grpc.CredentialServiceStub(channel).GetCredential(
+                pb.GetCredentialRequest(workload_target=RULE), timeout=20,
+                metadata=[("authorization", f"Bearer {svid.token}")])
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        status, _ = _get(token_node.container, f"/v1/credentials/{RULE}", svid.token)
+        assert status == 403
+        assert len(token_node.spire.aws.issued) == exchanges
+
+
+def _get(address: tuple[str, int], path: str, authorization: str) -> tuple[int, str]:
+    import http.client
+
+    conn = http.client.HTTPConnection(*address, timeout=20)
+    try:
+        conn.request("GET", path, headers={"Authorization": authorization})
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
 
 
 def _usage(pid: int) -> tuple[int, int, int]:

@@ -109,13 +109,23 @@ def test_rule_problems_name_their_key(rule: dict[str, Any], path: str, words: st
     assert words in problems[path]
 
 
-def test_rules_need_a_broker_and_a_socket_for_grpc() -> None:
+def test_imds_needs_a_broker_and_grpc_a_socket() -> None:
+    """Without `broker` (broker-less) IMDS cannot tell callers apart: no token to carry
+    their SVID; gRPC needs the workload socket."""
     doc = copy.deepcopy(BASE)
     del doc["broker"]
     del doc["workloads"]
     problems = _problems(doc)
-    assert "broker" in problems
+    assert "needs `broker`" in problems["workload_targets[0].serve.metadata"]
     assert "workload_targets[0].serve.grpc" in problems
+
+
+def test_broker_less_rules_serve_grpc_and_container() -> None:
+    doc = copy.deepcopy(BASE)
+    del doc["broker"]
+    doc["metadata"] = {"container": {"address": "127.0.0.1:8170"}}
+    doc["workload_targets"][0]["serve"] = {"grpc": True, "metadata": ["container"]}
+    assert _parse(doc).broker is None
 
 
 def test_imds_is_either_a_configured_targets_or_the_workloads() -> None:
