@@ -243,3 +243,25 @@ def test_a_caller_gone_before_the_answer_gets_nothing() -> None:
         _run(credentials.get(caller, RULE, timeout=5))
     assert info.value.reason == "caller_gone"
     assert session.subjects == []
+
+
+def test_a_live_workloads_credential_is_refreshed_with_a_fresh_svid(me: CallerProcess) -> None:
+    """At the policy's time the key refreshes by itself: a new SVID fetched through the
+    broker for the (still live) process that asked, and a new exchange."""
+    clock = FakeClock()
+    broker, session = FakeBroker(clock), FakeSession(clock)
+    credentials, metrics = _lifecycle(clock, broker, session, idle=7200.0)
+
+    async def go() -> tuple[Any, Any]:
+        first = await credentials.get(me, RULE, timeout=5)
+        calls = broker.calls
+        await clock.advance(45 * 60)  # past half of the 1 h credential
+        assert broker.calls > calls
+        second = await credentials.get(me, RULE, timeout=5)
+        return first, second
+
+    first, second = _run(go())
+    assert session.subjects == ["spiffe://td/ns/a", "spiffe://td/ns/a"]
+    assert first.status.credential is not second.status.credential
+    assert metrics.registry.get_sample_value(
+        "spiffe_bridge_workload_refresh_total", {"rule": RULE, "result": "success"}) == 2
