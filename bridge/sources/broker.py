@@ -75,8 +75,13 @@ class BrokerClient:
 
     def __init__(self, config: BrokerConfig, *, workload_api_socket: str,
                  now: Callable[[], float], monotonic: Callable[[], float] = time.monotonic,
-                 on_up: Callable[[bool], None] | None = None) -> None:
+                 on_up: Callable[[bool], None] | None = None,
+                 material: Callable[[], TlsMaterial] | None = None) -> None:
+        """`material`: where the TLS client SVID and the agent's bundle come from; by
+        default py-spiffe's X509Source on `workload_api_socket` (the dev stack and tests
+        may hand their own)."""
         self._config = config
+        self._given_material = material
         self._workload_api = workload_api_socket
         self._agent = AgentIdentity(config.agent_id)
         self._now = now
@@ -157,7 +162,8 @@ class BrokerClient:
             if self._closed.is_set():
                 raise SourceError("the broker client is closed", reason="unavailable")
             hop = BrokerTlsHop(self._config.socket.removeprefix("unix://").removeprefix("unix:"),
-                               agent=self._agent, material=self._material,
+                               agent=self._agent,
+                               material=self._given_material or self._material,
                                handshake_timeout=self._config.timeout)
             hop.start()
             self._hop = hop
