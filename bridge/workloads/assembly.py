@@ -12,6 +12,7 @@ from bridge.clock import Clock
 from bridge.clouds import CLOUDS, CloudSession, HopContext
 from bridge.clouds.aws.container import ContainerConfig
 from bridge.clouds.aws.imds import ImdsConfig
+from bridge.clouds.gcp.gce import GceConfig
 from bridge.config import Config
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
@@ -22,7 +23,11 @@ from bridge.serving.metadata import MetadataContext
 from bridge.sources.broker import BrokerClient, BrokerConfig
 from bridge.workloads.grpc import WorkloadGrpcService
 from bridge.workloads.lifecycle import WorkloadCredentials
-from bridge.workloads.metadata import WorkloadContainerServer, WorkloadImdsServer
+from bridge.workloads.metadata import (
+    WorkloadContainerServer,
+    WorkloadGceServer,
+    WorkloadImdsServer,
+)
 
 
 @dataclass
@@ -82,6 +87,12 @@ def build_workloads(config: Config, *, clock: Clock, metrics: Metrics, redactor:
             listener.address, imds[0], credentials=credentials,
             timeout=workloads.request_timeout, monotonic=clock.monotonic, metrics=metrics,
             allowed_uids=listener.allowed_uids))
+    gce = [r for r in rules if "gce" in r.serve_metadata]
+    listener = config.metadata.get("gce")
+    if gce and isinstance(listener, GceConfig):
+        services.append(WorkloadGceServer(
+            listener, gce[0], credentials=credentials, timeout=workloads.request_timeout,
+            now=clock.monotonic, metrics=metrics))
     container = [r for r in rules if "container" in r.serve_metadata]
     listener = config.metadata.get("container")
     if container and isinstance(listener, ContainerConfig):

@@ -42,6 +42,7 @@ from bridge import jwt_svid
 from bridge.clock import Clock
 from bridge.clouds import CloudSession, cloud_of
 from bridge.clouds.chain import build_hops
+from bridge.config import TargetConfig
 from bridge.config.workloads import WorkloadRule
 from bridge.errors import BridgeError, ConfigError, SourceError
 from bridge.logs import Redactor
@@ -83,6 +84,7 @@ class Granted:
     rule: WorkloadRule
     spiffe_id: str
     status: TargetStatus
+    target: TargetConfig | None = None  # the rule rendered for this identity
 
 
 @dataclass
@@ -207,7 +209,7 @@ class WorkloadCredentials:
         entry.svid = svid
         status = entry.status
         if status.valid_credential(mono()) is not None:
-            return Granted(rule, svid.spiffe_id, status)
+            return Granted(rule, svid.spiffe_id, status, entry.pipeline.target)
         return await self._first(entry, svid, deadline)
 
     def submit_token(self, token: str, rule: str, *,
@@ -269,7 +271,7 @@ class WorkloadCredentials:
         held = status.valid_credential(mono())
         policy = Policy(min_remaining=cloud_of(entry.pipeline.target.final).min_remaining)
         if held is not None and held.remaining(mono()) > policy.min_remaining + 60.0:
-            return Granted(rule, spiffe_id, status)
+            return Granted(rule, spiffe_id, status, entry.pipeline.target)
         entry.svid = svid
         return await self._first(entry, svid, deadline, once=True)
 
@@ -301,7 +303,7 @@ class WorkloadCredentials:
             raise WorkloadError(f"the exchange for {svid.spiffe_id} under {rule.name} "
                                 f"failed ({status.last_error}): {status.last_error_detail}",
                                 kind=kind, reason=status.last_error or "failed")
-        return Granted(rule, svid.spiffe_id, status)
+        return Granted(rule, svid.spiffe_id, status, entry.pipeline.target)
 
     def _entry(self, rule: WorkloadRule, svid: JwtSvid, values: dict[str, str]) -> _Entry:
         key = (svid.spiffe_id, rule.name)

@@ -30,13 +30,16 @@ from bridge.clouds.aws.imds import (
     SessionTokens,
 )
 from bridge.clouds.aws.material import AwsCredentials
+from bridge.clouds.gcp.gce import ACCOUNTS, FLAVOR, V1, GceConfig, GceServer
+from bridge.config import TargetConfig
 from bridge.config.workloads import WorkloadRule
 from bridge.metrics import Metrics
-from bridge.model import utc_iso
+from bridge.model import TargetStatus, utc_iso
 from bridge.serving.bounded import Peer
 from bridge.serving.http1 import Reply, Request
 from bridge.serving.metadata import LocalTokens, LoopbackServer, json_reply, text, write_token_file
 from bridge.serving.processes import tcp_caller
+from bridge.store import CredentialStore
 from bridge.workloads.lifecycle import Granted, WorkloadCredentials, WorkloadError
 
 log = logging.getLogger(__name__)
@@ -146,6 +149,55 @@ class WorkloadImdsServer(_PerCaller):
             "Type": "AWS-HMAC", "AccessKeyId": aws.access_key_id,
             "SecretAccessKey": aws.secret_access_key, "Token": aws.session_token,
             "Expiration": utc_iso(credential.expires_at)}).encode(), "text/plain")
+
+
+class WorkloadGceServer(_PerCaller):
+    """GCE metadata (`metadata.gce`) for the one workload target that serves it: every
+    answer about the account (its email, scopes, token) is the caller's own, rendered
+    from the rule for its SPIFFE ID; the wire is `clouds.gcp.gce`'s, reused as is."""
+
+    endpoint = "gce"
+
+    def __init__(self, config: GceConfig, rule: WorkloadRule, *,
+                 credentials: WorkloadCredentials, timeout: float,
+                 now: Callable[[], float], metrics: Metrics | None) -> None:
+        super().__init__(config.address, credentials=credentials, timeout=timeout,
+                         metrics=metrics, allowed_uids=config.allowed_uids)
+        self._config = config
+        self._rule = rule
+        self._now = now
+
+    def describe(self) -> str:
+        return (f"GCE metadata emulation on {self.url} for workload target "
+                f"{self._rule.name}: each caller its own identity, to {self.readers()}")
+
+    def reply_headers(self) -> tuple[tuple[str, str], ...]:
+        return (FLAVOR,)
+
+    def precheck(self, request: Request) -> Reply | None:
+        if request.path != "/" and request.single("Metadata-Flavor") != "Google":
+            return text(403, "Missing required header: Metadata-Flavor: Google\n",
+                        refusal="flavor")
+        return None
+
+    def handle(self, request: Request) -> Reply:
+        path = request.path
+        if not path.startswith(ACCOUNTS) and path != V1 + "project/project-id":
+            # the ping, directory listings, universe: nobody's in particular
+            assert self._rule.sample is not None
+            return self._view(self._rule.sample, None).handle(request)
+        granted = self.ask(self._rule.name)
+        if isinstance(granted, Reply):
+            return granted
+        assert granted.target is not None
+        return self._view(granted.target, granted.status).handle(request)
+
+    def _view(self, target: TargetConfig, status: TargetStatus | None) -> GceServer:
+        """`clouds.gcp.gce`'s answers for one caller's rendered target and status."""
+        store = CredentialStore([target.name])
+        if status is not None:
+            store.seed(status)
+        return GceServer(self._config, target, store=store, now=self._now)
 
 
 class WorkloadContainerServer(_PerCaller):

@@ -17,10 +17,12 @@ from typing import Any
 
 import yaml
 
+from bridge.devstack.gcp import federated_principal
 from tests.integration.spire.conftest import BridgeProcess
 from tests.support import workloads as wl
 from tests.support.spire import (
     ACCOUNT,
+    GCP_PROVIDER,
     ROLE_ANY,
     TRUST_DOMAIN,
     SpireDeployment,
@@ -35,6 +37,14 @@ ID_2 = f"spiffe://{TRUST_DOMAIN}/ns/team2/sa/app"
 ROLE_1 = f"arn:aws:iam::{ACCOUNT}:role/team1-app"
 ROLE_2 = f"arn:aws:iam::{ACCOUNT}:role/team2-app"
 RULE = "team-aws"
+RULE_GCP = "team-gcp"
+GCP_PROJECT = "bridge-test"
+
+
+def service_account(spiffe_id: str) -> str:
+    """The service account the GCP rule renders for `spiffe_id` (and only it may use)."""
+    ns, sa = spiffe_id.split("/ns/", 1)[1].split("/sa/")
+    return f"{ns}-{sa}@{GCP_PROJECT}.iam.gserviceaccount.com"
 CONFIGURED = "configured"
 
 
@@ -46,6 +56,7 @@ class Node:
     imds: tuple[str, int]
     grpc_socket: str
     container: tuple[str, int]
+    gce: tuple[str, int]
 
     @property
     def imds_url(self) -> str:
@@ -67,6 +78,9 @@ class Node:
         self.spire.aws.add_role(f"arn:aws:iam::{ACCOUNT}:role/{ns}-{sa}",
                                 provider_url=self.spire.issuer, aud="sts.amazonaws.com",
                                 sub=spiffe_id)
+        self.spire.gcp.add_service_account(
+            service_account(spiffe_id),
+            workload_identity_users=[federated_principal(GCP_PROVIDER, spiffe_id)])
 
 
 @contextlib.contextmanager
@@ -83,7 +97,7 @@ def broker_node(binaries: dict[str, Path]) -> Iterator[Node]:
         spire.start()
         spire.create_entry(BRIDGE_ID)
         spire.wait_for_identity(BRIDGE_ID)
-        http, imds, container = free_port(), free_port(), free_port()
+        http, imds, container, gce = free_port(), free_port(), free_port(), free_port()
         doc: dict[str, Any] = {
             "workload_api": {"socket": spire.agent_socket_uri, "timeout": "5s"},
             "outputs": {"directory": str(out / "creds")},
@@ -94,7 +108,8 @@ def broker_node(binaries: dict[str, Path]) -> Iterator[Node]:
                        "spiffe_id": BRIDGE_ID, "timeout": "3s"},
             "workloads": {"grpc_socket": f"unix://{public}/w.sock", "idle": "10s"},
             "metadata": {"imds": {"address": f"127.0.0.1:{imds}", "allowed_uids": "any"},
-                         "container": {"address": f"127.0.0.1:{container}"}},
+                         "container": {"address": f"127.0.0.1:{container}"},
+                         "gce": {"address": f"127.0.0.1:{gce}", "allowed_uids": "any"}},
             "targets": [{"name": CONFIGURED, "spiffe_id": BRIDGE_ID,
                          "aws": {"role_arn": ROLE_ANY, "region": "us-east-1",
                                  "sts_endpoint": spire.aws.url}}],
@@ -103,13 +118,20 @@ def broker_node(binaries: dict[str, Path]) -> Iterator[Node]:
                 "match": f"spiffe://{TRUST_DOMAIN}/ns/{{ns}}/sa/{{sa}}",
                 "aws": {"role_arn": f"arn:aws:iam::{ACCOUNT}:role/{{ns}}-{{sa}}",
                         "region": "us-east-1", "sts_endpoint": spire.aws.url},
-                "serve": {"grpc": True, "metadata": ["imds", "container"]}}],
+                "serve": {"grpc": True, "metadata": ["imds", "container"]}}, {
+                "name": RULE_GCP,
+                "match": f"spiffe://{TRUST_DOMAIN}/ns/{{ns}}/sa/{{sa}}",
+                "gcp": {"workload_identity_provider": GCP_PROVIDER,
+                        "service_account": f"{{ns}}-{{sa}}@{GCP_PROJECT}.iam.gserviceaccount.com",
+                        "sts_endpoint": spire.gcp.sts_url,
+                        "iam_credentials_endpoint": spire.gcp.url},
+                "serve": {"grpc": True, "metadata": ["gce"]}}],
         }
         config = workdir / "bridge.yaml"
         config.write_text(yaml.safe_dump(doc))
         bridge = BridgeProcess(config, f"127.0.0.1:{http}", workdir / "bridge.log").start()
         node = Node(spire, bridge, f"{public}/w.sock", ("127.0.0.1", imds),
-                    f"{workdir}/bridge.sock", ("127.0.0.1", container))
+                    f"{workdir}/bridge.sock", ("127.0.0.1", container), ("127.0.0.1", gce))
         node.add_workload(UID_1, ID_1)
         node.add_workload(UID_2, ID_2)
         wait_until(lambda: bridge.target(CONFIGURED)["state"] == "fresh", 30,

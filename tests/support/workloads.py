@@ -277,3 +277,15 @@ def grpc_watch_first(socket_path: str, rule: str) -> dict[str, Any]:
         stream.cancel()
     c = first.credential
     return {"code": "OK", "access_key_id": c.aws.access_key_id, "spiffe_id": c.spiffe_id}
+
+
+def gce_raw(address: tuple[str, int]) -> dict[str, Any]:
+    """As google-auth's compute_engine does: the default account's email, then its token
+    (one connection, `Metadata-Flavor: Google`)."""
+    base = "/computeMetadata/v1/instance/service-accounts/default/"
+    flavor = {"Metadata-Flavor": "Google"}
+    with socket.create_connection(address, timeout=20) as s:
+        email_status, email = _http(s, "GET", base + "email", flavor, address)
+        token_status, token = _http(s, "GET", base + "token", flavor, address)
+    return {"email_status": email_status, "email": email, "token_status": token_status,
+            "token": token}

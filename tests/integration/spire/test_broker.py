@@ -38,6 +38,7 @@ from tests.support.broker_node import (
     UID_NONE,
     Node,
     broker_node,
+    service_account,
 )
 from tests.support.spire import ACCOUNT, TRUST_DOMAIN, require_spire, wait_until
 
@@ -81,6 +82,21 @@ class TestOwnIdentity:
         assert two["arn"].startswith(f"arn:aws:sts::{ACCOUNT}:assumed-role/team2-app/")
         assert up.subject_of(one["access_key_id"]) == ID_1
         assert up.subject_of(two["access_key_id"]) == ID_2
+
+    def test_gce_each_workload_its_own_service_account(self, up: Node) -> None:
+        """GCE metadata: each caller's account is the one its SPIFFE ID renders to (and
+        only that ID may impersonate), and its token is that account's at the emulator;
+        a process without an entry gets 403."""
+        for uid, spiffe_id in ((UID_1, ID_1), (UID_2, ID_2)):
+            got = wl.run_as(uid, wl.gce_raw, up.gce)
+            assert (got["email_status"], got["token_status"]) == (200, 200), got
+            assert got["email"] == service_account(spiffe_id)
+            token = up.spire.gcp.whoami(json.loads(got["token"])["access_token"])
+            assert token is not None
+            assert token.service_account == service_account(spiffe_id)
+        denied = wl.run_as(UID_NONE, wl.gce_raw, up.gce)
+        assert denied["token_status"] == 403, denied
+        assert "access_token" not in denied["token"]
 
     def test_processes_of_one_identity_share_one_credential(self, up: Node) -> None:
         """Two processes of uid 2001: one exchange, the same credential (cached)."""
