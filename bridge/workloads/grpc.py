@@ -75,7 +75,14 @@ class WorkloadGrpcService:
                 f"{', '.join(self._rules) or 'no rule'}")
 
     def adopt(self, other: object) -> bool:
-        return False
+        """A reload: keep the socket (no gap, nobody else can take the path) and answer
+        with the new generation's rules and lifecycle."""
+        if not isinstance(other, WorkloadGrpcService) or self._relay is None or (
+                other._path, other._mode) != (self._path, self._mode):
+            return False
+        self._rules, self._credentials = other._rules, other._credentials
+        self._timeout, self._now = other._timeout, other._now
+        return True
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._main, name="workload-grpc", daemon=True)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -128,6 +129,8 @@ class WorkloadCredentials:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):  # built in its loop: adopted listeners
+            self._loop = asyncio.get_running_loop()  # of a reload may ask at once
         for rule in rules:
             metrics.workload_identities.labels(rule.name).set(0)
             metrics.workload_limit.labels(rule.name)

@@ -65,8 +65,10 @@ class _PerCaller(LoopbackServer):
         finally:
             self._local.peer = None
 
-    def adopt(self, other: object) -> bool:
-        return False  # a reload builds a new lifecycle: listen anew
+    def take(self, other: LoopbackServer) -> None:
+        """A reload: keep listening, answer with the new generation's lifecycle."""
+        assert isinstance(other, _PerCaller)
+        self._credentials, self._timeout = other._credentials, other._timeout
 
     def ask_with_token(self, token: str, rule: str) -> Granted | Reply:
         try:
@@ -108,6 +110,11 @@ class WorkloadImdsServer(_PerCaller):
                          allowed_uids=allowed_uids)
         self._rule = rule.name
         self._tokens = SessionTokens(monotonic)
+
+    def take(self, other: LoopbackServer) -> None:
+        super().take(other)
+        assert isinstance(other, WorkloadImdsServer)
+        self._rule = other._rule  # session tokens stay valid: same key
 
     def describe(self) -> str:
         return (f"IMDSv2 emulation on {self.url}/ for workload target {self._rule}: each "
@@ -167,6 +174,11 @@ class WorkloadGceServer(_PerCaller):
         self._rule = rule
         self._now = now
 
+    def take(self, other: LoopbackServer) -> None:
+        super().take(other)
+        assert isinstance(other, WorkloadGceServer)
+        self._config, self._rule, self._now = other._config, other._rule, other._now
+
     def describe(self) -> str:
         return (f"GCE metadata emulation on {self.url} for workload target "
                 f"{self._rule.name}: each caller its own identity, to {self.readers()}")
@@ -215,6 +227,14 @@ class WorkloadContainerServer(_PerCaller):
         self._token_file = token_file
         self._tokens = tokens
         self._token = b""
+
+    def listen_key(self) -> tuple[object, ...]:
+        return (*super().listen_key(), self._token_file)
+
+    def take(self, other: LoopbackServer) -> None:
+        super().take(other)
+        assert isinstance(other, WorkloadContainerServer)
+        self._rules = other._rules  # the token file and its token stay
 
     def describe(self) -> str:
         return (f"AWS container credentials on {self.url}{PREFIX}<workload target> for "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 
 from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
 from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
@@ -280,6 +282,27 @@ class TestBrokerLess:
         status, _ = _get(token_node.container, f"/v1/credentials/{RULE}", svid.token)
         assert status == 403
         assert len(token_node.spire.aws.issued) == exchanges
+
+
+class TestReload:
+    def test_a_reload_keeps_serving_workloads(self, up: Node) -> None:
+        """SIGHUP with a changed workloads section: the workload socket and IMDS are
+        listened on anew and answer each caller as before."""
+        config = up.bridge.config
+        doc = yaml.safe_load(config.read_text())
+        doc["workloads"]["idle"] = "11s"
+        config.write_text(yaml.safe_dump(doc))
+        reloads = up.bridge.sample("config_reloads_total", result="applied") or 0.0
+        assert up.bridge.proc is not None
+        up.bridge.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: (up.bridge.sample("config_reloads_total", result="applied")
+                            or 0.0) > reloads, 20, "the reload to apply")
+        answer = wait_until(
+            lambda: _ok(wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE)), 20,
+            "the workload socket to answer after the reload")
+        assert answer["spiffe_id"] == ID_1
+        boto = wl.run_as(UID_2, wl.boto3_identity, up.imds_url, up.spire.aws.url)
+        assert up.subject_of(boto["access_key_id"]) == ID_2
 
 
 def _get(address: tuple[str, int], path: str, authorization: str) -> tuple[int, str]:
