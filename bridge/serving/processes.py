@@ -9,7 +9,8 @@ or the caller exiting mid-call cannot hand its identity to another process.
   kernel's socket table (`peers.peer_socket`), the pid by finding that inode among the
   `/proc/<pid>/fd` links of every process (whatever its uid: a socket handed to another
   user's process must show up as shared). Reading other users' fd tables
-  needs root or CAP_SYS_PTRACE; without it the pid is unknown and the caller is refused.
+  needs root or CAP_SYS_PTRACE; where any fd table cannot be read, nobody is named (a
+  holder could hide there) and the caller is refused.
   A socket held by more than one process (a shared fd) is refused: which one asks?
 
 Either way the caller is pinned by a pidfd (`os.pidfd_open` for TCP) and its start time
@@ -95,7 +96,7 @@ def tcp_caller(sock: socket.socket, proc: Path = PROC) -> CallerProcess | None:
         return None
     uid, inode = found
     holders = socket_holders(inode, proc)
-    if len(holders) != 1:
+    if holders is None or len(holders) != 1:
         return None
     (pid,) = holders
     start = start_time(pid, proc)
@@ -110,20 +111,26 @@ def tcp_caller(sock: socket.socket, proc: Path = PROC) -> CallerProcess | None:
     return caller
 
 
-def socket_holders(inode: int, proc: Path = PROC) -> set[int]:
+def socket_holders(inode: int, proc: Path = PROC) -> set[int] | None:
     """The pids with an fd on socket `inode`: every process is looked at, whatever its
-    uid (a socket handed to another user's process must show up as shared)."""
+    uid (a socket handed to another user's process must show up as shared). None when
+    some process's fd table cannot be read (no root or CAP_SYS_PTRACE): it might hold
+    the socket too, so nobody can be named (fail closed)."""
     link = f"socket:[{inode}]"
     found: set[int] = set()
     try:
         pids = [e for e in os.listdir(proc) if e.isdigit()]
     except OSError:
-        return found
+        return None
     for pid in pids:
         base = proc / pid
         try:
             fds = os.listdir(base / "fd")
-        except OSError:  # gone, or not ours to read
+        except FileNotFoundError:  # exited meanwhile
+            continue
+        except OSError:  # not ours to read: it could be a holder we cannot see
+            if os.path.exists(base):
+                return None
             continue
         for fd in fds:
             try:

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge.serving.processes import start_time, tcp_caller, unix_caller
+from bridge.serving.processes import (
+    CallerProcess,
+    socket_holders,
+    start_time,
+    tcp_caller,
+    unix_caller,
+)
 
 
 @pytest.fixture
@@ -92,3 +98,39 @@ def test_start_time_survives_a_hostile_comm(tmp_path: Path) -> None:
     (tmp_path / "42" / "stat").write_text(f"42 (a) b (c) {fields}\n")
     assert start_time(42, tmp_path) == "22"
     assert start_time(43, tmp_path) is None
+
+
+def _fake_process(proc: Path, pid: int, start: int, fds: dict[str, str]) -> None:
+    (proc / str(pid) / "fd").mkdir(parents=True, exist_ok=True)
+    fields = " ".join(str(start if n == 22 else n) for n in range(3, 30))
+    (proc / str(pid) / "stat").write_text(f"{pid} (w) {fields}\n")
+    for fd, target in fds.items():
+        link = proc / str(pid) / "fd" / fd
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+
+
+def test_a_reused_pid_is_not_the_caller(tmp_path: Path) -> None:
+    """Same pid, another start time: another process, so not the one that asked."""
+    _fake_process(tmp_path, 4242, 1000, {"3": "socket:[77]"})
+    caller = CallerProcess(pid=4242, uid=1, start="1000", inode=77, proc=tmp_path)
+    assert caller.still_there()
+    _fake_process(tmp_path, 4242, 2000, {"3": "socket:[77]"})
+    assert not caller.still_there()
+
+
+def test_a_socket_held_twice_names_nobody(tmp_path: Path) -> None:
+    _fake_process(tmp_path, 10, 5, {"3": "socket:[77]"})
+    _fake_process(tmp_path, 11, 5, {"4": "socket:[77]", "5": "socket:[78]"})
+    assert socket_holders(77, tmp_path) == {10, 11}
+    assert socket_holders(78, tmp_path) == {11}
+    caller = CallerProcess(pid=10, uid=1, start="5", inode=77, proc=tmp_path)
+    assert not caller.still_there()
+
+
+def test_an_unreadable_fd_table_names_nobody(tmp_path: Path) -> None:
+    """Without the privilege to read every fd table a holder could hide: fail closed."""
+    _fake_process(tmp_path, 10, 5, {"3": "socket:[77]"})
+    (tmp_path / "12").mkdir()
+    (tmp_path / "12" / "fd").write_text("")  # listdir fails: as EACCES would
+    assert socket_holders(77, tmp_path) is None
