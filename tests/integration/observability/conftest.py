@@ -103,6 +103,11 @@ def deployment() -> Iterator[Deployment]:
             "grpc": {"socket": f"unix://{shm}/bridge.sock"},
             "targets": [_target("demo", stack.aws), _target("down", down_sts),
                         _target("skewed", skewed_sts)],
+            # a broker-less workload target: its rule-labelled series exist from the start
+            "workloads": {"grpc_socket": f"unix://{shm}/workload.sock"},
+            "workload_targets": [{**_target("per-workload", stack.aws),
+                                  "match": "spiffe://example.org/ns/{ns}",
+                                  "serve": {"grpc": True}}],
         }
         config_path = workdir / "bridge.yaml"
         config_path.write_text(yaml.safe_dump(config))
