@@ -39,7 +39,9 @@ PRELOAD = ["boto3", "botocore.session", "botocore.credentials", "botocore.utils"
            "botocore.waiter", "botocore.response", "botocore.eventstream",
            "botocore.model", "botocore.validate", "botocore.serialize",
            "botocore.httpchecksum", "botocore.context", "botocore.plugin", "grpc",
-           "bridge._proto.spiffebridge.v1.credentials_pb2_grpc",
+           "bridge._proto.spiffebridge.v1.credentials_pb2_grpc", "bridge.cli.main",
+           "bridge.cli.readers", "bridge.client", "bridge.clouds.aws",
+           "bridge.clouds.aws.files", "io", "argparse",
            "tests.support.workloads"]
 
 
@@ -289,3 +291,20 @@ def gce_raw(address: tuple[str, int]) -> dict[str, Any]:
         token_status, token = _http(s, "GET", base + "token", flavor, address)
     return {"email_status": email_status, "email": email, "token_status": token_status,
             "token": token}
+
+
+def credential_process(socket_path: str, rule: str) -> dict[str, Any]:
+    """`spiffe-bridge credential-process --workload-target rule` as this process (its
+    main(), not an exec: the interpreter is not ours to run): exit code and JSON."""
+    import contextlib as _contextlib
+    import io
+    import json
+
+    from bridge.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with _contextlib.redirect_stdout(out), _contextlib.redirect_stderr(err):
+        code = main(["credential-process", "--workload-target", rule,
+                     "--socket", f"unix://{socket_path}"])
+    return {"code": code, "json": json.loads(out.getvalue()) if code == 0 else None,
+            "stderr": err.getvalue()}

@@ -100,6 +100,19 @@ class TestOwnIdentity:
         assert denied["token_status"] == 403, denied
         assert "access_token" not in denied["token"]
 
+    def test_credential_process_gives_each_workload_its_own(self, up: Node) -> None:
+        """`spiffe-bridge credential-process --workload-target` (an SDK's
+        credential_process, for pods that cannot reach loopback IMDS): the process's own
+        credential; without an entry, exit 1 and nothing printed."""
+        one = wl.run_as(UID_1, wl.credential_process, up.workload_socket, RULE)
+        assert one["code"] == 0, one
+        assert one["json"]["Version"] == 1
+        assert up.subject_of(one["json"]["AccessKeyId"]) == ID_1
+        none = wl.run_as(UID_NONE, wl.credential_process, up.workload_socket, RULE)
+        assert none["code"] == 1, none
+        assert none["json"] is None
+        assert "no identity" in none["stderr"]
+
     def test_processes_of_one_identity_share_one_credential(self, up: Node) -> None:
         """Two processes of uid 2001: one exchange, the same credential (cached)."""
         first = _ok(wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE))
