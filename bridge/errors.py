@@ -79,6 +79,7 @@ class ExchangeError(BridgeError):
         reason: str,
         fresh_svid: bool = False,
         position: str = "",
+        retry_after: float | None = None,
     ) -> None:
         where = f"{position} {hop}" if position else hop
         super().__init__(f"{where}: {code}: {message}", retryable=retryable, reason=reason)
@@ -87,12 +88,24 @@ class ExchangeError(BridgeError):
         self.code = code
         self.fresh_svid = fresh_svid
         self.position = position
+        self.retry_after = retry_after  # seconds the service asked us to wait (Retry-After)
 
     def at(self, position: int, total: int) -> ExchangeError:
         """The same error, labelled with where it happened in a chain."""
         return ExchangeError(self.message, hop=self.hop, code=self.code,
                              retryable=self.retryable, reason=self.reason,
-                             fresh_svid=self.fresh_svid, position=f"hop {position}/{total}")
+                             fresh_svid=self.fresh_svid, position=f"hop {position}/{total}",
+                             retry_after=self.retry_after)
+
+
+def retry_after(value: object) -> float | None:
+    """A `Retry-After` header in seconds (delta-seconds form; an HTTP date or garbage is
+    None: the budget's own backoff then applies)."""
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 class OutputError(BridgeError):

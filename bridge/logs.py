@@ -24,6 +24,11 @@ _THIRD_PARTY = ("botocore", "boto3", "urllib3", "google", "google.auth", "grpc",
 
 
 _MIN_SECRET = 8  # shorter values are not registered (they would mask ordinary words)
+_RUN = re.compile(rf"\S{{{_MIN_SECRET},}}")
+
+
+def _has_space(value: str) -> bool:
+    return any(c.isspace() for c in value)
 
 
 class Redactor:
@@ -39,6 +44,7 @@ class Redactor:
         self._secrets: OrderedDict[str, None] = OrderedDict()
         self._by_prefix: dict[str, set[str]] = {}
         self._capacity = capacity
+        self._spaced = 0  # secrets held that contain whitespace
 
     def reserve(self, capacity: int) -> None:
         """Hold at least `capacity` secrets: every live credential must stay masked by
@@ -52,10 +58,12 @@ class Redactor:
                 if len(v) >= _MIN_SECRET:
                     if v not in self._secrets:
                         self._by_prefix.setdefault(v[:_MIN_SECRET], set()).add(v)
+                        self._spaced += _has_space(v)
                     self._secrets[v] = None
                     self._secrets.move_to_end(v)
             while len(self._secrets) > self._capacity:
                 old, _ = self._secrets.popitem(last=False)
+                self._spaced -= _has_space(old)
                 bucket = self._by_prefix[old[:_MIN_SECRET]]
                 bucket.discard(old)
                 if not bucket:
@@ -65,12 +73,19 @@ class Redactor:
         spans: list[tuple[int, int]] = []
         with self._lock:
             index = self._by_prefix
-            for i in range(len(text) - _MIN_SECRET + 1):
-                bucket = index.get(text[i:i + _MIN_SECRET])
-                if bucket:
-                    end = max((i + len(s) for s in bucket if text.startswith(s, i)), default=0)
-                    if end:
-                        spans.append((i, end))
+            # A secret without whitespace starts inside a run of at least its length of
+            # non-space characters: only those windows need a look (most of a line is
+            # short words). One with whitespace in it makes every window count.
+            runs = ((0, len(text)),) if self._spaced else (
+                m.span() for m in _RUN.finditer(text))
+            for first, stop in runs:
+                for i in range(first, stop - _MIN_SECRET + 1):
+                    bucket = index.get(text[i:i + _MIN_SECRET])
+                    if bucket:
+                        end = max((i + len(s) for s in bucket if text.startswith(s, i)),
+                                  default=0)
+                        if end:
+                            spans.append((i, end))
         if spans:
             parts, pos = [], 0
             for start, end in spans:  # in order of start; overlaps merge into one mask

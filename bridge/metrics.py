@@ -10,7 +10,7 @@ no dashboard or alert reads them, and they doubled every counter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -23,6 +23,9 @@ from bridge.series import TargetFamily
 
 _P = "spiffe_bridge_"
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_WAIT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+_HEADROOM_BUCKETS = (60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1500.0, 1800.0, 2400.0,
+                     3600.0, 7200.0, 21600.0, 43200.0)
 
 
 class Metrics:
@@ -54,6 +57,29 @@ class Metrics:
         self.svid_expiry = TargetFamily(
             _P + "svid_expiry_timestamp_seconds",
             "Expiry (unix time) of the latest JWT-SVID fetched for the target.", "gauge")
+        self.next_refresh = TargetFamily(
+            _P + "next_refresh_timestamp_seconds",
+            "When (unix time) the target's next refresh or retry is due.", "gauge")
+        # scope: a quota scope in bounded words (`aws_sts <account> <region>`,
+        # `gcp_sts <project number>`): configured accounts and projects, never ARNs.
+        self.quota_calls = Counter(
+            _P + "quota_calls_total", "Cloud calls made, by quota scope.", ["scope"],
+            registry=registry)
+        self.quota_wait = Histogram(
+            _P + "quota_wait_seconds", "Time a call waited for a token of its quota "
+            "scope's budget.", ["scope"], buckets=_WAIT_BUCKETS, registry=registry)
+        self.quota_throttles = Counter(
+            _P + "quota_throttles_total", "Throttling answers (Throttling, 429, "
+            "RESOURCE_EXHAUSTED) by quota scope; each slows the scope's budget.",
+            ["scope"], registry=registry)
+        self.quota_rate = Gauge(
+            _P + "quota_rate", "Calls per second this bridge may make now in the scope "
+            "(its share of the quota, less what throttling took).", ["scope"],
+            registry=registry)
+        self.refresh_headroom = Histogram(
+            _P + "refresh_headroom_seconds", "Validity left on the credential a refresh "
+            "replaced: shrinking headroom means refreshes run late (budgets, outages).",
+            buckets=_HEADROOM_BUCKETS, registry=registry)
         self.workload_api_up = Gauge(
             _P + "workload_api_up", "1 when the Workload API answered the last call.",
             registry=registry)
@@ -126,7 +152,8 @@ class Metrics:
             "call.", registry=registry)
         self.targets: tuple[TargetFamily, ...] = (
             self.refresh_total, self.refresh_failures, self.expiry, self.last_success,
-            self.state, self.svid_expiry, self.permanent_failure, self.outputs_behind)
+            self.state, self.svid_expiry, self.permanent_failure, self.outputs_behind,
+            self.next_refresh)
         Info(_P + "build", "Build information.", registry=registry).info(
             {"version": __version__})
         ProcessCollector(registry=registry)
@@ -165,6 +192,19 @@ class Metrics:
                 rest = tuple(labels.get(n, "") for n in family.labelnames[1:])
                 return family.get(target, rest)
         return self.registry.get_sample_value(name, labels)
+
+    def scope_added(self, scope: str, rate: Callable[[], float]) -> None:
+        """A quota scope's budget was made (`refresh.budget.BudgetObserver`)."""
+        self.quota_calls.labels(scope)
+        self.quota_throttles.labels(scope)
+        self.quota_rate.labels(scope).set_function(rate)
+
+    def called(self, scope: str, waited: float) -> None:
+        self.quota_calls.labels(scope).inc()
+        self.quota_wait.labels(scope).observe(waited)
+
+    def throttled(self, scope: str) -> None:
+        self.quota_throttles.labels(scope).inc()
 
     def set_state(self, target: str, state: State) -> None:
         for s in State:

@@ -14,6 +14,8 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
@@ -26,19 +28,26 @@ from bridge.metrics import Metrics
 from bridge.model import TargetStatus
 from bridge.outputs import CredentialDirectory, OutputWriter, recover_svids
 from bridge.outputs.directory import DIRECTORY_OUTPUT, JWT_OUTPUT
+from bridge.outputs.files import TargetFile
+from bridge.readersocket import reader_socket
 from bridge.refresh import Scheduler, TargetPipeline
+from bridge.refresh.budget import BudgetConfig, Budgets
+from bridge.refresh.coalesce import Coalescer
 from bridge.refresh.limits import Limits
+from bridge.refresh.spread import Spread, default_node_id, seed
 from bridge.serving import Service
 from bridge.serving.grpc import CallerVerifier, GrpcService, ServedTarget
+from bridge.serving.grpc.access import Access
 from bridge.serving.health import HealthServer
 from bridge.serving.metadata import LocalTokens, MetadataContext
+from bridge.serving.reader import ReaderServer
 from bridge.skew import ClockSkew
 from bridge.sources import SvidSource
 from bridge.sources.broker import BrokerClient
 from bridge.sources.bundles import SKIP_REASONS
 from bridge.sources.workload_api import WorkloadApiSource
 from bridge.store import CredentialStore
-from bridge.workloads.assembly import WorkloadParts, build_workloads
+from bridge.workloads.assembly import build_workloads
 from bridge.workloads.lifecycle import WorkloadCredentials
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,7 @@ class Daemon:
     services: list[Service] = field(default_factory=list)
     carried: frozenset[str] = frozenset()  # targets whose state a reload kept
     limits: Limits | None = None  # the refreshes' per-endpoint pools, closed with it
+    budgets: Budgets | None = None  # the quota scopes' budgets, closed with it
     running: frozenset[int] = frozenset()  # ids of services a previous generation started
     retired: list[Service] = field(default_factory=list)  # its services not taken over
     up_listeners: list[Callable[[bool], None]] = field(default_factory=list)
@@ -120,14 +130,21 @@ def build(config: Config, *, clock: Clock | None = None,
             if hop.cloud not in sessions:
                 sessions[hop.cloud] = cloud_of(hop).session(hop_context)
     limits = Limits(config.refresh.concurrency)
+    fleet = config.refresh.fleet
+    node = fleet.node_id or default_node_id()
+    budgets = Budgets(BudgetConfig(fleet_size=fleet.fleet_size, scope_rates=fleet.scope_rates),
+                      clock=clock, fill=lambda scope: seed(node, scope), observer=metrics)
+    coalescer = Coalescer(clock.monotonic) if fleet.coalesce else None
     pipelines = [
         TargetPipeline(t, source=source, hops=build_hops(t.hops, sessions),
-                       monotonic=clock.monotonic, now=clock.time, limits=limits)
+                       monotonic=clock.monotonic, now=clock.time, limits=limits,
+                       budgets=budgets, coalescer=coalescer)
         for t in config.targets
     ]
     scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
                           redactor=redactor,
-                          exit_on_permanent=config.refresh.exit_on_permanent_failure)
+                          exit_on_permanent=config.refresh.exit_on_permanent_failure,
+                          spread=Spread(node), budgeted=True)
     listeners.append(scheduler.source_up)
     directory = credential_directory(config.outputs, config.targets)
     writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics,
@@ -144,30 +161,44 @@ def build(config: Config, *, clock: Clock | None = None,
                      now=clock.monotonic, behind=lambda: writer.behind,
                      seconds_since_tick=lambda: clock.monotonic() - scheduler.last_tick),
     ]
+    if config.grpc.reader_socket:
+        services.append(_reader(config, verifier, store, clock))
     # Cloud-metadata listeners, one per configured `metadata.*` section (none by default).
     context = MetadataContext(store=store, clock=clock, tokens=tokens or LocalTokens(),
                               metrics=metrics, redactor=redactor)
+    services += _metadata_services(config, context)
+    parts = build_workloads(config, clock=clock, metrics=metrics, redactor=redactor,
+                            limits=limits, sessions=sessions, hop_context=hop_context,
+                            context=context,
+                            previous=previous.broker if previous is not None else None,
+                            bundles=source.jwt_bundles,
+                            caller_now=lambda: max(clock.time(), skew.cloud_now() or 0.0))
+    services += parts.services
+    services, running, retired = _take_over(services, previous)
+    return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
+                  source=source, scheduler=scheduler, directory=directory, writer=writer,
+                  services=services, carried=frozenset(kept), limits=limits, running=running,
+                  retired=retired, up_listeners=listeners, reloaded=previous is not None,
+                  budgets=budgets, workloads=parts.credentials, broker=parts.broker)
+
+
+def _metadata_services(config: Config, context: MetadataContext) -> list[Service]:
+    """The configured targets' metadata listeners, one per `metadata.*` section that a
+    target serves (workload targets' are `build_workloads`')."""
+    services: list[Service] = []
     for key, (_, endpoint) in endpoints().items():
         listener = config.metadata.get(key)
         served = [t for t in config.targets if key in t.serve]
         if listener is not None and served:
             services.append(endpoint.build(listener, served[:1] if endpoint.single else served,
                                            context))
-    parts = WorkloadParts()
-    if config.workload_targets:
-        parts = build_workloads(config, clock=clock, metrics=metrics, redactor=redactor,
-                                limits=limits, sessions=sessions, hop_context=hop_context,
-                                context=context,
-                                previous=previous.broker if previous is not None else None,
-                                bundles=source.jwt_bundles,
-                                caller_now=lambda: max(clock.time(), skew.cloud_now() or 0.0))
-        services += parts.services
-    services, running, retired = _take_over(services, previous)
-    return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
-                  source=source, scheduler=scheduler, directory=directory, writer=writer,
-                  services=services, carried=frozenset(kept), limits=limits, running=running,
-                  retired=retired, up_listeners=listeners, reloaded=previous is not None,
-                  workloads=parts.credentials, broker=parts.broker)
+    return services
+
+
+def _close_sources(daemon: Daemon) -> None:
+    daemon.source.close()
+    if daemon.broker is not None:
+        daemon.broker.close()
 
 
 def _take_over(services: list[Service], previous: Daemon | None
@@ -212,11 +243,26 @@ def credential_directory(outputs: OutputsConfig,
     out = outputs.directory
     return CredentialDirectory(
         out, allow_non_tmpfs=outputs.allow_non_tmpfs,
-        files={t.name: cloud_of(t.final).files(t, out) for t in targets},
+        files=target_files(targets, out),
         shared=[f for c in CLOUDS.values() for f in c.shared_files(
             [t for t in targets if t.final.cloud == c.name])],
         jwt_targets=[t.name for t in targets if t.jwt_file],
         subdirs=list(CLOUDS))
+
+
+def _reader(config: Config, verifier: CallerVerifier, store: CredentialStore,
+            clock: Clock) -> ReaderServer:
+    """The reader socket beside the gRPC one: the targets' files, under gRPC's rules."""
+    readable = {t.name: served_target(t) for t in config.targets}
+    return ReaderServer(
+        Path(reader_socket(urlsplit(config.grpc.socket).path)), config.grpc.socket_mode,
+        target_files(config.targets, config.outputs.directory),
+        access=Access(readable, verifier), status=store.get, now=clock.monotonic)
+
+
+def target_files(targets: Sequence[TargetConfig], out: Path) -> dict[str, list[TargetFile]]:
+    """Every target's files, as its final cloud describes them."""
+    return {t.name: cloud_of(t.final).files(t, out) for t in targets}
 
 
 def use_worker_threads(config: Config) -> None:
@@ -250,8 +296,6 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
     At the end the listeners and the source are stopped, unless `daemon.handover` was
     set first: then they keep serving the store while the next generation is built."""
     _prepare(daemon)
-    if daemon.workloads is not None:
-        daemon.workloads.bind()  # its listeners hand requests to this loop
     started: list[Service] = [s for s in daemon.services if id(s) in daemon.running]
     try:
         for service in daemon.services:
@@ -262,9 +306,7 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
             log.info("serving %s", service.describe())
     except BaseException:
         _stop(started)
-        daemon.source.close()
-        if daemon.broker is not None:
-            daemon.broker.close()
+        _close_sources(daemon)
         raise
     log.info("spiffe-bridge running: %d target(s), outputs in %s",
              len(daemon.config.targets), daemon.config.outputs.directory)
@@ -283,11 +325,11 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
         daemon.store.unsubscribe(daemon.writer.notify)
         if daemon.limits is not None:
             daemon.limits.close()
+        if daemon.budgets is not None:
+            daemon.budgets.close()
         if not daemon.handover:
             _stop(started)
-            daemon.source.close()
-            if daemon.broker is not None:
-                daemon.broker.close()
+            _close_sources(daemon)
             log.info("spiffe-bridge stopped")
 
 
@@ -311,11 +353,11 @@ async def run_once(daemon: Daemon) -> list[TargetStatus]:
         statuses = await daemon.scheduler.refresh_all_once()
         failures = await daemon.writer.flush()
     finally:
-        daemon.source.close()
-        if daemon.broker is not None:
-            daemon.broker.close()
+        _close_sources(daemon)
         if daemon.limits is not None:
             daemon.limits.close()
+        if daemon.budgets is not None:
+            daemon.budgets.close()
     if failures:
         raise failures[0].error
     return statuses

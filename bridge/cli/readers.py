@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from bridge.cli.commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from bridge.cli.fast import remember
 from bridge.cli.output import say
 from bridge.config import DEFAULT_CALLER_AUDIENCE, load_config
 from bridge.errors import ApiError
@@ -141,6 +142,8 @@ def _locate(args: argparse.Namespace) -> tuple[str, Path | None, tuple[str, ...]
     if args.config is None:
         return None
     config = load_config(args.config)
+    if urlsplit(config.grpc.socket).scheme == "unix":
+        remember(str(args.config), urlsplit(config.grpc.socket).path)  # for `cli.fast`
     if args.audience is None:
         args.audience = config.grpc.caller_audience
     return config.grpc.socket, config.outputs.directory, tuple(t.name for t in config.targets)

@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from bridge.clouds.aws import AWS
 from bridge.clouds.base import (
+    DEFAULT_QUOTA_RATE,
     Cloud,
     CloudSession,
     Endpoint,
@@ -21,7 +22,9 @@ from bridge.clouds.base import (
     HopContext,
     Link,
     LinkProblem,
+    Quota,
     Target,
+    quota_of,
     wrong_input,
 )
 from bridge.clouds.gcp import GCP
@@ -42,6 +45,7 @@ def endpoints() -> Mapping[str, tuple[Cloud, Endpoint]]:
 __all__ = [
     "AWS",
     "CLOUDS",
+    "DEFAULT_QUOTA_RATE",
     "GCP",
     "Cloud",
     "CloudSession",
@@ -51,8 +55,10 @@ __all__ = [
     "HopContext",
     "Link",
     "LinkProblem",
+    "Quota",
     "Target",
     "cloud_of",
     "endpoints",
+    "quota_of",
     "wrong_input",
 ]

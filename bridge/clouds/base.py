@@ -88,8 +88,39 @@ class LinkProblem:
     key: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """The published request quota a hop's calls count against (PROTOCOLS.md §11).
+
+    `scope` is what shares it, in bounded words (a metric label, never an ARN):
+    `aws_sts 111122223333 us-east-1`, `gcp_sts 123456`; `rate` is what the whole scope
+    may make per second, every bridge of a fleet together; `source` names the page.
+    """
+
+    scope: str
+    rate: float
+    source: str
+
+
+DEFAULT_QUOTA_RATE = 100.0  # req/s for a hop that names no quota: one scope per endpoint
+
+
+def quota_of(hop: Hop) -> Quota:
+    """A hop's quota: its `quota` attribute when it has one (optional in `Hop`, so a cloud
+    added later fills it in when it can), else one scope per endpoint (`hop.scope`) at
+    `DEFAULT_QUOTA_RATE`."""
+    quota = getattr(hop, "quota", None)
+    if isinstance(quota, Quota):
+        return quota
+    return Quota(scope=hop.scope, rate=DEFAULT_QUOTA_RATE, source="default")
+
+
 class Hop(Protocol):
-    """A runtime hop: blocking (the SDKs are), run in a worker thread."""
+    """A runtime hop: blocking (the SDKs are), run in a worker thread.
+
+    A hop may also carry `quota: Quota` (the quota scope its calls count against, see
+    `quota_of`); without it the endpoint (`scope`) is the quota scope.
+    """
 
     name: str  # bounded: a metric label (aws_web_identity, aws_assume_role, gcp_sts, ...)
     scope: str  # the remote endpoint it calls: concurrency is bounded per scope

@@ -12,6 +12,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from bridge.config.fleet import read_fleet
 from bridge.config.schema import (
     DEFAULT_HTTP_ADDRESS,
     Config,
@@ -101,6 +102,7 @@ def _read_root(root: Section, env: Mapping[str, str]) -> Config | None:
         "concurrency", int, 32, check=lambda v: None if 1 <= v <= 1024 else "must be 1..1024"
     )
     exit_on_permanent = refresh.get("exit_on_permanent_failure", bool, False)
+    fleet = read_fleet(refresh)
     refresh.finish()
 
     read = [(s.path, read_target(s), s.raw("name")) for s in root.items("targets")]
@@ -125,7 +127,8 @@ def _read_root(root: Section, env: Mapping[str, str]) -> Config | None:
         outputs=OutputsConfig(directory=Path(directory), allow_non_tmpfs=allow_non_tmpfs),
         targets=targets,
         refresh=RefreshConfig(concurrency=concurrency,
-                              exit_on_permanent_failure=exit_on_permanent),
+                              exit_on_permanent_failure=exit_on_permanent,
+                              fleet=fleet),
         grpc=grpc,
         http_address=http_address,
         metadata=metadata,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.clouds import HopConfig
+from bridge.config.fleet import FleetConfig
 from bridge.config.serving import GrpcConfig, MetadataConfig
 
 if TYPE_CHECKING:  # they build on TargetConfig below
@@ -52,6 +53,7 @@ class OutputsConfig:
 class RefreshConfig:
     concurrency: int = 32
     exit_on_permanent_failure: bool = False  # init containers: fail fast, let k8s report
+    fleet: FleetConfig = field(default_factory=FleetConfig)  # spread, budgets, coalescing
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ class GrpcConfig:
     max_concurrent_rpcs: int = 256
     max_watchers: int = 1024
     shutdown_grace: float = 5.0
+    reader_socket: bool = True  # credential files beside the socket (`serving.reader`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +57,11 @@ def read_grpc(root: Section) -> GrpcConfig:
     watchers = g.get("max_watchers", int, 1024,
                      check=lambda v: None if 1 <= v <= 100_000 else "must be 1..100000")
     grace = g.duration("shutdown_grace", 5.0, minimum=0.0, maximum=300.0)
+    reader = g.get("reader_socket", bool, True)
     g.finish()
     return GrpcConfig(socket=socket, socket_mode=mode, tcp_address=tcp,
                       caller_audience=audience, max_concurrent_rpcs=rpcs,
-                      max_watchers=watchers, shutdown_grace=grace)
+                      max_watchers=watchers, shutdown_grace=grace, reader_socket=reader)
 
 
 def _read_mode(g: Section) -> int:

@@ -2,20 +2,31 @@
 
 A fresh JWT-SVID is fetched for every exchange (the agent caches; we must not). When a
 token service says the token itself was the problem (invalid, expired, claim rejected)
-the whole chain is tried once more at once with a newly fetched SVID. The credential's
+the whole chain is tried once more at once with a newly fetched SVID. When a later hop
+of a chain fails otherwise, what the hops before it produced is kept for the next try
+while it is young (a quarter of its life), so retries spend only the failing scope's
+quota. The credential's
 expiry is the earliest expiry among the hops' outputs: nothing outlives a link it was
 derived from.
+
+Each hop's call first waits for a token of its quota scope's budget (`budget`, in the
+order of `due`: a target holding nothing first, then the credential closest to its
+hand-out limit) and tells the budget
+when it was throttled. Targets making the identical exchange share one call (`coalesce`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bridge.clouds import Hop
+from bridge.clouds import Hop, quota_of
 from bridge.config import TargetConfig
 from bridge.errors import ExchangeError
 from bridge.model import Credential, JwtSvid, Material
+from bridge.refresh.budget import Budgets
+from bridge.refresh.coalesce import Coalescer
 from bridge.refresh.limits import Limits
 from bridge.sources import SvidSource
 
@@ -32,18 +43,47 @@ class Timings:
         self.stages[stage] = self.stages.get(stage, 0.0) + seconds
 
 
+KEEP_FOR = 0.25  # of an intermediate material's life: how long a retry may start from it
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """What the hops before a failed one produced, for the retry to start from (a chain
+    whose last hop fails must not spend the earlier scopes' quota again on every try)."""
+
+    position: int  # hops done
+    material: Material
+    svid: JwtSvid
+    issued_at: float
+    received: float
+    expiries: tuple[float, ...]
+    deadlines: tuple[float, ...]  # [0] is the SVID's: it bounded only the first call
+
+    def fresh(self, now: float) -> bool:
+        """While the materials kept are young (a quarter of their life): the credential
+        they lead to is bounded by them, so it must not start out old."""
+        left = min(self.deadlines[1:]) - now
+        return left > (1.0 - KEEP_FOR) * (min(self.deadlines[1:]) - self.received)
+
+
 class TargetPipeline:
     """One target's chain: a fresh JWT-SVID, then each hop in turn."""
 
     def __init__(self, target: TargetConfig, *, source: SvidSource, hops: Sequence[Hop],
                  monotonic: Callable[[], float], now: Callable[[], float],
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, budgets: Budgets | None = None,
+                 coalescer: Coalescer | None = None) -> None:
         self.target = target
         self._source = source
         self._hops = list(hops)
         self._monotonic = monotonic
         self._now = now
         self._limits = limits or Limits(32)  # the daemon shares one across its targets
+        self._budgets = budgets
+        self._coalescer = coalescer
+        # What makes two targets' exchanges identical (hop configs are frozen values).
+        self._key = (target.audience, target.spiffe_id, target.hops)
+        self._kept: _Kept | None = None
 
     async def fetch_svid(self, timings: Timings) -> JwtSvid:
         start = self._monotonic()
@@ -54,25 +94,50 @@ class TargetPipeline:
         finally:
             timings.add("svid", self._monotonic() - start)
 
-    async def refresh(self, timings: Timings) -> tuple[Credential, JwtSvid]:
-        """Run the whole chain once; raise a classified BridgeError on failure."""
+    async def refresh(self, timings: Timings, *,
+                      due: float | None = None) -> tuple[Credential, JwtSvid]:
+        """Run the whole chain once; raise a classified BridgeError on failure. `due` is
+        when the credential held must be replaced (monotonic; None: none is held)."""
+        if self._coalescer is None:
+            return await self._refresh(timings, due)
+        return await self._coalescer.run(self._key, self.target.name,
+                                         lambda: self._refresh(timings, due))
+
+    async def _refresh(self, timings: Timings, due: float | None) -> tuple[Credential, JwtSvid]:
         try:
-            return await self._attempt(timings)
+            return await self._attempt(timings, due)
         except ExchangeError as exc:
             if not exc.fresh_svid:
                 raise
-        return await self._attempt(timings)
+        return await self._attempt(timings, due)
 
-    async def _attempt(self, timings: Timings) -> tuple[Credential, JwtSvid]:
-        svid = await self.fetch_svid(timings)
-        issued_at, received = self._now(), self._monotonic()
-        material: Material = svid
-        expiries, deadlines = [svid.expires_at], [svid.deadline]
-        for position, hop in enumerate(self._hops, start=1):
+    async def _attempt(self, timings: Timings, due: float | None) -> tuple[Credential, JwtSvid]:
+        kept, self._kept = self._kept, None
+        if kept is not None and kept.fresh(self._monotonic()):
+            svid, issued_at, received = kept.svid, kept.issued_at, kept.received
+            material, first = kept.material, kept.position
+            expiries, deadlines = list(kept.expiries), list(kept.deadlines)
+        else:
+            svid = await self.fetch_svid(timings)
+            issued_at, received = self._now(), self._monotonic()
+            material, first = svid, 0
+            expiries, deadlines = [svid.expires_at], [svid.deadline]
+        for position, hop in enumerate(self._hops[first:], start=first + 1):
+            quota = quota_of(hop)
+            if self._budgets is not None:
+                waited = await self._budgets.acquire(
+                    quota.scope, quota.rate, due=-math.inf if due is None else due)
+                timings.add("budget", waited)
             wall, start = self._now(), self._monotonic()
             try:
                 material = await self._limits.run(hop.scope, hop.exchange, material)
             except ExchangeError as exc:
+                if self._budgets is not None and exc.reason == "throttled":
+                    self._budgets.throttled(quota.scope, quota.rate, exc.retry_after)
+                if position > 1 and exc.retryable and not exc.fresh_svid:
+                    # The hops before it worked: the retry starts here, not from the SVID.
+                    self._kept = _Kept(position - 1, material, svid, issued_at, received,
+                                       tuple(expiries), tuple(deadlines))
                 if len(self._hops) > 1:
                     raise exc.at(position, len(self._hops)) from exc
                 raise

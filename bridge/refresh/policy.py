@@ -1,6 +1,19 @@
 """The refresh policy: pure functions of times and a jitter draw, so they can be proven.
 
-- Refresh at about half the credential's lifetime (±10 % jitter), but early enough that
+- Refresh anywhere in the credential's *safe window* (`spread_refresh`): from a quarter of
+  its life to the last moment that still leaves the larger of `min_remaining` + `LEAD`
+  (the SDKs' window) and `RESERVE` of its life (so an outage of a third of the lifetime
+  or a key its token services do not know yet lapses nothing), at the point a draw in
+  [0, 1) picks. The draws are deterministic per node and target
+  (`refresh.spread`), so a fleet started together, or lined up by an outage that ended,
+  spreads over the whole window instead of refreshing together for ever. A credential
+  too short for the window is refreshed in [25 %, 50 %] of its life. A credential a
+  previous run left is replaced within what remains of its safe window
+  (`resume_refresh`), not all at start.
+- `next_refresh` is the earlier policy (half life ±10 %, which a short credential's
+  window clamps to no spread at all), kept for the fleet simulation's side-by-side
+  and for embedders that pass no spread. Its rule: refresh at about half the
+  credential's lifetime (±10 % jitter), but early enough that
   what we hand out always has `min_remaining` left (SDKs re-fetch inside that window,
   which each cloud gives: botocore 15 min, google-auth 3 min 45 s), and never earlier
   than a quarter of the lifetime, so a credential shorter than the window cannot make us hammer STS.
@@ -11,6 +24,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 JWT_MIN_REMAINING = 30.0  # the JWT file: readers exchange it themselves, fast
@@ -19,6 +33,8 @@ BACKOFF_CAP = 300.0
 MIN_DELAY = 1.0
 MIN_LIFETIME = 2.0  # seconds: less on arrival is too little to hand out
 LEAD = 60.0  # refresh this long before the hand-out window opens, to absorb one slow call
+RESERVE = 0.4  # of the lifetime, still left at the latest spread refresh (outages, retries)
+TRANSIENT_CAP = 60.0  # retry cap for transient failures when budgets bound the call rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +42,7 @@ class Policy:
     min_remaining: float
     backoff_base: float = BACKOFF_BASE
     backoff_cap: float = BACKOFF_CAP
+    transient_cap: float | None = None  # a lower cap for retryable failures (budgets on)
 
     def next_refresh(self, *, issued_at: float, expires_at: float, now: float,
                      jitter: float) -> float:
@@ -37,6 +54,31 @@ class Policy:
         at = min(half, max(latest, floor))
         return max(MIN_DELAY, at - now)
 
+    def safe_window(self, *, issued_at: float, expires_at: float) -> tuple[float, float]:
+        """(earliest, latest) refresh instants of a credential: a quarter of its life, and
+        the last moment that still leaves `min_remaining` with `LEAD` to spare and
+        `RESERVE` of its life (half its life when it is too short for the window)."""
+        lifetime = max(0.0, expires_at - issued_at)
+        earliest = issued_at + lifetime * 0.25
+        latest = expires_at - max(self.min_remaining + LEAD, lifetime * RESERVE)
+        if latest <= earliest:
+            latest = issued_at + lifetime * 0.5
+        return earliest, latest
+
+    def spread_refresh(self, *, issued_at: float, expires_at: float, now: float,
+                       draw: float) -> float:
+        """Seconds from `now` until the next refresh, at the point of the safe window
+        that `draw` (in [0, 1]) picks: 0 its start, 1 its end."""
+        earliest, latest = self.safe_window(issued_at=issued_at, expires_at=expires_at)
+        at = earliest + (latest - earliest) * _clamp(draw, 0.0, 1.0)
+        return max(MIN_DELAY, _finite(at - now))
+
+    def resume_refresh(self, *, expires_at: float, now: float, draw: float) -> float:
+        """Seconds from `now` until a credential recovered from a previous run (issued at
+        an unknown time) is replaced: within what is left of its safe window."""
+        latest = expires_at - self.min_remaining - LEAD
+        return max(MIN_DELAY, _finite((latest - now) * _clamp(draw, 0.0, 1.0)))
+
     def retry_delay(self, *, failures: int, permanent: bool, jitter: float,
                     now: float, replace_by: float | None) -> float:
         """Seconds until the next attempt after `failures` consecutive failures (>= 1).
@@ -45,8 +87,9 @@ class Policy:
         be replaced (expiry minus the hand-out window), or None when none is held.
         """
         steps = max(0, failures - 1)
-        step = self.backoff_cap if permanent else min(
-            self.backoff_cap, self.backoff_base * (2.0 ** min(steps, 32)))
+        cap = self.backoff_cap if permanent or self.transient_cap is None else min(
+            self.backoff_cap, self.transient_cap)
+        step = cap if permanent else min(cap, self.backoff_base * (2.0 ** min(steps, 32)))
         delay = step * (0.75 + 0.25 * _clamp(jitter, 0.0, 1.0))
         if replace_by is not None and replace_by > now:
             delay = min(delay, replace_by - now)
@@ -64,6 +107,10 @@ class Policy:
     def hand_out_ok(self, *, expires_at: float, now: float) -> bool:
         """True while a credential still has the SDKs' refresh window left."""
         return expires_at - now >= self.min_remaining
+
+
+def _finite(v: float) -> float:
+    return v if math.isfinite(v) else 0.0
 
 
 def _clamp(v: float, lo: float, hi: float) -> float:

@@ -1,9 +1,11 @@
 """The refresh loop: one task per target, timed by `policy`, on the monotonic clock.
 
-Each target refreshes at about half its credential's life and retries failures with
-jittered backoff. It takes the credential out of service at its deadline, while waiting
-and while a refresh is queued or hanging alike, so nothing expired is ever handed out
-and the state operators see is never `fresh` for an expired credential. A refresh is
+Each target refreshes at a point of its credential's safe window that `spread` draws
+(deterministic per node and target, see `spread`; without one, at about half its life)
+and retries failures with jittered backoff. It takes the credential out of service at
+its deadline, while waiting and while a refresh is queued or hanging alike, so nothing
+expired is ever handed out and the state operators see is never `fresh` for an expired
+credential. A refresh is
 single-flight per target (only its own task refreshes it); concurrency is bounded per
 remote endpoint by the pipelines' `Limits`, so one sick service cannot starve another.
 When the Workload API answers again after failing, the targets it held back retry at
@@ -28,7 +30,8 @@ from bridge.model import Credential, JwtSvid, State, TargetStatus
 from bridge.refresh import clock_steps
 from bridge.refresh.clock_steps import StepWatcher
 from bridge.refresh.pipeline import TargetPipeline, Timings
-from bridge.refresh.policy import JWT_MIN_REMAINING, Policy
+from bridge.refresh.policy import JWT_MIN_REMAINING, TRANSIENT_CAP, Policy
+from bridge.refresh.spread import Spread
 from bridge.store import CredentialStore
 
 log = logging.getLogger(__name__)
@@ -51,13 +54,19 @@ class Scheduler:
         rng: random.Random | None = None,
         deadline: float = 120.0,
         exit_on_permanent: bool = False,
+        spread: Spread | None = None,
+        budgeted: bool = False,
     ) -> None:
         self._pipelines = list(pipelines)
         self._store = store
         self._clock = clock
         self._metrics = metrics
         self._redactor = redactor
-        self._policies = {p.target.name: policy or _policy_for(p.target) for p in pipelines}
+        # Budgets bound the call rate, so transient retries may cap lower (TRANSIENT_CAP):
+        # a token service that comes back is seen within a minute, not five.
+        cap = TRANSIENT_CAP if budgeted else None
+        self._policies = {p.target.name: policy or _policy_for(p.target, cap)
+                          for p in pipelines}
         self._jwt_policy = Policy(min_remaining=JWT_MIN_REMAINING)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._source_back = asyncio.Event()  # set (and replaced) when the source recovers
@@ -66,6 +75,7 @@ class Scheduler:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._deadline = deadline
         self._exit_on_permanent = exit_on_permanent
+        self._spread = spread
         self.last_tick = clock.monotonic()
         for p in self._pipelines:
             carried = store.get(p.target.name)
@@ -118,8 +128,12 @@ class Scheduler:
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
             # lands as the call returns (gh-86296), and SIGTERM would be ignored.
+            held = self._store.get(name)
+            replaced = held.credential if held else None
+            due = (replaced.deadline - self._policies[name].min_remaining
+                   if replaced is not None else None)
             async with asyncio.timeout(self._deadline):
-                credential, svid = await self._expiring(name, p.refresh(timings))
+                credential, svid = await self._expiring(name, p.refresh(timings, due=due))
         except (BridgeError, TimeoutError) as exc:
             return self._failed(p, exc, timings)
         finally:
@@ -143,6 +157,9 @@ class Scheduler:
         # its expiries in the old ones (the watcher may have re-dated the rest already).
         credential = credential.in_terms_of(now - self._clock.monotonic())
         self._held_by_source.discard(name)
+        if replaced is not None:
+            self._metrics.refresh_headroom.observe(
+                max(0.0, replaced.remaining(self._clock.monotonic())))
         status = self._store.succeeded(name, credential, now)
         m = self._metrics
         m.refresh_total.labels(name, "success").inc()
@@ -226,6 +243,13 @@ class Scheduler:
                 self._clock.monotonic()):
             # Kept across a reload: refresh when it is due, not all at once now.
             await self._wait(p.target.name, self._next_delay(held))
+        elif held is not None and self._spread is not None and self._recovered(held):
+            # Left by a previous run: replaced within what is left of its safe window.
+            c = held.credential
+            assert c is not None
+            await self._wait(p.target.name, self._policies[p.target.name].resume_refresh(
+                expires_at=c.deadline, now=self._clock.monotonic(),
+                draw=self._spread.draw(p.target.name)))
         while True:
             status = await self.refresh(p)
             if status.last_error_permanent and self._exit_on_permanent:
@@ -239,6 +263,9 @@ class Scheduler:
         now = self._clock.monotonic()
         c = status.credential
         policy = self._policies[status.name]
+        if status.consecutive_failures == 0 and c is not None and self._spread is not None:
+            return policy.spread_refresh(issued_at=c.received, expires_at=c.deadline,
+                                         now=now, draw=self._spread.draw(status.name))
         if status.consecutive_failures == 0 and c is not None:
             return policy.next_refresh(issued_at=c.received, expires_at=c.deadline,
                                        now=now, jitter=self._rng.uniform(-1.0, 1.0))
@@ -247,10 +274,17 @@ class Scheduler:
             failures=max(1, status.consecutive_failures), permanent=status.last_error_permanent,
             jitter=self._rng.random(), now=now, replace_by=replace_by)
 
+    def _recovered(self, status: TargetStatus) -> bool:
+        """Whether `status` is a valid credential a previous run left, not yet refreshed."""
+        return (status.state is State.STALE and status.consecutive_failures == 0
+                and status.last_success is None
+                and status.valid_credential(self._clock.monotonic()) is not None)
+
     async def _wait(self, name: str, delay: float) -> None:
         """Sleep `delay` seconds (monotonic), waking at the credential's expiry to drop it,
         and early when the Workload API comes back after holding this target back."""
         wake = self._clock.monotonic() + delay
+        self._metrics.next_refresh.labels(name).set(self._clock.time() + delay)
         back = self._source_back
         while (left := wake - self._clock.monotonic()) > 0:
             if name in self._held_by_source and back.is_set():
@@ -344,9 +378,10 @@ class Scheduler:
             await asyncio.sleep(HEARTBEAT)
 
 
-def _policy_for(target: TargetConfig) -> Policy:
+def _policy_for(target: TargetConfig, transient_cap: float | None = None) -> Policy:
     """The hand-out window is the final cloud's SDKs' refresh window."""
-    return Policy(min_remaining=cloud_of(target.final).min_remaining)
+    return Policy(min_remaining=cloud_of(target.final).min_remaining,
+                  transient_cap=transient_cap)
 
 
 def _classify(exc: BaseException) -> tuple[str, str, bool]:

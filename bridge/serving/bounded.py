@@ -103,16 +103,17 @@ class BoundedServer:
     def bound_address(self) -> tuple[str, int] | None:
         if self._listener is None:
             return None
-        host, port = self._listener.getsockname()[:2]
-        return str(host), int(port)
+        bound = self._listener.getsockname()
+        if not isinstance(bound, tuple):
+            return None  # a unix socket
+        return str(bound[0]), int(bound[1])
 
     def listen(self) -> None:
         """Bind and listen (raises OSError); `serve()` starts answering. A socket systemd
         passed for this address (socket activation) is adopted instead of binding."""
         passed = activation.take(self._bind_host, self._bind_port)
         if passed is not None:
-            self._listener = passed
-            self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            self.use_listener(passed)
             return
         sock = socket.socket(self._family, socket.SOCK_STREAM)
         try:
@@ -123,6 +124,10 @@ class BoundedServer:
         except BaseException:
             sock.close()
             raise
+        self.use_listener(sock)
+
+    def use_listener(self, sock: socket.socket) -> None:
+        """Serve on `sock`, a listening socket (non-blocking) made elsewhere: a unix one."""
         self._listener = sock
         self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 

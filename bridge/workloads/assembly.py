@@ -48,7 +48,8 @@ def build_workloads(config: Config, *, clock: Clock, metrics: Metrics, redactor:
     against `bundles`, by `caller_now`)."""
     section = config.broker
     workloads = config.workloads
-    assert workloads is not None
+    if not config.workload_targets or workloads is None:
+        return WorkloadParts()
     broker: BrokerClient | None = None
     if section is not None:
         broker_config = BrokerConfig(socket=section.socket, agent_id=section.agent_id,

@@ -353,7 +353,7 @@ class WorkloadCredentials:
                 self._drop(entry, None)
 
     def bind(self) -> None:
-        """Record the running loop (for `get_threadsafe`) without sweeping."""
+        """Record the running loop (for `submit`) without sweeping."""
         self._loop = asyncio.get_running_loop()
 
     def sweep(self) -> None:

@@ -90,7 +90,7 @@ def _serve_bridge(socket: str, guarded: bool, bundle: bytes, ready: Any) -> None
                                              region="us-east-1"),), allowed_callers=callers)
     service = GrpcService(GrpcConfig(socket=socket, max_concurrent_rpcs=1000),
                           [served_target(target)],
-                          store=store, now=time.time,
+                          store=store, now=time.monotonic,
                           verifier=CallerVerifier(lambda: bundles, audience="spiffe-bridge",
                                                   now=time.time),
                           metrics=Metrics(CollectorRegistry()))
@@ -201,8 +201,8 @@ def _response_body() -> bytes:
     now = time.time()
     target = TargetConfig(name=TARGET, audience="sts.amazonaws.com", hops=(AwsHopConfig(
         role_arn="arn:aws:iam::111122223333:role/bench", region="us-east-1"),))
-    return pb.GetCredentialResponse(credential=credential_message(
-        served_target(target), _credential_status(now), now)).SerializeToString()
+    return pb.GetCredentialResponse(credential=credential_message(  # validity: monotonic
+        served_target(target), _credential_status(now), time.monotonic())).SerializeToString()
 
 
 def _start(target: Callable[..., None], *args: Any) -> multiprocessing.process.BaseProcess:

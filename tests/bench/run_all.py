@@ -71,6 +71,12 @@ def benches(quick: bool) -> list[Bench]:
                                        "10" if q else "30", "--warmup", "5"], 420),
         Bench("startup", "bench_startup", ["--runs", "3" if q else "7"], 240),
         Bench("scrape", "bench_scrape", ["--rounds", "10" if q else "30"], 180),
+        Bench("credential_process", "bench_credential_process",
+              ["--rounds", "5" if q else "15"], 240),
+        Bench("memory", "bench_memory", ["--runs", "1" if q else "3"], 300),
+        # A sample of the fleet (quotas scaled) to stay within a few minutes; the README's
+        # figures are the whole 10,000 nodes (`python -m tests.bench.bench_fleet`).
+        Bench("fleet", "bench_fleet", ["--nodes", "500" if q else "2000"], 600),
         Bench("broker", "bench_broker", ["--identities", "3" if q else "5", "--calls",
                                          "100" if q else "200"], 300),
     ]
@@ -182,24 +188,78 @@ def rows_scrape(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def rows_credential_process(d: dict[str, Any]) -> list[Row]:
+    rows, bare = d["rows"], d["rows"]["python -c pass"]
+    fast, full = rows["fast --config"], rows["full --config"]
+    return [
+        ("9 credential_process via daemon", f"{fast['median_ms']:.0f} ms",
+         f"python -c pass {bare['median_ms']:.0f} ms", f"{fast['x_bare']:.2f}", "<= 1.5",
+         _met(fast["x_bare"] <= 1.5)),
+        ("9 credential_process, full CLI", f"{full['median_ms']:.0f} ms",
+         f"python -c pass {bare['median_ms']:.0f} ms", f"{full['x_bare']:.2f}", "-",
+         _met(None)),
+    ]
+
+
 def rows_broker(d: dict[str, Any]) -> list[Row]:
     c, w, t = d["cold"], d["warm"], d["configured"]
     return [
-        ("7 workload first credential (broker, cold)", f"{c['median_ms']:.1f} ms",
+        ("11 workload first credential (broker, cold)", f"{c['median_ms']:.1f} ms",
          f"warm {w['median_ms']:.2f} ms", f"{d['cold_vs_warm']:.1f}", "-", _met(None)),
-        ("7 workload cached (attested per call)", f"{w['median_ms']:.2f} ms",
+        ("11 workload cached (attested per call)", f"{w['median_ms']:.2f} ms",
          f"configured {t['median_ms']:.2f} ms", f"{d['warm_vs_configured']:.1f}", "-",
          _met(None)),
     ]
 
 
+def rows_memory(d: dict[str, Any]) -> list[Row]:
+    return [(f"10 {cloud} daemon RSS, one target", f"{c['rss_mb']:.1f} MB",
+             f"import floor {c['floor_mb']:.1f} MB", f"{c['ratio']:.2f}", "<= 1.15",
+             _met(c["ratio"] <= 1.15 and not c["other_cloud_imported"]))
+            for cloud, c in d["clouds"].items()]
+
+
+def rows_fleet(d: dict[str, Any]) -> list[Row]:
+    """Per scenario: the fleet work against today's behaviour (worst scope of each)."""
+    out: list[Row] = []
+    by = {(r["scenario"], r["fleet_work"]): r for r in d["results"]}
+    for (scenario, work), r in by.items():
+        if not work:
+            continue
+        today = by[(scenario, False)]
+        over = max(v["longest_over_quota_s"] for v in r["scopes"].values())
+        was = max(v["longest_over_quota_s"] for v in today["scopes"].values())
+        out.append((f"7 fleet {scenario}: longest run over quota", f"{over} s", f"today {was} s",
+                    "-", "<= 1 s", _met(over <= 1)))
+        out.append((f"7 fleet {scenario}: lapses", f"{r['lapses']}",
+                    f"today {today['lapses']}", "-", "0" if scenario != "outage" else "-",
+                    _met(r["lapses"] == 0) if scenario != "outage" else _met(None)))
+        if scenario == "steady":
+            worst = max(v["peak_over_mean_60s"] for v in r["scopes"].values())
+            was_worst = max(v["peak_over_mean_60s"] for v in today["scopes"].values())
+            out.append(("7 fleet steady: peak/mean (60 s)", f"{worst:.2f}",
+                        f"today {was_worst:.2f}", "-", "<= 1.2", _met(worst <= 1.2)))
+        if r["recovery_s"] is not None or r["never_recovered"]:
+            rec = "never" if r["never_recovered"] else f"{r['recovery_s']:.0f} s"
+            was_rec = "never" if today["never_recovered"] else (
+                "-" if today["recovery_s"] is None else f"{today['recovery_s']:.0f} s")
+            target = "<= 120 s" if scenario == "outage" else "-"
+            out.append((f"7 fleet {scenario}: time to recovery", rec, f"today {was_rec}", "-",
+                        target, _met(r["recovery_s"] is not None and r["recovery_s"] <= 120)
+                        if scenario == "outage" else _met(None)))
+    return out
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "refresh": rows_refresh, "grpc": rows_grpc, "metadata": rows_metadata,
-    "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape,
+    "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape, "fleet": rows_fleet,
+    "credential_process": rows_credential_process, "memory": rows_memory,
     "broker": rows_broker}
 LABELS = {"refresh": "1 refresh overhead", "grpc": "2 read path (gRPC)",
           "metadata": "2 read path (metadata)", "scale": "3 scale", "startup": "4 startup",
-          "scrape": "6 /metrics", "broker": "7 per-workload credentials (broker)"}
+          "scrape": "6 scrape", "fleet": "7 fleet simulation",
+          "credential_process": "9 credential_process", "memory": "10 memory",
+          "broker": "11 per-workload credentials (broker)"}
 
 
 def render(rows: list[Row]) -> str:

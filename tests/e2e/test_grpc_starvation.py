@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
 from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
 from bridge.devstack import DevStack
+from bridge.serving.grpc.receive import RECEIVE_DEADLINE
 from tests.conftest import WriteConfig
 from tests.support.configs import CALLER, aws_target
 from tests.support.process import start_bridge, stop
@@ -80,6 +81,63 @@ def test_half_open_unauthenticated_calls_do_not_starve_allowed_callers(
             f.cancel()
         for channel in channels:
             channel.close()
+        code, _, err = stop(proc)
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err
+
+
+def _nothing() -> Iterator[pb.GetCredentialRequest]:
+    return
+    yield  # a generator that half-closes at once
+
+
+def test_a_request_message_that_never_comes_ends_the_call(
+        stack: DevStack, write_config: WriteConfig, outdir: Path, short_dir: Path) -> None:
+    """Half-open calls are bounded in time too: the daemon ends each one whose request
+    message has not arrived within RECEIVE_DEADLINE of its headers, and one that
+    half-closes without a request, with codes that say so; the health Watch stream
+    (which writes through its context) still works behind the same interceptor."""
+    config = write_config(targets=[aws_target(stack, "open")])
+    proc = start_bridge("run", "--config", str(config))
+    socket = f"unix://{short_dir}/bridge.sock"
+    release = threading.Event()
+    try:
+        wait_for((outdir / "aws" / "open.json").exists, "first credential")
+        with grpc.insecure_channel(socket) as channel:
+            half_open = channel.stream_unary(
+                METHOD, request_serializer=pb.GetCredentialRequest.SerializeToString,
+                response_deserializer=pb.GetCredentialResponse.FromString)
+            watch = channel.stream_stream(
+                "/spiffebridge.v1.CredentialService/WatchCredential",
+                request_serializer=pb.GetCredentialRequest.SerializeToString,
+                response_deserializer=pb.WatchCredentialResponse.FromString)
+            started = time.monotonic()
+            futures = [half_open.future(_never(release), timeout=60) for _ in range(20)]
+            stream = watch(_never(release), timeout=60)
+            for future in futures:
+                with pytest.raises(grpc.RpcError) as ended:
+                    future.result(timeout=30)
+                assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert "request message did not arrive" in (ended.value.details() or "")
+            with pytest.raises(grpc.RpcError) as stream_ended:
+                next(iter(stream))
+            assert stream_ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            elapsed = time.monotonic() - started
+            assert RECEIVE_DEADLINE - 0.5 < elapsed < RECEIVE_DEADLINE + 5.0, elapsed
+
+            with pytest.raises(grpc.RpcError) as empty:
+                half_open(_nothing(), timeout=10)
+            assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+            answer = pb_grpc.CredentialServiceStub(channel).GetCredential(
+                pb.GetCredentialRequest(target="open"), timeout=5)
+            assert answer.credential.target == "open"
+            updates = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(), timeout=5)
+            assert next(iter(updates)).status == health_pb2.HealthCheckResponse.SERVING
+            updates.cancel()
+    finally:
+        release.set()
         code, _, err = stop(proc)
     assert code == 0, err[-2000:]
     assert "Traceback" not in err

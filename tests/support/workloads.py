@@ -39,7 +39,7 @@ PRELOAD = ["boto3", "botocore.session", "botocore.credentials", "botocore.utils"
            "botocore.waiter", "botocore.response", "botocore.eventstream",
            "botocore.model", "botocore.validate", "botocore.serialize",
            "botocore.httpchecksum", "botocore.context", "botocore.plugin", "grpc",
-           "bridge._proto.spiffebridge.v1.credentials_pb2_grpc", "bridge.cli.main",
+           "bridge._proto.spiffebridge.v1.credentials_pb2_grpc", "bridge.cli.full",
            "bridge.cli.readers", "bridge.client", "bridge.clouds.aws",
            "bridge.clouds.aws.files", "io", "argparse",
            "tests.support.workloads"]
@@ -300,7 +300,7 @@ def credential_process(socket_path: str, rule: str) -> dict[str, Any]:
     import io
     import json
 
-    from bridge.cli.main import main
+    from bridge.cli.full import main
 
     out, err = io.StringIO(), io.StringIO()
     with _contextlib.redirect_stdout(out), _contextlib.redirect_stderr(err):

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.logs import RedactingFilter, Redactor, pin_third_party_loggers, setup_logging
 
@@ -227,3 +229,21 @@ def test_reserved_capacity_keeps_every_live_secret_masked() -> None:
     values = [f"secret-value-{i:06d}" for i in range(1000)]
     redactor.add(*values)
     assert all(redactor.redact(f"x {v} y") == "x [REDACTED] y" for v in values[:10])
+
+
+_SECRET_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=_-. :\t"
+
+
+@given(values=st.lists(st.text(alphabet=_SECRET_CHARS, min_size=8, max_size=40),
+                       min_size=1, max_size=5),
+       filler=st.lists(st.text(max_size=30), min_size=1, max_size=6))
+def test_no_registered_secret_survives_in_any_line(values: list[str],
+                                                   filler: list[str]) -> None:
+    """Wherever a registered value sits (inside a longer word, after spaces, at either
+    end) and whether or not it holds whitespace itself, it never comes out whole."""
+    redactor = Redactor()
+    redactor.add(*values)
+    line = "".join(f"{f}{v}" for f, v in zip(filler, values * 6, strict=False))
+    redacted = redactor.redact(line)
+    for value in values:
+        assert value not in redacted, (value, line, redacted)

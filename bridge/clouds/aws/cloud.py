@@ -92,6 +92,7 @@ class AwsSession:
 
     def build(self, hop: HopConfig, *, link: Link,
               earlier: Sequence[HopConfig]) -> list[Hop]:
+        from bridge.clouds.aws.quota import account_of
         from bridge.clouds.aws.sts import AwsAssumeRoleHop, AwsWebIdentityHop  # botocore
 
         assert isinstance(hop, AwsHopConfig)
@@ -102,7 +103,9 @@ class AwsSession:
         skew = self._context.skew
         now = self._context.now
         if link is Link.NATIVE:
-            return [AwsAssumeRoleHop(hop, clients=clients, skew=skew, now=now)]
+            caller = account_of(last_aws.role_arn) if last_aws is not None else None
+            return [AwsAssumeRoleHop(hop, clients=clients, skew=skew, now=now,
+                                     caller_account=caller)]
         return [AwsWebIdentityHop(hop, clients=clients, skew=skew, now=now)]
 
     def mint(self, hop: HopConfig, *, audience: str) -> list[Hop]:

@@ -7,7 +7,8 @@ and a fresh JWT-SVID where STS says the token is the problem.
 One botocore session serves a daemon generation (`StsClients`), and targets with the
 same region and endpoint share one unsigned client: a client costs ~7 MB and ~90 ms
 when each has its own session, which made 1,000 targets take minutes and gigabytes to
-wire up. boto3 is not imported: on top of botocore it adds 20-40 ms of start-up
+wire up. The session resolves endpoints without botocore's 7 MB `endpoints.json`
+(`endpoints.slim`). boto3 is not imported: on top of botocore it adds 20-40 ms of start-up
 (s3transfer and the resource layer) for nothing the bridge uses.
 """
 
@@ -27,10 +28,12 @@ import botocore.session
 from botocore.config import Config as BotoConfig
 
 from bridge.clouds.aws.config import AwsHopConfig
+from bridge.clouds.aws.endpoints import slim
 from bridge.clouds.aws.material import AwsCredentials
+from bridge.clouds.aws.quota import account_of, sts_quota
 from bridge.clouds.aws.session_name import session_name
 from bridge.clouds.base import wrong_input
-from bridge.errors import ExchangeError
+from bridge.errors import ExchangeError, retry_after
 from bridge.logs import bounded
 from bridge.model import IdToken, JwtSvid, Material
 from bridge.skew import ClockSkew, lifetime
@@ -47,6 +50,7 @@ _CODES: dict[str, tuple[bool, str, bool]] = {
     "Throttling": (True, "throttled", False),
     "ThrottlingException": (True, "throttled", False),
     "RequestLimitExceeded": (True, "throttled", False),
+    "TooManyRequestsException": (True, "throttled", False),
     "ServiceUnavailable": (True, "unavailable", False),
     "InternalFailure": (True, "unavailable", False),
     "InternalError": (True, "unavailable", False),
@@ -97,7 +101,7 @@ class StsClients:
             if signed_with is None and key in self._unsigned:
                 return self._unsigned[key]
             if self._session is None:
-                self._session = botocore.session.get_session()
+                self._session = slim(botocore.session.get_session())  # no endpoints.json
             config = BotoConfig(retries={"total_max_attempts": 1, "mode": "standard"},
                                 connect_timeout=self._timeout, read_timeout=self._timeout,
                                 max_pool_connections=_MAX_POOL,
@@ -167,6 +171,8 @@ class AwsWebIdentityHop:
         self._now = now
         self._client = clients.client(target, signed_with=None)
         self.scope = sts_scope(target)
+        # Unsigned: the role's account answers (and throttles) the call.
+        self.quota = sts_quota(account=account_of(target.role_arn), region=target.region)
         self.judge = SKEW_SERVICE
 
     def exchange(self, material: Material) -> AwsCredentials:
@@ -192,12 +198,16 @@ class AwsAssumeRoleHop:
     name = "aws_assume_role"
 
     def __init__(self, target: AwsHopConfig, *, clients: StsClients,
-                 skew: ClockSkew | None = None, now: Callable[[], float] = time.time) -> None:
+                 skew: ClockSkew | None = None, now: Callable[[], float] = time.time,
+                 caller_account: str | None = None) -> None:
         self._target = target
         self._clients = clients
         self._skew = skew
         self._now = now
         self.scope = sts_scope(target)
+        # Signed: the call counts against the signing session's account.
+        self.quota = sts_quota(account=caller_account or account_of(target.role_arn),
+                               region=target.region)
         self.judge = SKEW_SERVICE
 
     def exchange(self, material: Material) -> AwsCredentials:
@@ -227,9 +237,13 @@ def _classify_client_error(exc: botocore.exceptions.ClientError, hop: str) -> Ex
         retryable, reason, fresh = True, "clock_skew", False
     elif code in _CODES:
         retryable, reason, fresh = _CODES[code]
-    elif status >= 500 or status == 429:
+    elif status == 429:
+        retryable, reason, fresh = True, "throttled", False
+    elif status >= 500:
         retryable, reason, fresh = True, "unavailable", False
     else:
         retryable, reason, fresh = False, "rejected", False
+    headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
     return ExchangeError(message or f"HTTP {status}", hop=hop, code=code, retryable=retryable,
-                         reason=reason, fresh_svid=fresh)
+                         reason=reason, fresh_svid=fresh,
+                         retry_after=retry_after(headers.get("retry-after")))

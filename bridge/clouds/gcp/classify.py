@@ -20,6 +20,7 @@ STS_CODES: dict[str, tuple[bool, str, bool]] = {
     "invalid_client": (False, "invalid_request", False),
     "invalid_scope": (False, "invalid_request", False),
     "temporarily_unavailable": (True, "unavailable", False),
+    "rate_limit_exceeded": (True, "throttled", False),  # HTTP 429
     "server_error": (True, "unavailable", False),
 }
 # IAM Credentials `status` -> (retryable, reason)

@@ -26,6 +26,7 @@ from bridge.clouds.base import wrong_input
 from bridge.clouds.gcp.classify import classify_iam_refresh, classify_sts
 from bridge.clouds.gcp.config import JWT_TOKEN_TYPE, GcpHopConfig
 from bridge.clouds.gcp.material import GcpToken
+from bridge.clouds.gcp.quota import sts_quota
 from bridge.model import IdToken, JwtSvid, Material
 from bridge.skew import ClockSkew, lifetime
 
@@ -104,6 +105,7 @@ class GcpFederationHop:
     def __init__(self, target: GcpHopConfig, *, http: DatedPool) -> None:
         self._target = target
         self.scope = f"gcp_sts {target.sts_endpoint}"
+        self.quota = sts_quota(target.workload_identity_provider)
         self.judge = SKEW_SERVICE
         self._http = http
 

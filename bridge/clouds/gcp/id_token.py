@@ -17,6 +17,7 @@ from bridge.clouds.gcp.classify import classify_iam
 from bridge.clouds.gcp.config import GcpHopConfig
 from bridge.clouds.gcp.federation import SKEW_SERVICE, DatedPool
 from bridge.clouds.gcp.material import GcpToken
+from bridge.clouds.gcp.quota import iam_quota
 from bridge.errors import ExchangeError
 from bridge.model import IdToken, Material
 
@@ -30,6 +31,7 @@ class GcpIdTokenHop:
                  http: DatedPool) -> None:
         self._target = target
         self.scope = f"gcp_iam {target.iam_credentials_endpoint}"
+        self.quota = iam_quota(target.service_account or "")
         self.judge = SKEW_SERVICE
         self._audience = audience
         self._http = http

@@ -29,6 +29,7 @@ from bridge.metrics import Metrics
 from bridge.serving.grpc.callers import CallerVerifier
 from bridge.serving.grpc.changes import Changes
 from bridge.serving.grpc.convert import ServedTarget
+from bridge.serving.grpc.receive import Deadlined
 from bridge.serving.grpc.servicer import CredentialServicer
 from bridge.serving.health import is_ready
 from bridge.store import CredentialStore
@@ -150,8 +151,10 @@ class GrpcService:
         # callers that send headers and never a request message (no SVID needed for that)
         # would hold every slot. The servicer keeps the budgets instead, counted once a
         # call has its request: unary calls (`max_concurrent_rpcs`) apart from streams
-        # (`max_watchers`). A half-open call costs an HTTP/2 stream, capped per connection.
+        # (`max_watchers`). A half-open call costs an HTTP/2 stream (capped per
+        # connection) for at most RECEIVE_DEADLINE seconds.
         server = grpc.aio.server(options=_OPTIONS)
+        deadlined = Deadlined(server)
         health_servicer = health.aio.HealthServicer()
         changes = Changes(asyncio.get_running_loop(), self._targets,
                           on_change=lambda: self._health_changed(health_servicer))
@@ -159,8 +162,8 @@ class GrpcService:
             self._targets, status=self._store.get, now=self._now, verifier=self._verifier,
             metrics=self._metrics, changes=changes, max_watchers=self._config.max_watchers,
             max_unary=self._config.max_concurrent_rpcs)
-        pb_grpc.add_CredentialServiceServicer_to_server(self._servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        pb_grpc.add_CredentialServiceServicer_to_server(self._servicer, deadlined)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, deadlined)
         reflection.enable_server_reflection(
             (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)

@@ -19,13 +19,18 @@ from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
 from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
 from bridge.metrics import Metrics
 from bridge.model import TargetStatus
-from bridge.serving.grpc.callers import CallerRejected, CallerVerifier, allows, bearer
+from bridge.serving.grpc.access import Access, Refusal, Refused
+from bridge.serving.grpc.callers import CallerVerifier, bearer
 from bridge.serving.grpc.changes import Changes
 from bridge.serving.grpc.convert import ServedTarget, credential_message, target_message
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 REAUTHORIZE = 1.0  # seconds: an open stream re-checks its caller at least this often
+_CODES = {Refusal.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+          Refusal.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+          Refusal.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+          Refusal.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE}
 
 
 class Denied(Exception):  # noqa: N818 - carries a status code, like grpc's own
@@ -41,9 +46,9 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
                  verifier: CallerVerifier, metrics: Metrics, changes: Changes,
                  max_watchers: int, max_unary: int = 256) -> None:
         self._targets = dict(targets)
+        self._access = Access(self._targets, verifier)
         self._status = status
         self._now = now
-        self._verifier = verifier
         self._metrics = metrics
         self._changes = changes
         self._max_watchers = max_watchers
@@ -57,7 +62,7 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         """Serve `targets` from now on (a reload that kept the listener). Call on the
         server's loop; a call in flight finishes against what it started with."""
         self._targets = dict(targets)
-        self._verifier = verifier
+        self._access = Access(self._targets, verifier)
         self._responses.clear()
         self._changes.track(self._targets)
 
@@ -67,7 +72,8 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         def listing() -> pb.ListTargetsResponse:
             caller = self._caller(context, required=False)
             now = self._now()
-            visible = [self._targets[n] for n in self._targets if self._may_read(n, caller)]
+            visible = [self._targets[n] for n in self._targets
+                       if self._access.may_read(n, caller)]
             return pb.ListTargetsResponse(targets=[
                 target_message(t, self._current(t.name), now) for t in visible])
         return await self._unary("ListTargets", context, listing)
@@ -177,35 +183,18 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         return status
 
     def _authorize(self, name: str, context: grpc.aio.ServicerContext) -> None:
-        target = self._targets.get(name)
-        if target is not None and not target.allowed_callers:
-            return
-        if target is None and any(t.allowed_callers for t in self._targets.values()):
-            # Authenticate first: an unknown name and a restricted one answer an
-            # unauthenticated caller alike, so target names cannot be probed.
-            self._caller(context, required=True)
-        if target is None:
-            raise Denied(grpc.StatusCode.NOT_FOUND, f"no target named {name!r}")
-        caller = self._caller(context, required=True)
-        if caller is None or not self._may_read(name, caller):
-            raise Denied(grpc.StatusCode.PERMISSION_DENIED,
-                         f"{caller} is not in allowed_callers of target {name!r}")
-
-    def _may_read(self, name: str, caller: str | None) -> bool:
-        allowed = self._targets[name].allowed_callers
-        return not allowed or (caller is not None and any(allows(p, caller) for p in allowed))
+        try:
+            self._access.authorize(name, bearer(context.invocation_metadata()))
+        except Refused as exc:
+            raise Denied(_CODES[exc.refusal], exc.detail) from exc
 
     def _caller(self, context: grpc.aio.ServicerContext, *, required: bool) -> str | None:
         """The caller's verified SPIFFE ID; None when it sent no SVID and none is needed."""
-        token = bearer(context.invocation_metadata())
-        if not token and not required:
-            return None
         try:
-            return self._verifier.verify(token)
-        except CallerRejected as exc:
-            code = grpc.StatusCode.UNAVAILABLE if exc.unavailable else (
-                grpc.StatusCode.UNAUTHENTICATED)
-            raise Denied(code, str(exc)) from exc
+            return self._access.caller(bearer(context.invocation_metadata()),
+                                       required=required)
+        except Refused as exc:
+            raise Denied(_CODES[exc.refusal], exc.detail) from exc
 
     async def _abort(self, context: grpc.aio.ServicerContext, method: str,
                      denied: Denied) -> Any:

@@ -117,3 +117,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep the credentials (and temporary directories) on exit")
     c.set_defaults(func=dev)
     return p
+
+
+if __name__ == "__main__":  # the full CLI alone (`python -m bridge.cli.full`), for benchmarks
+    entry()
