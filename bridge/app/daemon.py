@@ -172,7 +172,8 @@ def build(config: Config, *, clock: Clock | None = None,
                             context=context,
                             previous=previous.broker if previous is not None else None,
                             bundles=source.jwt_bundles,
-                            caller_now=lambda: max(clock.time(), skew.cloud_now() or 0.0))
+                            caller_now=lambda: max(clock.time(), skew.cloud_now() or 0.0),
+                            budgets=budgets)
     services += parts.services
     services, running, retired = _take_over(services, previous)
     return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,

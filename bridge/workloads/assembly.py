@@ -16,6 +16,7 @@ from bridge.clouds.gcp.gce import GceConfig
 from bridge.config import Config
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
+from bridge.refresh.budget import Budgets
 from bridge.refresh.limits import Limits
 from bridge.serving import Service
 from bridge.serving.grpc.callers import CallerVerifier
@@ -42,7 +43,8 @@ def build_workloads(config: Config, *, clock: Clock, metrics: Metrics, redactor:
                     hop_context: HopContext, context: MetadataContext,
                     previous: BrokerClient | None,
                     bundles: Callable[[], JwtBundleSet | None],
-                    caller_now: Callable[[], float]) -> WorkloadParts:
+                    caller_now: Callable[[], float],
+                    budgets: Budgets | None = None) -> WorkloadParts:
     """The parts for `config.workload_targets`: with `broker:` callers are attested by
     PID; always, a caller may present its own JWT-SVID for the rule's audience (verified
     against `bundles`, by `caller_now`)."""
@@ -74,7 +76,7 @@ def build_workloads(config: Config, *, clock: Clock, metrics: Metrics, redactor:
         redactor=redactor, limits=limits, idle=workloads.idle,
         max_identities=workloads.max_identities,
         verifiers={r.name: CallerVerifier(bundles, audience=r.audience, now=caller_now)
-                   for r in rules})
+                   for r in rules}, budgets=budgets)
     services: list[Service] = []
     if workloads.grpc_socket and any(r.serve_grpc for r in rules):
         services.append(WorkloadGrpcService(

@@ -49,6 +49,7 @@ from bridge.errors import BridgeError, ConfigError, SourceError
 from bridge.logs import Redactor
 from bridge.metrics import Metrics
 from bridge.model import JwtSvid, TargetStatus
+from bridge.refresh.budget import Budgets
 from bridge.refresh.limits import Limits
 from bridge.refresh.pipeline import TargetPipeline, Timings
 from bridge.refresh.policy import Policy
@@ -115,9 +116,11 @@ class WorkloadCredentials:
                  sessions: Callable[[str], CloudSession], clock: Clock, metrics: Metrics,
                  redactor: Redactor, limits: Limits, idle: float, max_identities: int,
                  rng: random.Random | None = None,
-                 verifiers: Mapping[str, CallerVerifier] | None = None) -> None:
+                 verifiers: Mapping[str, CallerVerifier] | None = None,
+                 budgets: Budgets | None = None) -> None:
         self.rules: Mapping[str, WorkloadRule] = {r.name: r for r in rules}
         self._verifiers = verifiers or {}  # rule -> the verifier for its audience
+        self._budgets = budgets  # the fleet's quota budgets: workloads share the STS quotas
         self._broker = broker
         self._sessions = sessions
         self._clock = clock
@@ -331,7 +334,7 @@ class WorkloadCredentials:
         source = _EntrySource(self._broker, lambda: holder[0], self._clock)
         pipeline = TargetPipeline(target, source=source, hops=build_hops(target.hops, sessions),
                                   monotonic=self._clock.monotonic, now=self._clock.time,
-                                  limits=self._limits)
+                                  limits=self._limits, budgets=self._budgets)
         entry = _Entry(key=key, rule=rule, pipeline=pipeline,
                        store=CredentialStore([rule.name]), last_asked=self._clock.monotonic())
         holder.append(entry)
