@@ -80,6 +80,14 @@ class Metrics:
             _P + "refresh_headroom_seconds", "Validity left on the credential a refresh "
             "replaced: shrinking headroom means refreshes run late (budgets, outages).",
             buckets=_HEADROOM_BUCKETS, registry=registry)
+        self.x509_svid_expiry = TargetFamily(
+            _P + "x509_svid_expiry_timestamp_seconds",
+            "Expiry (unix time, the leaf's notAfter) of the X.509-SVID the target's latest "
+            "credential was made with (`source: x509` targets).", "gauge")
+        self.x509_rotations = TargetFamily(
+            _P + "x509_svid_rotations_total",
+            "X.509-SVID rotations that made the target refresh before its schedule.",
+            "counter")
         self.workload_api_up = Gauge(
             _P + "workload_api_up", "1 when the Workload API answered the last call.",
             registry=registry)
@@ -152,8 +160,8 @@ class Metrics:
             "call.", registry=registry)
         self.targets: tuple[TargetFamily, ...] = (
             self.refresh_total, self.refresh_failures, self.expiry, self.last_success,
-            self.state, self.svid_expiry, self.permanent_failure, self.outputs_behind,
-            self.next_refresh)
+            self.state, self.svid_expiry, self.x509_svid_expiry, self.x509_rotations,
+            self.permanent_failure, self.outputs_behind, self.next_refresh)
         Info(_P + "build", "Build information.", registry=registry).info(
             {"version": __version__})
         ProcessCollector(registry=registry)

@@ -17,7 +17,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, is_dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from bridge.x509_svid import X509Svid
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -136,7 +139,9 @@ class TargetStatus:
     name: str
     state: State = State.EXPIRED
     credential: Credential | None = None
-    svid: JwtSvid | None = None          # latest SVID, kept only for the opt-in JWT file
+    # latest SVID, kept only for the opt-in files: the JWT-SVID (`jwt_file`), or the
+    # X.509-SVID the credential was made with (`x509_files`)
+    svid: JwtSvid | X509Svid | None = None
     last_success: float | None = None
     last_error: str | None = None        # a classified reason ("access_denied"), never a secret
     last_error_detail: str | None = None

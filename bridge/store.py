@@ -14,6 +14,7 @@ from dataclasses import replace
 from types import MappingProxyType
 
 from bridge.model import Credential, JwtSvid, State, TargetStatus
+from bridge.x509_svid import X509Svid
 
 Listener = Callable[[str, TargetStatus], None]
 
@@ -74,10 +75,13 @@ class CredentialStore:
             self._statuses[status.name] = status
 
     def recovered(self, name: str, credential: Credential) -> TargetStatus:
-        """Seed a credential a previous run wrote: served as stale until refreshed."""
-        return self._update(name, lambda s: replace(s, state=State.STALE, credential=credential))
+        """Seed a credential a previous run wrote: served as stale until refreshed, and
+        delivered (ready): its files are in place, and with refreshes spread over the
+        safe window its first refresh may be many minutes away."""
+        return self._update(name, lambda s: replace(s, state=State.STALE, credential=credential,
+                                                    delivered=True))
 
-    def svid_updated(self, name: str, svid: JwtSvid) -> TargetStatus:
+    def svid_updated(self, name: str, svid: JwtSvid | X509Svid) -> TargetStatus:
         return self._update(name, lambda s: replace(s, svid=svid))
 
     def expire(self, name: str, now: float) -> TargetStatus:

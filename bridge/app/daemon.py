@@ -42,10 +42,11 @@ from bridge.serving.health import HealthServer
 from bridge.serving.metadata import LocalTokens, MetadataContext
 from bridge.serving.reader import ReaderServer
 from bridge.skew import ClockSkew
-from bridge.sources import SvidSource
+from bridge.sources import SvidSource, X509Svids
 from bridge.sources.broker import BrokerClient
 from bridge.sources.bundles import SKIP_REASONS
 from bridge.sources.workload_api import WorkloadApiSource
+from bridge.sources.x509 import X509SvidSource
 from bridge.store import CredentialStore
 from bridge.workloads.assembly import build_workloads
 from bridge.workloads.lifecycle import WorkloadCredentials
@@ -75,13 +76,23 @@ class Daemon:
     reloaded: bool = False  # built from a previous generation (nothing to recover)
     workloads: WorkloadCredentials | None = None  # workload_targets' lifecycle
     broker: BrokerClient | None = None  # the agent's Broker API (workload_targets)
+    x509: X509Svids | None = None  # the X.509-SVID stream, when a target has source x509
+    rotation_listeners: list[Callable[[set[str]], None]] = field(default_factory=list)
+
+    def close_sources(self) -> None:
+        self.source.close()
+        if self.x509 is not None:
+            self.x509.close()
+        if self.broker is not None:
+            self.broker.close()
 
 
 def build(config: Config, *, clock: Clock | None = None,
           registry: CollectorRegistry | None = None, redactor: Redactor | None = None,
           source: SvidSource | None = None, metrics: Metrics | None = None,
           previous: Daemon | None = None,
-          tokens: LocalTokens | None = None, skew: ClockSkew | None = None) -> Daemon:
+          tokens: LocalTokens | None = None, skew: ClockSkew | None = None,
+          x509: X509Svids | None = None) -> Daemon:
     """Wire a daemon from config. Must be called inside the event loop that will run it.
 
     `previous` is the generation a reload replaces (already stopped with `handover`): its
@@ -115,6 +126,8 @@ def build(config: Config, *, clock: Clock | None = None,
             monotonic=clock.monotonic, cloud_now=skew.cloud_now,
             on_up=lambda up: _tell(listeners, up),
             on_skipped=lambda reason, n: metrics.bundle_keys_skipped.labels(reason).inc(n))
+    x509, rotation = _x509_source(config, clock, x509, previous if same_agent else None,
+                                  on_up=lambda up: _tell(listeners, up))
     kept: set[str] = set()
     if previous is not None:
         store = previous.store
@@ -130,15 +143,11 @@ def build(config: Config, *, clock: Clock | None = None,
             if hop.cloud not in sessions:
                 sessions[hop.cloud] = cloud_of(hop).session(hop_context)
     limits = Limits(config.refresh.concurrency)
-    fleet = config.refresh.fleet
-    node = fleet.node_id or default_node_id()
-    budgets = Budgets(BudgetConfig(fleet_size=fleet.fleet_size, scope_rates=fleet.scope_rates),
-                      clock=clock, fill=lambda scope: seed(node, scope), observer=metrics)
-    coalescer = Coalescer(clock.monotonic) if fleet.coalesce else None
+    node, budgets, coalescer = _fleet(config, clock, metrics)
     pipelines = [
-        TargetPipeline(t, source=source, hops=build_hops(t.hops, sessions),
+        TargetPipeline(t, source=source, hops=build_hops(t.hops, sessions, t.source),
                        monotonic=clock.monotonic, now=clock.time, limits=limits,
-                       budgets=budgets, coalescer=coalescer)
+                       budgets=budgets, coalescer=coalescer, x509=x509)
         for t in config.targets
     ]
     scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
@@ -146,6 +155,7 @@ def build(config: Config, *, clock: Clock | None = None,
                           exit_on_permanent=config.refresh.exit_on_permanent_failure,
                           spread=Spread(node), budgeted=True)
     listeners.append(scheduler.source_up)
+    rotation.append(scheduler.svid_rotated)
     directory = credential_directory(config.outputs, config.targets)
     writer = OutputWriter(directory, snapshot=store.snapshot, clock=clock, metrics=metrics,
                           targets=names)
@@ -180,7 +190,8 @@ def build(config: Config, *, clock: Clock | None = None,
                   source=source, scheduler=scheduler, directory=directory, writer=writer,
                   services=services, carried=frozenset(kept), limits=limits, running=running,
                   retired=retired, up_listeners=listeners, reloaded=previous is not None,
-                  budgets=budgets, workloads=parts.credentials, broker=parts.broker)
+                  budgets=budgets, x509=x509, rotation_listeners=rotation,
+                  workloads=parts.credentials, broker=parts.broker)
 
 
 def _metadata_services(config: Config, context: MetadataContext) -> list[Service]:
@@ -196,10 +207,25 @@ def _metadata_services(config: Config, context: MetadataContext) -> list[Service
     return services
 
 
-def _close_sources(daemon: Daemon) -> None:
-    daemon.source.close()
-    if daemon.broker is not None:
-        daemon.broker.close()
+def _x509_source(config: Config, clock: Clock, given: X509Svids | None,
+                 previous: Daemon | None, *, on_up: Callable[[bool], None]
+                 ) -> tuple[X509Svids | None, list[Callable[[set[str]], None]]]:
+    """The X.509-SVID stream when a target needs one (a reload on the same agent keeps
+    the previous one), and the list its rotations are told to."""
+    rotation: list[Callable[[set[str]], None]] = []
+    if given is not None or not any(t.source == "x509" for t in config.targets):
+        return given, rotation
+    if previous is not None and previous.x509 is not None:
+        previous.rotation_listeners.clear()
+        return previous.x509, previous.rotation_listeners
+
+    def rotated(spiffe_ids: set[str]) -> None:
+        for listen in list(rotation):
+            listen(spiffe_ids)
+
+    return X509SvidSource(config.workload_api.socket, timeout=config.workload_api.timeout,
+                          now=clock.time, monotonic=clock.monotonic, on_up=on_up,
+                          on_rotated=rotated), rotation
 
 
 def _take_over(services: list[Service], previous: Daemon | None
@@ -248,7 +274,19 @@ def credential_directory(outputs: OutputsConfig,
         shared=[f for c in CLOUDS.values() for f in c.shared_files(
             [t for t in targets if t.final.cloud == c.name])],
         jwt_targets=[t.name for t in targets if t.jwt_file],
+        x509_targets=[t.name for t in targets if t.x509_files],
         subdirs=list(CLOUDS))
+
+
+def _fleet(config: Config, clock: Clock, metrics: Metrics
+           ) -> tuple[str, Budgets, Coalescer | None]:
+    """This node's name (the refresh spread's seed), the quota scopes' budgets, and the
+    coalescer of identical exchanges when asked for."""
+    fleet = config.refresh.fleet
+    node = fleet.node_id or default_node_id()
+    budgets = Budgets(BudgetConfig(fleet_size=fleet.fleet_size, scope_rates=fleet.scope_rates),
+                      clock=clock, fill=lambda scope: seed(node, scope), observer=metrics)
+    return node, budgets, (Coalescer(clock.monotonic) if fleet.coalesce else None)
 
 
 def _reader(config: Config, verifier: CallerVerifier, store: CredentialStore,
@@ -307,7 +345,7 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
             log.info("serving %s", service.describe())
     except BaseException:
         _stop(started)
-        _close_sources(daemon)
+        daemon.close_sources()
         raise
     log.info("spiffe-bridge running: %d target(s), outputs in %s",
              len(daemon.config.targets), daemon.config.outputs.directory)
@@ -330,7 +368,7 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
             daemon.budgets.close()
         if not daemon.handover:
             _stop(started)
-            _close_sources(daemon)
+            daemon.close_sources()
             log.info("spiffe-bridge stopped")
 
 
@@ -354,7 +392,7 @@ async def run_once(daemon: Daemon) -> list[TargetStatus]:
         statuses = await daemon.scheduler.refresh_all_once()
         failures = await daemon.writer.flush()
     finally:
-        _close_sources(daemon)
+        daemon.close_sources()
         if daemon.limits is not None:
             daemon.limits.close()
         if daemon.budgets is not None:

@@ -67,6 +67,8 @@ async def supervise(path: Path, config: Config, *, stop: asyncio.Event,
             service.stop()
         if daemon.source is not old.source:
             old.source.close()
+        if old.x509 is not None and daemon.x509 is not old.x509:
+            old.x509.close()
         if old.broker is not None and daemon.broker is not old.broker:
             old.broker.close()
         for gone in {t.name for t in old.config.targets} - {t.name for t in new.targets}:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from bridge.errors import ExchangeError
 from bridge.model import Credential, Material
@@ -75,6 +75,7 @@ class Link(enum.Enum):
     """How a hop is fed by what comes before it."""
 
     SVID = "svid"      # the first hop: the JWT-SVID
+    X509 = "x509"      # the first hop of a `source: x509` target: the X.509-SVID
     NATIVE = "native"  # the previous hop's own material (an AWS session for AssumeRole)
     TOKEN = "token"  # noqa: S105 - an ID token the previous hop mints for this audience
 
@@ -113,6 +114,19 @@ def quota_of(hop: Hop) -> Quota:
     if isinstance(quota, Quota):
         return quota
     return Quota(scope=hop.scope, rate=DEFAULT_QUOTA_RATE, source="default")
+
+
+SOURCES = ("jwt", "x509")  # a target's `source`: which SVID its first hop is fed
+
+
+@runtime_checkable
+class SourceRules(Protocol):
+    """A cloud whose first hops say which SVID kinds they take (`source`). A cloud
+    without it takes JWT-SVIDs only."""
+
+    def source_problem(self, hop: HopConfig, source: str) -> str | None:
+        """Why `hop` cannot be a first hop fed by `source` (jwt, x509), or None."""
+        ...
 
 
 class Hop(Protocol):

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bridge.clouds import CloudSession, Hop, HopConfig, Link, LinkProblem, cloud_of
+from bridge.clouds.base import SourceRules
 
 MAX_CHAIN = 5
 
@@ -41,8 +42,10 @@ class Step:
     link: Link
 
 
-def plan(hops: Sequence[HopConfig]) -> tuple[list[Step], list[ChainProblem]]:
-    """The steps of a chain, and every rule it breaks (empty when it may run)."""
+def plan(hops: Sequence[HopConfig], source: str = "jwt"
+         ) -> tuple[list[Step], list[ChainProblem]]:
+    """The steps of a chain fed by `source` (jwt, x509), and every rule it breaks
+    (empty when it may run)."""
     problems: list[ChainProblem] = []
     if len(hops) > MAX_CHAIN:
         problems.append(ChainProblem(None, f"at most {MAX_CHAIN} hops in all, got {len(hops)}"))
@@ -51,8 +54,12 @@ def plan(hops: Sequence[HopConfig]) -> tuple[list[Step], list[ChainProblem]]:
     for i, hop in enumerate(hops):
         cloud = cloud_of(hop)
         link = cloud.link(prev, hop)
+        if i == 0 and (why := _source_problem(hop, source)):
+            problems.append(ChainProblem(i, why))
         if isinstance(link, LinkProblem):
             problems.append(ChainProblem(i, link.message, link.key))
+        elif link is Link.SVID and source == "x509":
+            steps.append(Step(hop, Link.X509))
         elif link is Link.TOKEN and prev is not None:
             minter = cloud_of(prev)
             if why := minter.mint_problem(prev):
@@ -65,12 +72,21 @@ def plan(hops: Sequence[HopConfig]) -> tuple[list[Step], list[ChainProblem]]:
     return steps, problems
 
 
-def build_hops(hops: Sequence[HopConfig], sessions: Mapping[str, CloudSession]) -> list[Hop]:
-    """The runtime hops of a chain, in order; `sessions` hold one per cloud it uses.
+def _source_problem(hop: HopConfig, source: str) -> str | None:
+    cloud = cloud_of(hop)
+    if isinstance(cloud, SourceRules):
+        return cloud.source_problem(hop, source)
+    return f"{cloud.title} hops cannot take an X.509-SVID" if source == "x509" else None
+
+
+def build_hops(hops: Sequence[HopConfig], sessions: Mapping[str, CloudSession],
+               source: str = "jwt") -> list[Hop]:
+    """The runtime hops of a chain fed by `source`, in order; `sessions` hold one per
+    cloud it uses.
 
     Raises ValueError for a chain `plan` refuses (the config loader refuses it first).
     """
-    steps, problems = plan(hops)
+    steps, problems = plan(hops, source)
     if problems:
         raise ValueError("; ".join(map(str, problems)))
     runtime: list[Hop] = []

@@ -30,6 +30,8 @@ class TargetConfig:
     jwt_file: bool = False
     allowed_callers: tuple[str, ...] = ()  # empty: the socket's file permissions decide
     serve: tuple[str, ...] = ()            # metadata endpoints: container, imds, gce
+    source: str = "jwt"                    # which SVID feeds hops[0]: jwt | x509
+    x509_files: bool = False               # write the X.509-SVID (opt-in, like jwt_file)
 
     @property
     def final(self) -> HopConfig:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from bridge.clouds import CLOUDS, HopConfig, cloud_of
+from bridge.clouds.base import SOURCES
 from bridge.clouds.chain import plan
 from bridge.config.schema import TargetConfig
 from bridge.config.serving import read_allowed_callers, read_serve
@@ -19,7 +20,14 @@ _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
 def read_target(s: Section) -> TargetConfig | None:
     name = s.get("name", str, "", required=True, check=_check_name)
     spiffe_id = s.get("spiffe_id", str, "", check=check_spiffe_id) or None
+    source = s.get("source", str, "jwt", check=_check_source)
     jwt_file = s.get("jwt_file", bool, False)
+    x509_files = s.get("x509_files", bool, False)
+    if jwt_file and source == "x509":
+        s.error("jwt_file", "writes the JWT-SVID of a `source: jwt` target; this target's "
+                "source is x509 (use `x509_files: true` for its certificate and key)")
+    if x509_files and source != "x509":
+        s.error("x509_files", "writes the X.509-SVID of a `source: x509` target")
     allowed_callers = read_allowed_callers(s)
     serve = read_serve(s)
     present = [c for c in CLOUDS.values() if s.has(c.name)]
@@ -46,13 +54,15 @@ def read_target(s: Section) -> TargetConfig | None:
     audience = s.get("audience", str, first.audience if first else "", check=check_audience)
     complete = [h for h in hops if h is not None]
     if first is not None and len(complete) == len(hops):
-        _check_chain(s, complete, paths, jwt_file=jwt_file)
+        _check_chain(s, complete, paths, jwt_file=jwt_file, source=source)
     s.finish()
     if not name or first is None or len(complete) != len(hops):
         return None
     return TargetConfig(name=name, audience=audience, hops=tuple(complete),
                         spiffe_id=spiffe_id, jwt_file=jwt_file,
-                        allowed_callers=allowed_callers, serve=serve)
+                        allowed_callers=allowed_callers, serve=serve,
+                        source=source if source in SOURCES else "jwt",
+                        x509_files=x509_files)
 
 
 def _read_chain_hop(c: Section) -> HopConfig | None:
@@ -72,9 +82,9 @@ def _read_chain_hop(c: Section) -> HopConfig | None:
 
 
 def _check_chain(s: Section, hops: list[HopConfig], paths: list[str], *,
-                 jwt_file: bool) -> None:
+                 jwt_file: bool, source: str = "jwt") -> None:
     """Each rule the chain breaks, at the hop (and key) it is about."""
-    _, problems = plan(hops)
+    _, problems = plan(hops, source if source in SOURCES else "jwt")
     for problem in problems:
         if problem.hop is None:
             s.error("chain", problem.message)
@@ -101,6 +111,12 @@ def check_unique_names(root: Section, named: list[tuple[str, object]]) -> None:
 def valid_name_problem(v: str) -> str | None:
     """Why `v` is not a valid target (or workload target) name, or None."""
     return _check_name(v)
+
+
+def _check_source(v: str) -> str | None:
+    if v in SOURCES:
+        return None
+    return f"{clip(v)} is not a source: use one of {', '.join(SOURCES)}"
 
 
 def _check_name(v: str) -> str | None:

@@ -50,8 +50,10 @@ from bridge.devstack.stack import (
     FROM_GCP_ROLE_ARN,
     GCP_AWS_PROVIDER,
     GCP_PROVIDER,
+    GCP_X509_PROVIDER,
     GOOGLE_ID_TOKEN_AUDIENCE,
     TENANT_ROLE_ARN,
+    X509_ROLE_ARN,
     DevStack,
 )
 from bridge.devstack.workload_api import (
@@ -60,6 +62,7 @@ from bridge.devstack.workload_api import (
     Identity,
     WorkloadApiServer,
 )
+from bridge.devstack.x509_authority import X509Authority
 
 __all__ = [
     "ANY_OPERATION",
@@ -75,9 +78,11 @@ __all__ = [
     "FROM_GCP_ROLE_ARN",
     "GCP_AWS_PROVIDER",
     "GCP_PROVIDER",
+    "GCP_X509_PROVIDER",
     "GOOGLE_ID_TOKEN_AUDIENCE",
     "KEYS_PATH",
     "TENANT_ROLE_ARN",
+    "X509_ROLE_ARN",
     "AwsStsEmulator",
     "DevStack",
     "FaultSwitches",
@@ -97,4 +102,5 @@ __all__ = [
     "TrustedRole",
     "WorkloadApiServer",
     "WorkloadFaults",
+    "X509Authority",
 ]

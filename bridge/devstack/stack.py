@@ -33,6 +33,18 @@ Pre-registered in the Google emulator (`gcp`, `gcp_sts_url`, `gcp_iam_url`):
   every identity of both pools (`principalSet://.../workloadIdentityPools/{spire,from-aws}/*`).
 
 SVIDs for GCP must carry `aud = GCP_PROVIDER`; for AWS `aud = sts.amazonaws.com`.
+
+With `x509=True` the agent also serves X.509-SVIDs from a dev CA (`x509`, which
+`x509.rotate()` rotates; `workload.rotate_x509_svids()` re-issues), and the AWS
+emulator's Roles Anywhere has a trust anchor holding that CA (kept up to date on
+rotation: `trust_anchor_arn`), a profile (`profile_arn`) listing role
+`arn:aws:iam::111122223333:role/x509-demo` (X509_ROLE_ARN), whose trust policy allows
+`aws:PrincipalTag/x509SAN/URI` like `spiffe://<trust domain>/*`, up to 12 hours; the
+tenant role trusts its sessions too. Google gets an mTLS token endpoint
+(`gcp_mtls`, `gcp_mtls_sts_url`) with X.509 provider GCP_X509_PROVIDER (pool `spire`,
+so the demo service account admits it) trusting the same CA, condition
+`spiffe://<trust domain>/*` on the SAN URI; clients trust its server certificate
+through `SSL_CERT_FILE=<workdir>/gcp-mtls-ca.pem` (`gcp_mtls_ca_file`).
 """
 
 from __future__ import annotations
@@ -44,8 +56,10 @@ from bridge.devstack._lifecycle import StartStop
 from bridge.devstack.authority import JwtAuthority
 from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.gcp import GcpEmulator, pool_principal_set
+from bridge.devstack.gcp.x509_sts import GcpMtlsSts
 from bridge.devstack.oidc import OidcDiscoveryServer
 from bridge.devstack.workload_api import DEFAULT_SVID_TTL, Identity, WorkloadApiServer
+from bridge.devstack.x509_authority import X509Authority
 
 AWS_AUDIENCE = "sts.amazonaws.com"
 DEMO_ROLE_ARN = "arn:aws:iam::111122223333:role/demo"
@@ -65,6 +79,12 @@ DEMO_SERVICE_ACCOUNT = "demo@dev-project.iam.gserviceaccount.com"
 DEMO_SERVICE_ACCOUNT_ID = "112233445566778899001"
 GOOGLE_ID_TOKEN_AUDIENCE = AWS_AUDIENCE
 SOCKET_NAME = "agent.sock"
+X509_ROLE_ARN = "arn:aws:iam::111122223333:role/x509-demo"
+GCP_X509_PROVIDER = (
+    "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/spire/"
+    "providers/x509"
+)
+MTLS_CA_FILE = "gcp-mtls-ca.pem"
 
 
 class DevStack(StartStop):
@@ -77,6 +97,7 @@ class DevStack(StartStop):
         trust_domain: str = "example.org",
         identities: Iterable[Identity | str] | None = None,
         svid_ttl: int = DEFAULT_SVID_TTL,
+        x509: bool = False,
     ) -> None:
         """Build (but do not start) the stack; the agent socket is `workdir/agent.sock`.
 
@@ -88,15 +109,22 @@ class DevStack(StartStop):
         """
         self._workdir = Path(workdir).absolute()
         self.authority = JwtAuthority(trust_domain)
+        self.x509 = X509Authority(trust_domain, intermediate=True) if x509 else None
+        self.trust_anchor_arn = ""
+        self.profile_arn = ""
+        if self.x509 is not None:  # the anchor follows a CA rotation before new SVIDs go out
+            self.x509.subscribe(self._follow_ca)
         self.oidc = OidcDiscoveryServer(self.authority.jwks)
         self.workload = WorkloadApiServer(
             self.authority,
             self._workdir / SOCKET_NAME,
             identities=(f"spiffe://{trust_domain}/demo",) if identities is None else identities,
             svid_ttl=svid_ttl,
+            x509=self.x509,
         )
         self.aws = AwsStsEmulator()
         self.gcp = GcpEmulator()
+        self.gcp_mtls = GcpMtlsSts(self.gcp.token_store) if x509 else None
         self._started = False
 
     @property
@@ -166,6 +194,7 @@ class DevStack(StartStop):
             )
             self.gcp.start()
             self._register_cross_cloud_demo()
+            self._register_roles_anywhere()
             self.workload.start()
         except BaseException:
             self._stop_all()
@@ -211,10 +240,47 @@ class DevStack(StartStop):
             aud=GOOGLE_ID_TOKEN_AUDIENCE,
             sub=DEMO_SERVICE_ACCOUNT_ID,
         )
-        self.aws.add_role(TENANT_ROLE_ARN, trusted_principals=[DEMO_ROLE_ARN, FROM_GCP_ROLE_ARN])
+        self.aws.add_role(TENANT_ROLE_ARN,
+                          trusted_principals=[DEMO_ROLE_ARN, FROM_GCP_ROLE_ARN, X509_ROLE_ARN])
+
+    def _register_roles_anywhere(self) -> None:
+        """The trust anchor (the dev X.509 CA, followed across rotations), profile, role."""
+        authority = self.x509
+        if authority is None:
+            return
+        if self.gcp_mtls is not None:
+            self.gcp_mtls.add_x509_provider(GCP_X509_PROVIDER, authority.roots,
+                                            attribute_condition=f"spiffe://{self.trust_domain}/*")
+            self.gcp_mtls.start()
+            self.gcp_mtls_ca_file.write_bytes(self.gcp_mtls.server_ca_pem)
+        ra = self.aws.roles_anywhere
+        self.trust_anchor_arn = ra.add_trust_anchor(authority.roots)
+        ra.add_role(X509_ROLE_ARN, san_uri=f"spiffe://{self.trust_domain}/*",
+                    max_session_duration=DEMO_ROLE_MAX_SESSION)
+        self.profile_arn = ra.add_profile([X509_ROLE_ARN], duration_seconds=43200)
+
+    @property
+    def gcp_mtls_sts_url(self) -> str:
+        """The mTLS token endpoint (`x509=True` only)."""
+        if self.gcp_mtls is None:
+            raise RuntimeError("the dev stack was built without x509")
+        return self.gcp_mtls.url
+
+    @property
+    def gcp_mtls_ca_file(self) -> Path:
+        """The PEM of the mTLS endpoint's server CA, for SSL_CERT_FILE."""
+        return self._workdir / MTLS_CA_FILE
+
+    def _follow_ca(self) -> None:
+        if self.x509 is not None and self.trust_anchor_arn:
+            self.aws.roles_anywhere.add_trust_anchor(self.x509.roots, arn=self.trust_anchor_arn)
+        if self.x509 is not None and self.gcp_mtls is not None:
+            self.gcp_mtls.set_trust_store(GCP_X509_PROVIDER, self.x509.roots)
 
     def _stop_all(self) -> None:
         self.workload.stop()
+        if self.gcp_mtls is not None:
+            self.gcp_mtls.stop()
         self.gcp.stop()
         self.aws.stop()
         self.oidc.stop()

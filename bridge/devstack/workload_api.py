@@ -13,7 +13,10 @@ What it does:
 - FetchJWTSVID mints a fresh token per identity on every call (no agent cache).
 - FetchJWTBundles streams the full bundle map now and again after every key change.
 - ValidateJWTSVID checks alg, kid, signature, `aud` and `exp` against the authorities.
-- X.509 RPCs are not registered, so gRPC answers UNIMPLEMENTED.
+- X.509 profile (only when built with an `X509Authority`; else gRPC answers
+  UNIMPLEMENTED): FetchX509SVID streams one X.509-SVID per identity with the bundle,
+  and again after `rotate_x509_svids()` or a CA rotation (`X509Authority.rotate`);
+  FetchX509Bundles streams the bundle. SVIDs are cached like SPIRE's agent does.
 
 `faults` (a `WorkloadFaults`) injects failures, latency, replacement SVIDs, whole
 replacement answers and replacement bundle maps (sent unchecked, even malformed). The
@@ -39,6 +42,7 @@ from bridge._proto.spiffe import workload_pb2
 from bridge.devstack._lifecycle import StartStop
 from bridge.devstack.authority import JwtAuthority
 from bridge.devstack.faults import GrpcFailure, WorkloadFaults
+from bridge.devstack.x509_authority import DEFAULT_X509_SVID_TTL, IssuedSvid, X509Authority
 
 _log = logging.getLogger(__name__)
 
@@ -50,6 +54,8 @@ MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the NUL
 FETCH_JWT_SVID = "FetchJWTSVID"
 FETCH_JWT_BUNDLES = "FetchJWTBundles"
 VALIDATE_JWT_SVID = "ValidateJWTSVID"
+FETCH_X509_SVID = "FetchX509SVID"
+FETCH_X509_BUNDLES = "FetchX509Bundles"
 
 _ALLOWED_ALGS = frozenset(
     {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512"}
@@ -98,6 +104,8 @@ class WorkloadApiServer(StartStop):
         federated: Sequence[JwtAuthority] = (),
         bundle_key: BundleKeyStyle = "name",
         max_workers: int = 32,
+        x509: X509Authority | None = None,
+        x509_svid_ttl: int = DEFAULT_X509_SVID_TTL,
     ) -> None:
         """Prepare a server for `socket_path`; nothing listens until `start()`.
 
@@ -131,6 +139,12 @@ class WorkloadApiServer(StartStop):
         self._executor: ThreadPoolExecutor | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self._generation = 0  # bumped on stop: open streams of the old run end
+        self._x509 = x509
+        self._x509_ttl = x509_svid_ttl
+        self._x509_version = 0  # bumped on every X.509 change: streams send again
+        self._x509_svids: dict[str, IssuedSvid] = {}  # the agent's cache, by SPIFFE ID
+        if x509 is not None:
+            x509.subscribe(self.rotate_x509_svids)
 
     # -- configuration -----------------------------------------------------------
 
@@ -182,6 +196,32 @@ class WorkloadApiServer(StartStop):
             raise ValueError(f"svid_ttl must be positive, got {seconds}")
         with self._cond:
             self._svid_ttl = seconds
+
+    @property
+    def x509_authority(self) -> X509Authority | None:
+        return self._x509
+
+    def rotate_x509_svids(self, *, ttl: int | None = None) -> None:
+        """Mint every X.509-SVID anew (optionally with another TTL) and push them."""
+        with self._cond:
+            if ttl is not None:
+                self._x509_ttl = ttl
+            self._x509_svids = {}
+            self._x509_version += 1
+            self._cond.notify_all()
+
+    def x509_svid(self, spiffe_id: str) -> IssuedSvid:
+        """The X.509-SVID currently served for `spiffe_id` (minted on first use)."""
+        if self._x509 is None:
+            raise RuntimeError("this Workload API serves no X.509-SVIDs")
+        with self._cond:
+            issued = self._x509_svids.get(spiffe_id)
+            ttl = self._x509_ttl
+        if issued is None:
+            issued = self._x509.mint(spiffe_id, ttl=ttl)
+            with self._cond:
+                issued = self._x509_svids.setdefault(spiffe_id, issued)
+        return issued
 
     def push_bundles(self) -> None:
         """Send the bundle map again on every open FetchJWTBundles stream."""
@@ -241,9 +281,22 @@ class WorkloadApiServer(StartStop):
     # -- gRPC plumbing -----------------------------------------------------------------
 
     def _handlers(self) -> grpc.GenericRpcHandler:
+        x509: dict[str, grpc.RpcMethodHandler] = {} if self._x509 is None else {
+            FETCH_X509_SVID: grpc.unary_stream_rpc_method_handler(
+                self._fetch_x509_svid,
+                request_deserializer=workload_pb2.X509SVIDRequest.FromString,
+                response_serializer=workload_pb2.X509SVIDResponse.SerializeToString,
+            ),
+            FETCH_X509_BUNDLES: grpc.unary_stream_rpc_method_handler(
+                self._fetch_x509_bundles,
+                request_deserializer=workload_pb2.X509BundlesRequest.FromString,
+                response_serializer=workload_pb2.X509BundlesResponse.SerializeToString,
+            ),
+        }
         return grpc.method_handlers_generic_handler(
             SERVICE_NAME,
             {
+                **x509,
                 FETCH_JWT_SVID: grpc.unary_unary_rpc_method_handler(
                     self._fetch_jwt_svid,
                     request_deserializer=workload_pb2.JWTSVIDRequest.FromString,
@@ -334,6 +387,59 @@ class WorkloadApiServer(StartStop):
                 continue
             sent = version
             yield self._bundles_response()
+
+    def _x509_stream(self, context: grpc.ServicerContext,
+                     answer: Callable[[], Any]) -> Iterator[Any]:
+        """Send `answer()` now and after every X.509 change, until the client leaves."""
+        with self._cond:
+            generation = self._generation
+        if not context.add_callback(self._wake_streams):
+            return
+        sent: int | None = None
+        while True:
+            with self._cond:
+                idle = self._generation == generation and self._x509_version == sent
+                if idle and context.is_active():
+                    self._cond.wait(_STREAM_RECHECK_SECONDS)
+                stopping = self._generation != generation
+                version = self._x509_version
+            if stopping:
+                _abort(context, grpc.StatusCode.UNAVAILABLE, "workload API server is stopping")
+            if not context.is_active():
+                return
+            if version == sent:
+                continue
+            sent = version
+            yield answer()
+
+    def _fetch_x509_svid(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        self._admit(context, FETCH_X509_SVID)
+        with self._cond:
+            identities = self._identities
+        if not identities:
+            _abort(context, grpc.StatusCode.PERMISSION_DENIED, "no identity issued")
+        authority = self._x509
+        assert authority is not None  # registered only with one
+
+        def answer() -> Any:
+            bundle = authority.bundle_der()
+            svids = []
+            for identity in identities:
+                issued = self.x509_svid(identity.spiffe_id)
+                svids.append(workload_pb2.X509SVID(
+                    spiffe_id=identity.spiffe_id, x509_svid=b"".join(issued.chain),
+                    x509_svid_key=issued.key, bundle=bundle, hint=identity.hint))
+            return workload_pb2.X509SVIDResponse(svids=svids)
+
+        yield from self._x509_stream(context, answer)
+
+    def _fetch_x509_bundles(self, request: Any, context: grpc.ServicerContext
+                            ) -> Iterator[Any]:
+        self._admit(context, FETCH_X509_BUNDLES)
+        authority = self._x509
+        assert authority is not None
+        yield from self._x509_stream(context, lambda: workload_pb2.X509BundlesResponse(
+            bundles={authority.trust_domain: authority.bundle_der()}))
 
     def _validate_jwt_svid(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._admit(context, VALIDATE_JWT_SVID)

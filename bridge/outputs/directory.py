@@ -23,10 +23,13 @@ from bridge.errors import OutputError
 from bridge.model import Credential, JwtSvid, TargetStatus
 from bridge.outputs import atomic
 from bridge.outputs.files import SharedFile, TargetFile
+from bridge.x509_svid import X509Svid
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 JWT_OUTPUT = "jwt"
+X509_OUTPUT = "x509"  # opt-in X.509-SVID files (`x509_files: true`), like spiffe-helper's
+X509_FILES = (".pem", ".key.pem", ".bundle.pem")  # chain, private key, trust bundle
 DIRECTORY_OUTPUT = "directory"
 
 
@@ -67,11 +70,12 @@ class CredentialDirectory:
     def __init__(self, directory: Path, *, allow_non_tmpfs: bool,
                  files: Mapping[str, Sequence[TargetFile]] | None = None,
                  shared: Sequence[SharedFile] = (), jwt_targets: Iterable[str] = (),
-                 subdirs: Sequence[str] = ()) -> None:
+                 subdirs: Sequence[str] = (), x509_targets: Iterable[str] = ()) -> None:
         self.directory = directory
         self._allow_non_tmpfs = allow_non_tmpfs
         self._jwt_targets = tuple(sorted(jwt_targets))
-        self._subdirs = tuple(dict.fromkeys([*subdirs, JWT_OUTPUT]))
+        self._x509_targets = tuple(sorted(x509_targets))
+        self._subdirs = tuple(dict.fromkeys([*subdirs, JWT_OUTPUT, X509_OUTPUT]))
         # subdirectory -> ((target, file), ...) and its shared files, in writing order
         self._files: dict[str, list[tuple[str, TargetFile]]] = {}
         for target, target_files in sorted((files or {}).items()):
@@ -97,6 +101,8 @@ class CredentialDirectory:
         paths = {f.path for files in self._files.values() for _, f in files}
         paths |= {sf.path for shared in self._shared.values() for sf in shared}
         paths |= {f"{JWT_OUTPUT}/{name}.jwt" for name in self._jwt_targets}
+        paths |= {f"{X509_OUTPUT}/{name}{ext}" for name in self._x509_targets
+                  for ext in X509_FILES}
         return frozenset(paths)
 
     def prepare(self) -> int:
@@ -171,6 +177,7 @@ class CredentialDirectory:
                 for sub in dict.fromkeys([*self._files, *self._shared]):
                     failures += self._apply_subdir(root, sub, statuses, now)
                 failures += self._apply_jwt(root, statuses, now)
+                failures += self._apply_x509(root, statuses, now)
         except OutputError as exc:
             failures.append(OutputFailure(DIRECTORY_OUTPUT, exc))
         except OSError as exc:
@@ -236,6 +243,29 @@ class CredentialDirectory:
                 self._sync(pass_, f"{JWT_OUTPUT}/{name}.jwt", _digested(data),
                            svid.deadline if svid is not None else INFINITY, output=JWT_OUTPUT,
                            targets=frozenset({name}))
+        return failures
+
+    def _apply_x509(self, root: int, statuses: Mapping[str, TargetStatus],
+                    now: float) -> list[OutputFailure]:
+        """The X.509-SVID a target's credential was last made with: chain, key, bundle
+        (the key reaches a file only here, and only when the target asks for it)."""
+        failures: list[OutputFailure] = []
+        if not self._x509_targets:
+            return failures
+        atomic.ensure_dir(root, X509_OUTPUT)
+        with self._subdir(root, X509_OUTPUT) as fd:
+            pass_ = _Pass(fd, _listing(fd), now, failures)
+            for name in self._x509_targets:
+                status = statuses.get(name)
+                svid = status.svid if status else None
+                live = isinstance(svid, X509Svid) and svid.deadline > now
+                deadline = svid.deadline if isinstance(svid, X509Svid) else INFINITY
+                for ext, part in zip(X509_FILES, ("chain", "key", "bundle"), strict=True):
+                    key = f"{X509_OUTPUT}/{name}{ext}"
+                    rendered = self._render(key, svid, _X509_PARTS[part]) if (
+                        live and isinstance(svid, X509Svid)) else None
+                    self._sync(pass_, key, rendered, deadline, output=X509_OUTPUT,
+                               targets=frozenset({name}))
         return failures
 
     def _render(self, key: str, value: T, render: Callable[[T], bytes]) -> tuple[bytes, str]:
@@ -362,6 +392,10 @@ def _digested(data: bytes | None) -> tuple[bytes, str] | None:
 def _listing(fd: int) -> frozenset[str]:
     """Names in an open directory: one syscall per pass instead of a stat per file."""
     return frozenset(os.listdir(fd))
+
+
+_X509_PARTS: dict[str, Callable[[X509Svid], bytes]] = {
+    "chain": X509Svid.chain_pem, "key": X509Svid.key_pem, "bundle": X509Svid.bundle_pem}
 
 
 def recover_svids(directory: Path, targets: Iterable[JwtFileTarget], now: float,

@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import replace
 
 from bridge.model import Credential, JwtSvid
+from bridge.x509_svid import X509Svid
 
-Result = tuple[Credential, JwtSvid]
+Result = tuple[Credential, JwtSvid | X509Svid]
 
 
 class Coalescer:

@@ -1,6 +1,7 @@
-"""One target's refresh: JWT-SVID -> hop -> hop ... -> Credential, with stage timings.
+"""One target's refresh: SVID -> hop -> hop ... -> Credential, with stage timings.
 
-A fresh JWT-SVID is fetched for every exchange (the agent caches; we must not). When a
+A fresh JWT-SVID is fetched for every exchange (the agent caches; we must not); a
+`source: x509` target takes the current X.509-SVID of the watched stream instead. When a
 token service says the token itself was the problem (invalid, expired, claim rejected)
 the whole chain is tried once more at once with a newly fetched SVID. When a later hop
 of a chain fails otherwise, what the hops before it produced is kept for the next try
@@ -28,7 +29,8 @@ from bridge.model import Credential, JwtSvid, Material
 from bridge.refresh.budget import Budgets
 from bridge.refresh.coalesce import Coalescer
 from bridge.refresh.limits import Limits
-from bridge.sources import SvidSource
+from bridge.sources import SvidSource, X509Svids
+from bridge.x509_svid import X509Svid
 
 SOURCE_SCOPE = "workload_api"
 
@@ -53,7 +55,7 @@ class _Kept:
 
     position: int  # hops done
     material: Material
-    svid: JwtSvid
+    svid: JwtSvid | X509Svid
     issued_at: float
     received: float
     expiries: tuple[float, ...]
@@ -72,9 +74,10 @@ class TargetPipeline:
     def __init__(self, target: TargetConfig, *, source: SvidSource, hops: Sequence[Hop],
                  monotonic: Callable[[], float], now: Callable[[], float],
                  limits: Limits | None = None, budgets: Budgets | None = None,
-                 coalescer: Coalescer | None = None) -> None:
+                 coalescer: Coalescer | None = None, x509: X509Svids | None = None) -> None:
         self.target = target
         self._source = source
+        self._x509 = x509  # for a `source: x509` target
         self._hops = list(hops)
         self._monotonic = monotonic
         self._now = now
@@ -82,7 +85,7 @@ class TargetPipeline:
         self._budgets = budgets
         self._coalescer = coalescer
         # What makes two targets' exchanges identical (hop configs are frozen values).
-        self._key = (target.audience, target.spiffe_id, target.hops)
+        self._key = (target.source, target.audience, target.spiffe_id, target.hops)
         self._kept: _Kept | None = None
 
     async def fetch_svid(self, timings: Timings) -> JwtSvid:
@@ -94,8 +97,22 @@ class TargetPipeline:
         finally:
             timings.add("svid", self._monotonic() - start)
 
+    async def fetch_x509(self, timings: Timings) -> X509Svid:
+        start = self._monotonic()
+        try:
+            if self._x509 is None:
+                raise ValueError("a `source: x509` target wired without an X.509 source")
+            return await self._limits.run(SOURCE_SCOPE, self._x509.fetch, self.target.spiffe_id)
+        finally:
+            timings.add("svid", self._monotonic() - start)
+
+    @property
+    def x509(self) -> X509Svids | None:
+        """The X.509 source of a `source: x509` target (None for a JWT one)."""
+        return self._x509 if self.target.source == "x509" else None
+
     async def refresh(self, timings: Timings, *,
-                      due: float | None = None) -> tuple[Credential, JwtSvid]:
+                      due: float | None = None) -> tuple[Credential, JwtSvid | X509Svid]:
         """Run the whole chain once; raise a classified BridgeError on failure. `due` is
         when the credential held must be replaced (monotonic; None: none is held)."""
         if self._coalescer is None:
@@ -103,7 +120,8 @@ class TargetPipeline:
         return await self._coalescer.run(self._key, self.target.name,
                                          lambda: self._refresh(timings, due))
 
-    async def _refresh(self, timings: Timings, due: float | None) -> tuple[Credential, JwtSvid]:
+    async def _refresh(self, timings: Timings,
+                       due: float | None) -> tuple[Credential, JwtSvid | X509Svid]:
         try:
             return await self._attempt(timings, due)
         except ExchangeError as exc:
@@ -111,14 +129,20 @@ class TargetPipeline:
                 raise
         return await self._attempt(timings, due)
 
-    async def _attempt(self, timings: Timings, due: float | None) -> tuple[Credential, JwtSvid]:
+    async def _attempt(self, timings: Timings,
+                       due: float | None) -> tuple[Credential, JwtSvid | X509Svid]:
         kept, self._kept = self._kept, None
+        svid: JwtSvid | X509Svid
+        material: Material
         if kept is not None and kept.fresh(self._monotonic()):
             svid, issued_at, received = kept.svid, kept.issued_at, kept.received
             material, first = kept.material, kept.position
             expiries, deadlines = list(kept.expiries), list(kept.deadlines)
         else:
-            svid = await self.fetch_svid(timings)
+            if self.target.source == "x509":
+                svid = await self.fetch_x509(timings)
+            else:
+                svid = await self.fetch_svid(timings)
             issued_at, received = self._now(), self._monotonic()
             material, first = svid, 0
             expiries, deadlines = [svid.expires_at], [svid.deadline]

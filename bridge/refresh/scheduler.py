@@ -33,6 +33,7 @@ from bridge.refresh.pipeline import TargetPipeline, Timings
 from bridge.refresh.policy import JWT_MIN_REMAINING, TRANSIENT_CAP, Policy
 from bridge.refresh.spread import Spread
 from bridge.store import CredentialStore
+from bridge.x509_svid import X509Svid
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,6 +73,14 @@ class Scheduler:
         self._source_back = asyncio.Event()  # set (and replaced) when the source recovers
         self._source_down = False
         self._held_by_source: set[str] = set()  # targets whose last failure was the SVID
+        # `source: x509` targets: set when their SVID's leaf rotates (refresh at once),
+        # and the leaf their current credential was made with.
+        self._rotated: dict[str, asyncio.Event] = {
+            p.target.name: asyncio.Event() for p in pipelines if p.x509 is not None}
+        self._x509_pipelines = {p.target.name: p for p in pipelines if p.x509 is not None}
+        self._made_with: dict[str, str] = {}
+        for name in self._rotated:  # zeros from the start, so increase() sees the first
+            metrics.x509_rotations.labels(name).inc(0)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._deadline = deadline
         self._exit_on_permanent = exit_on_permanent
@@ -100,6 +109,28 @@ class Scheduler:
         if back:
             event, self._source_back = self._source_back, asyncio.Event()
             event.set()
+
+    def svid_rotated(self, spiffe_ids: set[str]) -> None:
+        """X.509-SVIDs rotated (by SPIFFE ID, "" the default): safe from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_rotated, spiffe_ids)
+
+    def _wake_rotated(self, spiffe_ids: set[str]) -> None:
+        for name, event in self._rotated.items():
+            if (self._x509_pipelines[name].target.spiffe_id or "") in spiffe_ids:
+                event.set()
+
+    def _rotation_due(self, name: str) -> bool:
+        """Its SVID rotated since its credential was made (clears the wake-up)."""
+        event = self._rotated.get(name)
+        if event is None or not event.is_set():
+            return False
+        event.clear()
+        p = self._x509_pipelines[name]
+        source = p.x509
+        now = source.current(p.target.spiffe_id) if source is not None else None
+        return now is not None and now != self._made_with.get(name)
 
     async def run(self) -> None:
         """Refresh every target forever (until cancelled)."""
@@ -140,7 +171,7 @@ class Scheduler:
             timings.add("total", self._clock.monotonic() - start)
             for stage, seconds in timings.stages.items():
                 self._metrics.refresh_duration.labels(stage).observe(seconds)
-        self._redactor.add(svid.token, *credential.secrets())
+        self._redactor.add(*svid.secrets(), *credential.secrets())
         left = credential.remaining(self._clock.monotonic())
         if left < self._policies[name].min_lifetime:
             # Expired (or all but) on arrival: an issuer handing out spent credentials, or
@@ -165,7 +196,13 @@ class Scheduler:
         m.refresh_total.labels(name, "success").inc()
         m.expiry.labels(name).set(credential.expires_at)
         m.last_success.labels(name).set(now)
-        m.svid_expiry.labels(name).set(svid.expires_at)
+        if isinstance(svid, X509Svid):
+            self._made_with[name] = svid.fingerprint
+            if p.target.x509_files:
+                self._store.svid_updated(name, svid.in_terms_of(now - self._clock.monotonic()))
+            m.x509_svid_expiry.labels(name).set(svid.expires_at)
+        else:
+            m.svid_expiry.labels(name).set(svid.expires_at)
         m.permanent_failure.labels(name).set(0)
         m.set_state(name, status.state)
         log.info("refreshed %s: valid for %.0fs (%s)", name, left,
@@ -286,10 +323,17 @@ class Scheduler:
         wake = self._clock.monotonic() + delay
         self._metrics.next_refresh.labels(name).set(self._clock.time() + delay)
         back = self._source_back
+        rotated = self._rotated.get(name)
         while (left := wake - self._clock.monotonic()) > 0:
             if name in self._held_by_source and back.is_set():
                 # Spread the retries of everything the outage held back over ~2 s.
                 await self._clock.sleep(self._rng.uniform(0.0, 2.0))
+                return
+            if self._rotation_due(name):
+                # A new X.509-SVID: what was signed with the old one is re-made now, so
+                # a session never depends on a certificate the agent has replaced.
+                self._metrics.x509_rotations.labels(name).inc()
+                log.info("X.509-SVID of %s rotated: refreshing now", name)
                 return
             status = self._store.get(name)
             c = status.credential if status else None
@@ -298,17 +342,19 @@ class Scheduler:
                 self._expire(name)
                 continue
             nap = min(left, until_expiry) if until_expiry else left
-            if name in self._held_by_source:
+            if name in self._held_by_source or rotated is not None:
                 # The nap is this task's own (a virtual clock sees it parked under its name).
                 task = asyncio.current_task()
                 sleeper = asyncio.get_running_loop().create_task(
                     self._clock.sleep(nap), name=task.get_name() if task else None)
-                waker = asyncio.ensure_future(back.wait())
+                wakers = [asyncio.ensure_future(e.wait()) for e in (
+                    back if name in self._held_by_source else None, rotated) if e is not None]
                 try:
-                    await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({sleeper, *wakers}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     sleeper.cancel()
-                    waker.cancel()
+                    for waker in wakers:
+                        waker.cancel()
             else:
                 await self._clock.sleep(nap)
 

@@ -8,6 +8,7 @@ from typing import Protocol
 from spiffe import JwtBundleSet
 
 from bridge.model import JwtSvid
+from bridge.x509_svid import X509Svid
 
 
 class SvidSource(Protocol):
@@ -25,4 +26,18 @@ class SvidSource(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["SvidSource"]
+class X509Svids(Protocol):
+    """Where X.509-SVIDs come from (`sources.x509`, or anything of this shape)."""
+
+    def fetch(self, spiffe_id: str | None) -> X509Svid:
+        """The current X.509-SVID for `spiffe_id` (blocking; raises SourceError)."""
+        ...
+
+    def current(self, spiffe_id: str | None) -> str | None:
+        """The leaf fingerprint last streamed for `spiffe_id` (None before any)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["SvidSource", "X509Svids"]

@@ -77,6 +77,8 @@ def benches(quick: bool) -> list[Bench]:
         # A sample of the fleet (quotas scaled) to stay within a few minutes; the README's
         # figures are the whole 10,000 nodes (`python -m tests.bench.bench_fleet`).
         Bench("fleet", "bench_fleet", ["--nodes", "500" if q else "2000"], 600),
+        Bench("roles_anywhere", "bench_roles_anywhere",
+              ["--refreshes", "50" if q else "200"], 180),
         Bench("broker", "bench_broker", ["--identities", "3" if q else "5", "--calls",
                                          "100" if q else "200"], 300),
     ]
@@ -250,15 +252,27 @@ def rows_fleet(d: dict[str, Any]) -> list[Row]:
     return out
 
 
+def rows_roles_anywhere(d: dict[str, Any]) -> list[Row]:
+    b, r = d["bridge"], d["direct"]
+    return [
+        ("8 Roles Anywhere refresh, median", f"{b['median_ms']:.2f} ms",
+         f"direct signer {r['median_ms']:.2f} ms", f"{d['ratio_median']:.2f}", "-",
+         _met(None)),
+        ("8 Roles Anywhere refresh, p99", f"{b['p99_ms']:.2f} ms",
+         f"direct signer {r['p99_ms']:.2f} ms", f"{d['ratio_p99']:.2f}", "-", _met(None)),
+    ]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "refresh": rows_refresh, "grpc": rows_grpc, "metadata": rows_metadata,
     "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape, "fleet": rows_fleet,
-    "credential_process": rows_credential_process, "memory": rows_memory,
-    "broker": rows_broker}
+    "roles_anywhere": rows_roles_anywhere, "credential_process": rows_credential_process,
+    "memory": rows_memory, "broker": rows_broker}
 LABELS = {"refresh": "1 refresh overhead", "grpc": "2 read path (gRPC)",
           "metadata": "2 read path (metadata)", "scale": "3 scale", "startup": "4 startup",
           "scrape": "6 scrape", "fleet": "7 fleet simulation",
-          "credential_process": "9 credential_process", "memory": "10 memory",
+          "roles_anywhere": "8 Roles Anywhere refresh",
+          "credential_process": "9 credential_process", "memory": "10 sidecar memory",
           "broker": "11 per-workload credentials (broker)"}
 
 

@@ -397,13 +397,16 @@ class SpireDeployment:
         return json.loads(self.server_cli(*args, "-output", "json"))
 
     def create_entry(self, spiffe_id: str, *, jwt_ttl: int | None = None,
-                     selectors: Iterable[str] | None = None) -> str:
+                     selectors: Iterable[str] | None = None,
+                     x509_ttl: int | None = None) -> str:
         """Register `spiffe_id` for this test process's uid under our agent; its entry ID."""
         argv = ["entry", "create", "-parentID", self.agent_id, "-spiffeID", spiffe_id]
         for selector in selectors or (f"unix:uid:{self.uid}",):
             argv += ["-selector", selector]
         if jwt_ttl is not None:
             argv += ["-jwtSVIDTTL", str(jwt_ttl)]
+        if x509_ttl is not None:
+            argv += ["-x509SVIDTTL", str(x509_ttl)]
         doc = self.server_json(*argv)
         (result,) = doc["results"]
         entry_id = str(result["entry"]["id"])

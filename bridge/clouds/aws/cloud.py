@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.clouds.aws import files
-from bridge.clouds.aws.config import CHAINED_MAX_DURATION, AwsHopConfig, read_hop, read_section
+from bridge.clouds.aws.config import (
+    CHAINED_MAX_DURATION,
+    AwsHopConfig,
+    RolesAnywhereHopConfig,
+    read_hop,
+    read_section,
+)
 from bridge.clouds.aws.container import ContainerEndpoint
 from bridge.clouds.aws.imds import ImdsEndpoint
 from bridge.clouds.aws.material import AwsCredentials
@@ -50,7 +56,20 @@ class AwsCloud:
     def read_hop(self, section: Section) -> HopConfig | None:
         return read_hop(section)
 
+    def source_problem(self, hop: HopConfig, source: str) -> str | None:
+        roles_anywhere = isinstance(hop, RolesAnywhereHopConfig)
+        if roles_anywhere and source != "x509":
+            return ("a Roles Anywhere hop (trust_anchor_arn) signs with an X.509-SVID: set "
+                    "the target's `source: x509`")
+        if not roles_anywhere and source == "x509":
+            return ("AssumeRoleWithWebIdentity takes a JWT-SVID; with `source: x509` the AWS "
+                    "hop is Roles Anywhere (set trust_anchor_arn and profile_arn)")
+        return None
+
     def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | LinkProblem:
+        if isinstance(hop, RolesAnywhereHopConfig) and prev is not None:
+            return LinkProblem("Roles Anywhere is only ever the first hop (it is signed "
+                               "with the X.509-SVID)")
         if prev is None:
             return Link.SVID
         if isinstance(prev, AwsHopConfig):
@@ -96,6 +115,12 @@ class AwsSession:
         from bridge.clouds.aws.sts import AwsAssumeRoleHop, AwsWebIdentityHop  # botocore
 
         assert isinstance(hop, AwsHopConfig)
+        if link is Link.X509:
+            from bridge.clouds.aws.roles_anywhere import RolesAnywhereHop
+
+            assert isinstance(hop, RolesAnywhereHopConfig)
+            return [RolesAnywhereHop(hop, timeout=self._context.timeout,
+                                     skew=self._context.skew, now=self._context.now)]
         last_aws = next((h for h in reversed(earlier) if isinstance(h, AwsHopConfig)), None)
         if last_aws is not None and not hop.region and not hop.sts_endpoint:
             hop = replace(hop, region=last_aws.region, sts_endpoint=last_aws.sts_endpoint)

@@ -10,12 +10,13 @@ service account, so it needs `service_account`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.clouds.base import Endpoint, Hop, HopConfig, HopContext, Link, LinkProblem, Target
 from bridge.clouds.gcp import files
-from bridge.clouds.gcp.config import GcpHopConfig, read_hop
+from bridge.clouds.gcp.config import DEFAULT_STS, MTLS_STS, GcpHopConfig, read_hop
 from bridge.clouds.gcp.gce import GceEndpoint
 from bridge.clouds.gcp.material import GcpToken
 from bridge.model import Credential
@@ -48,6 +49,9 @@ class GcpCloud:
 
     def read_hop(self, section: Section) -> HopConfig | None:
         return read_hop(section)
+
+    def source_problem(self, hop: HopConfig, source: str) -> str | None:
+        return None  # a JWT-SVID (OIDC provider) or an X.509-SVID (X.509 provider, mTLS)
 
     def link(self, prev: HopConfig | None, hop: HopConfig) -> Link | LinkProblem:
         if prev is None:
@@ -104,6 +108,8 @@ class GcpSession:
         from bridge.clouds.gcp.federation import GcpFederationHop
 
         assert isinstance(hop, GcpHopConfig)
+        if link is Link.X509 and hop.sts_endpoint == DEFAULT_STS:
+            hop = replace(hop, sts_endpoint=MTLS_STS)
         return [GcpFederationHop(hop, http=self._pool())]
 
     def mint(self, hop: HopConfig, *, audience: str) -> list[Hop]:

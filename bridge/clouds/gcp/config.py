@@ -11,6 +11,9 @@ from bridge.schema import Section, check_endpoint, clip
 
 DEFAULT_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_STS = "https://sts.googleapis.com/v1/token"
+# X.509 federation: the exchange runs over mTLS, on Google's mTLS endpoint.
+MTLS_STS = "https://sts.mtls.googleapis.com/v1/token"
+MTLS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:mtls"  # noqa: S105 - RFC 8693 name
 DEFAULT_IAM = "https://iamcredentials.googleapis.com"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - RFC 8693 name
 _PROVIDER = re.compile(r"//iam\.googleapis\.com/projects/\d{1,20}/locations/global/"

@@ -11,6 +11,8 @@ google-auth makes one attempt and never retries; retries are the scheduler's.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +26,12 @@ from google.auth.transport.urllib3 import Request
 from bridge.clouds.aws.material import AwsCredentials
 from bridge.clouds.base import wrong_input
 from bridge.clouds.gcp.classify import classify_iam_refresh, classify_sts
-from bridge.clouds.gcp.config import JWT_TOKEN_TYPE, GcpHopConfig
+from bridge.clouds.gcp.config import JWT_TOKEN_TYPE, MTLS_TOKEN_TYPE, GcpHopConfig
 from bridge.clouds.gcp.material import GcpToken
 from bridge.clouds.gcp.quota import sts_quota
 from bridge.model import IdToken, JwtSvid, Material
 from bridge.skew import ClockSkew, lifetime
+from bridge.x509_svid import X509Svid
 
 SKEW_SERVICE = "gcp"  # the clock_skew_seconds{service} of Google's answers
 AWS_TOKEN_TYPE = "urn:ietf:params:aws:token-type:aws4_request"  # noqa: S105 - RFC 8693 name
@@ -38,6 +41,18 @@ IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 class _Token(identity_pool.SubjectTokenSupplier):
     def __init__(self, token: str) -> None:
         self._token = token
+
+    def get_subject_token(self, context: Any, request: Any) -> str:
+        return self._token
+
+
+class _CertificateChain(identity_pool.SubjectTokenSupplier):
+    """X.509 federation's subject token: the JSON list of base64 DER certificates, leaf
+    first, then its intermediates (what google-auth's own `_X509Supplier` sends); the
+    proof of possession is the mTLS handshake with the same certificate."""
+
+    def __init__(self, svid: X509Svid) -> None:
+        self._token = json.dumps([base64.b64encode(d).decode() for d in svid.chain])
 
     def get_subject_token(self, context: Any, request: Any) -> str:
         return self._token
@@ -69,6 +84,14 @@ class DatedPool(urllib3.PoolManager):
         self._skew = skew
         self._now = now
         self._last = threading.local()
+        self._kw = kw
+
+    def with_client_certificate(self, svid: X509Svid) -> DatedPool:
+        """A pool for one exchange that presents `svid` in TLS handshakes (mTLS)."""
+        from bridge.clouds.gcp.mtls import client_context
+
+        return DatedPool(self._skew, self._now, **{**self._kw,
+                                                   "ssl_context": client_context(svid)})
 
     def urlopen(  # type: ignore[override] # PoolManager.urlopen itself narrows it
             self, method: str, url: str, redirect: bool = True, **kw: Any,
@@ -111,7 +134,10 @@ class GcpFederationHop:
 
     def exchange(self, material: Material) -> GcpToken:
         t = self._target
-        request = Request(self._http)
+        http = self._http
+        if isinstance(material, X509Svid):  # the exchange (and only it) presents the SVID
+            http = self._http.with_client_certificate(material)
+        request = Request(http)
         if not t.service_account:
             federated = self._federated_credentials(material, list(t.scopes))
             try:
@@ -140,7 +166,7 @@ class GcpFederationHop:
         # google-auth parses IAM's absolute `expireTime`; STS's relative `expires_in` it
         # already puts in this host's terms (above).
         return GcpToken(access_token=str(impersonated.token),
-                        expires_at=self._http.local_expiry(_epoch(impersonated.expiry)),
+                        expires_at=http.local_expiry(_epoch(impersonated.expiry)),
                         principal=sa,
                         federated_token=str(federated_token.token) if federated_token else None)
 
@@ -150,6 +176,11 @@ class GcpFederationHop:
             return identity_pool.Credentials(
                 audience=t.workload_identity_provider, subject_token_type=JWT_TOKEN_TYPE,
                 token_url=t.sts_endpoint, subject_token_supplier=_Token(material.token),
+                scopes=scopes)
+        if isinstance(material, X509Svid):
+            return identity_pool.Credentials(
+                audience=t.workload_identity_provider, subject_token_type=MTLS_TOKEN_TYPE,
+                token_url=t.sts_endpoint, subject_token_supplier=_CertificateChain(material),
                 scopes=scopes)
         if isinstance(material, AwsCredentials):
             return aws.Credentials(

@@ -30,6 +30,7 @@ from bridge.devstack.aws.context import Action, StsContext
 from bridge.devstack.aws.documents import error_document, response_document
 from bridge.devstack.aws.errors import StsError
 from bridge.devstack.aws.roles import IamDirectory
+from bridge.devstack.aws.roles_anywhere import RolesAnywhere
 from bridge.devstack.aws.sessions import IssuedCredentials, SessionStore
 from bridge.devstack.aws.web_identity import assume_role_with_web_identity
 from bridge.devstack.faults import echoing
@@ -92,6 +93,10 @@ class AwsStsEmulator(IamDirectory, RecordingEmulator[RecordedRequest]):
         self._date_clock = date_clock or clock
         self._sessions = SessionStore()
         self._context = StsContext(self, self._sessions, keys, clock)
+        # IAM Roles Anywhere's CreateSession (`POST /sessions`), issuing into the same
+        # sessions, so what it hands out signs AssumeRole here.
+        self.roles_anywhere = RolesAnywhere(self._sessions, clock, date_clock=self._date_clock,
+                                            faults=self.faults)
 
     def answer_time(self) -> float:
         """The time its answers carry in `Date` now (what its clients can know of its
@@ -111,6 +116,8 @@ class AwsStsEmulator(IamDirectory, RecordingEmulator[RecordedRequest]):
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """Answer one HTTP request (public so tests can call it without a socket)."""
+        if request.path == "/sessions":
+            return self.roles_anywhere.handle(request)
         request_id = str(uuid.uuid4())
         body = request.body.decode("utf-8", "replace") if request.method == "POST" else ""
         params = form_fields(request.query, body)

@@ -124,6 +124,11 @@ class GcpEmulator(GcpProject, RecordingEmulator[GoogleRecordedRequest]):
     # -- observations --------------------------------------------------------------------
 
     @property
+    def token_store(self) -> TokenStore:
+        """Where its tokens live (the mTLS token endpoint issues into it too)."""
+        return self._tokens
+
+    @property
     def issued(self) -> tuple[GoogleToken, ...]:
         """Every access token handed out, oldest first."""
         return self._tokens.issued

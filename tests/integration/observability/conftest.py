@@ -11,6 +11,7 @@ series a dashboard panel or an alert reads:
 - `skewed`: its STS clock runs 14 minutes behind, so a 15-minute session has one minute
   left. The bridge refreshes it after 15 s; by then every exchange answers 503, so the
   target goes stale while its credential is still valid.
+- `x509`: `source: x509` through the stack's Roles Anywhere: the X.509-SVID series.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.devstack import DEMO_ROLE_ARN, DevStack, HttpFailure
+from bridge.devstack import DEMO_ROLE_ARN, X509_ROLE_ARN, DevStack, HttpFailure
 from bridge.devstack.aws import ASSUME_ROLE_WITH_WEB_IDENTITY, AwsStsEmulator
 from tests.support.process import start_bridge, stop
 from tests.support.prometheus import (
@@ -72,6 +73,12 @@ def _target(name: str, sts: AwsStsEmulator) -> dict[str, object]:
                                   "duration": "15m", "sts_endpoint": sts.url}}
 
 
+def _x509_target(stack: DevStack) -> dict[str, object]:
+    return {"name": "x509", "source": "x509", "aws": {
+        "trust_anchor_arn": stack.trust_anchor_arn, "profile_arn": stack.profile_arn,
+        "role_arn": X509_ROLE_ARN, "region": "us-east-1", "endpoint": stack.aws_sts_url}}
+
+
 @pytest.fixture(scope="package")
 def deployment() -> Iterator[Deployment]:
     """Stack, bridge process and Prometheus, started once and torn down in reverse order."""
@@ -82,7 +89,7 @@ def deployment() -> Iterator[Deployment]:
         shm = Path(tempfile.mkdtemp(prefix="sb-obs-", dir="/dev/shm"))
         cleanup.callback(shutil.rmtree, shm, True)
 
-        stack = DevStack(workdir / "stack").start()
+        stack = DevStack(workdir / "stack", x509=True).start()
         cleanup.callback(stack.stop)
         down_sts = _emulator(stack)
         cleanup.callback(down_sts.stop)
@@ -102,7 +109,7 @@ def deployment() -> Iterator[Deployment]:
             "http": {"address": address},
             "grpc": {"socket": f"unix://{shm}/bridge.sock"},
             "targets": [_target("demo", stack.aws), _target("down", down_sts),
-                        _target("skewed", skewed_sts)],
+                        _target("skewed", skewed_sts), _x509_target(stack)],
             # a broker-less workload target: its rule-labelled series exist from the start
             "workloads": {"grpc_socket": f"unix://{shm}/workload.sock"},
             "workload_targets": [{**_target("per-workload", stack.aws),

@@ -93,12 +93,14 @@ def test_the_required_panels_and_queries_are_there() -> None:
             "spiffe_bridge_refresh_failures_total", "spiffe_bridge_workload_api_up",
             "spiffe_bridge_grpc_requests_total", "spiffe_bridge_output_write_failures_total",
             "spiffe_bridge_svid_expiry_timestamp_seconds",
+            "spiffe_bridge_x509_svid_expiry_timestamp_seconds",
             "spiffe_bridge_permanent_failure"} <= used
     titles = {p["title"] for p in dashboard_panels(load_dashboard())}
     assert {"Time to expiry per target", "Credential state", "Refresh rate by result",
             "Refresh failures by stage and reason", "Refresh latency p50 / p99 by stage",
             "Workload API up", "gRPC requests and errors", "Output write failures",
-            "SVID time to expiry", "Permanent failure alarm"} <= titles
+            "SVID time to expiry", "X.509-SVID time to expiry",
+            "Permanent failure alarm"} <= titles
 
 
 def test_metric_name_extraction_sees_through_promql_syntax() -> None:

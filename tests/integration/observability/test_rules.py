@@ -62,7 +62,7 @@ def test_the_required_alerts_exist() -> None:
     for name in ("SpiffeBridgeCredentialExpiringSoon", "SpiffeBridgeTargetStale",
                  "SpiffeBridgeRefreshFailing", "SpiffeBridgePermanentFailure",
                  "SpiffeBridgeWorkloadApiDown", "SpiffeBridgeDown",
-                 "SpiffeBridgeOutputWriteFailures"):
+                 "SpiffeBridgeOutputWriteFailures", "SpiffeBridgeX509SvidExpiringSoon"):
         assert name in rules
         assert rules[name]["labels"]["severity"] in {"warning", "critical"}
     assert 'up{job="spiffe-bridge"} == 0' in rules["SpiffeBridgeDown"]["expr"]
