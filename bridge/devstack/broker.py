@@ -39,6 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from bridge._proto.spiffe.broker import api_pb2, api_pb2_grpc
 from bridge.devstack._lifecycle import StartStop
 from bridge.devstack.authority import JwtAuthority
+from bridge.devstack.x509_authority import X509Authority
 
 _log = logging.getLogger(__name__)
 SECURITY_HEADER = "broker.spiffe.io"
@@ -116,16 +117,19 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
 
 
 class BrokerServer(StartStop):
-    """The endpoint on a unix socket; `registrations` maps a uid to its SPIFFE IDs."""
+    """The endpoint on a unix socket; `registrations` maps a uid to its SPIFFE IDs.
+    `ca`: its own `DevCa`, or the dev stack's `X509Authority` (whose Workload API then
+    hands the bridge the client SVID the endpoint trusts, as with a real agent)."""
 
-    def __init__(self, socket_path: Path, *, authority: JwtAuthority, ca: DevCa,
+    def __init__(self, socket_path: Path, *, authority: JwtAuthority,
+                 ca: DevCa | X509Authority,
                  agent_id: str, brokers: Sequence[str],
                  registrations: Mapping[int, Sequence[str]],
                  svid_ttl: int = DEFAULT_SVID_TTL, proc: Path = Path("/proc")) -> None:
         self.socket_path = socket_path
         self.authority = authority
         self.ca = ca
-        self.agent_svid = ca.issue(agent_id, hours=24)
+        self.agent_svid = _serving_svid(ca, agent_id)
         self.brokers = frozenset(brokers)
         self._registrations = {uid: tuple(ids) for uid, ids in registrations.items()}
         self.svid_ttl = svid_ttl
@@ -146,7 +150,7 @@ class BrokerServer(StartStop):
         api_pb2_grpc.add_APIServicer_to_server(_Servicer(self), server)
         credentials = grpc.ssl_server_credentials(
             [(self.agent_svid.key_pem, self.agent_svid.chain_pem)],
-            root_certificates=self.ca.pem, require_client_auth=True)
+            root_certificates=_roots_pem(self.ca), require_client_auth=True)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         server.add_secure_port(f"unix:{self.socket_path}", credentials)
         server.start()
@@ -227,6 +231,18 @@ class _Servicer(api_pb2_grpc.APIServicer):  # type: ignore[misc]
                 version = s.authority.version
                 yield api_pb2.SubscribeToJWTBundlesResponse(bundles=s.bundles())
             s.stopping.wait(0.5)
+
+
+def _serving_svid(ca: DevCa | X509Authority, agent_id: str) -> Svid:
+    if isinstance(ca, DevCa):
+        return ca.issue(agent_id, hours=24)
+    issued = ca.mint(agent_id, ttl=24 * 3600)
+    return Svid(tuple(x509.load_der_x509_certificate(c) for c in issued.chain),
+                issued.private_key)
+
+
+def _roots_pem(ca: DevCa | X509Authority) -> bytes:
+    return ca.pem if isinstance(ca, DevCa) else ca.bundle_pem()
 
 
 def _peer_spiffe_id(context: grpc.ServicerContext) -> str | None:
