@@ -137,6 +137,17 @@ class BrokerClient:
         with self._lock:
             return self._bundles
 
+    def warm(self) -> None:
+        """Connect ahead of the first request (blocking; never raises): our X.509-SVID,
+        the hop, the channel and the bundle stream, so a workload's first request pays
+        only for its own attestation and exchange."""
+        try:
+            self._connect()
+            if self._given_material is None:
+                self._source()
+        except (SourceError, ValueError, OSError) as exc:
+            log.warning("broker client not ready yet (the first request retries): %s", exc)
+
     def close(self) -> None:
         self._closed.set()
         with self._lock:
@@ -197,13 +208,18 @@ class BrokerClient:
                     return svid
             raise ValueError(f"the Workload API gives this bridge no X.509-SVID {wanted}")
 
+        if self._closed.is_set():
+            raise ValueError("the broker client is closed")
         try:
             source = X509Source(socket_path=self._workload_api,
                                 timeout_in_seconds=self._config.timeout, svid_picker=pick)
         except PySpiffeError as exc:
             raise ValueError(f"no X.509-SVID from the Workload API: {exc}") from exc
         with self._lock:
-            self._x509 = source
+            closed, self._x509 = self._closed.is_set(), source
+        if closed:  # closed while it connected: it must not outlive us
+            source.close()
+            raise ValueError("the broker client is closed")
         return source
 
     def _watch_bundles(self) -> None:

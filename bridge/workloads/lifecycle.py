@@ -347,6 +347,9 @@ class WorkloadCredentials:
     async def run(self) -> None:
         """Sweep for idle and gone workloads until cancelled; then stop every refresh."""
         self._loop = asyncio.get_running_loop()
+        warm = getattr(self._broker, "warm", None)
+        if callable(warm):  # connect to the agent before the first workload asks
+            asyncio.get_running_loop().run_in_executor(None, warm)
         try:
             while True:
                 await asyncio.sleep(SWEEP)

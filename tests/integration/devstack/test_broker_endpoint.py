@@ -63,9 +63,14 @@ def node(short_dir: Path, outdir: Path) -> Iterator[tuple[DevStack, Path]]:
 def test_a_workload_gets_its_own_credential_through_the_dev_broker(
         node: tuple[DevStack, Path]) -> None:
     stack, socket = node
-    with grpc.insecure_channel(f"unix:{socket}") as channel:
-        got = pb_grpc.CredentialServiceStub(channel).GetCredential(
-            pb.GetCredentialRequest(workload_target="demo"), timeout=20)
+
+    def ask() -> pb.GetCredentialResponse:
+        # UNAVAILABLE ("try again") while the bridge is still connecting under load
+        with grpc.insecure_channel(f"unix:{socket}") as channel:
+            return pb_grpc.CredentialServiceStub(channel).GetCredential(
+                pb.GetCredentialRequest(workload_target="demo"), timeout=20)
+
+    got = wait_until(ask, 30, "the first workload credential", interval=0.5)
     assert got.credential.spiffe_id == ME
     issued = {c.access_key_id: c for c in stack.aws.issued}
     assert issued[got.credential.aws.access_key_id].subject == ME
