@@ -41,7 +41,7 @@ PRELOAD = ["boto3", "botocore.session", "botocore.credentials", "botocore.utils"
            "botocore.httpchecksum", "botocore.context", "botocore.plugin", "grpc",
            "bridge._proto.spiffebridge.v1.credentials_pb2_grpc", "bridge.cli.full",
            "bridge.cli.readers", "bridge.client", "bridge.clouds.aws",
-           "bridge.clouds.aws.files", "io", "argparse",
+           "bridge.clouds.aws.files", "io", "argparse", "tempfile", "threading",
            "tests.support.workloads"]
 
 
@@ -308,3 +308,79 @@ def credential_process(socket_path: str, rule: str) -> dict[str, Any]:
                      "--socket", f"unix://{socket_path}"])
     return {"code": code, "json": json.loads(out.getvalue()) if code == 0 else None,
             "stderr": err.getvalue()}
+
+
+def connect_and_hand_over(socket_path: str, carrier: socket.socket) -> dict[str, Any]:
+    """As a workload: connect to the workload socket, hand the connection to another
+    process (SCM_RIGHTS over `carrier`, with our pid), close our copy and exit."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(socket_path)
+    with carrier as line:
+        line.sendmsg([str(os.getpid()).encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                    array.array("i", [s.fileno()]))])
+    s.close()
+    return {"pid": os.getpid()}
+
+
+def grpc_over_received(carrier: socket.socket, rule: str) -> dict[str, Any]:
+    """As another process: take a workload-socket connection another process opened,
+    wait until that process has exited, then make GetCredential calls over it (grpc
+    cannot take an fd, so through a private relay: a listener only we use, copied
+    byte for byte onto the received connection)."""
+    import tempfile
+    import threading
+
+    import grpc
+
+    from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
+    from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
+
+    with carrier as line:
+        line.settimeout(20)
+        fds = array.array("i")
+        message, ancillary, _, _ = line.recvmsg(64, socket.CMSG_SPACE(fds.itemsize))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:fds.itemsize])
+    received = socket.socket(fileno=fds[0])
+    connector = int(message.decode())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # exited (gone, or a zombie not yet reaped)
+        try:
+            with open(f"/proc/{connector}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+        except OSError:
+            break
+        time.sleep(0.05)
+    workdir = tempfile.mkdtemp(prefix="sb-relay-")
+    path = os.path.join(workdir, "r.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+
+    def pump(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+    def relay() -> None:
+        conn, _ = listener.accept()
+        threading.Thread(target=pump, args=(conn, received), daemon=True).start()
+        pump(received, conn)
+
+    threading.Thread(target=relay, daemon=True).start()
+    try:
+        with grpc.insecure_channel(f"unix:{path}") as channel:
+            try:
+                response = pb_grpc.CredentialServiceStub(channel).GetCredential(
+                    pb.GetCredentialRequest(workload_target=rule), timeout=20)
+            except grpc.RpcError as exc:
+                return {"code": exc.code().name, "details": exc.details()}
+        return {"code": "OK", "access_key_id": response.credential.aws.access_key_id}
+    finally:
+        listener.close()
+        os.unlink(path)
+        os.rmdir(workdir)

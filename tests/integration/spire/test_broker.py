@@ -193,6 +193,19 @@ class TestDenied:
         assert took["status"] == 403, took
         assert "AccessKeyId" not in took["body"]
 
+    def test_a_connection_outliving_its_connector_gets_nothing(self, up: Node) -> None:
+        """Racing an exit: workload 1 connects to the workload socket, hands the
+        connection to uid 2003 and exits; calls over it then name a process that is
+        gone (pidfd), so they are refused, never answered as workload 1."""
+        mine, theirs = socket.socketpair()
+        with mine, theirs:
+            taker = wl.Workload(UID_NONE, wl.grpc_over_received, (theirs, RULE))
+            giver = wl.Workload(UID_1, wl.connect_and_hand_over, (up.workload_socket, mine))
+            giver.result()
+            took = taker.result()
+        assert took["code"] == "PERMISSION_DENIED", took
+        assert "gone" in took["details"]
+
     def test_exit_mid_call_is_dropped(self, up: Node) -> None:
         """A workload that asks and exits without waiting leaves nothing for anyone,
         and its identity is dropped once no process of it lives."""
