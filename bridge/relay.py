@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 _CHUNK = 64 * 1024
+MAX_CONNECTIONS = 1024  # open relayed connections at most (each holds 2-3 fds)
 
 
 @dataclass(slots=True)
@@ -41,12 +42,14 @@ class UnixRelay:
     """Accepts on `path` (created with `mode`), relays each connection to `upstream`."""
 
     def __init__(self, path: str, *, upstream: Upstream, mode: int = 0o600,
-                 name: str = "relay", backlog: int = 128) -> None:
+                 name: str = "relay", backlog: int = 128,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.path = path
         self._upstream = upstream
         self._mode = mode
         self._name = name
         self._backlog = backlog
+        self._max_connections = max_connections
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -128,6 +131,11 @@ class UnixRelay:
 
     async def _accepted(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
+        if len(self._tasks) >= self._max_connections:  # each holds fds: bounded
+            log.warning("%s: %d connections open already; refused one", self._name,
+                        self._max_connections)
+            _close(writer)
+            return
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
