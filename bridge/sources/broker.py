@@ -240,10 +240,13 @@ class BrokerClient:
                     with self._lock:
                         self._bundles = parsed.bundles
                     self._first_bundles.set()
+                    self._on_up(True)  # the agent answers: broker_up even before a request
                     backoff = 0.2
             except grpc.RpcError as exc:
                 if self._closed.is_set():
                     return
+                if _code(exc) in _RETRYABLE:
+                    self._on_up(False)
                 log.debug("broker JWT bundle stream: %s", _code(exc))
             self._closed.wait(backoff)
             backoff = min(backoff * 2, 5.0)

@@ -247,11 +247,13 @@ class TestBrokerDown:
     def test_configured_targets_keep_working_workloads_fail_fast(self, up: Node) -> None:
         """The agent down: the configured target is still served; a workload request
         fails fast with UNAVAILABLE; once the agent is back it works, no restart."""
+        assert up.bridge.sample("broker_up") == 1
         up.spire.agent.stop()
         try:
             answer = wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE)
             assert answer["code"] == "UNAVAILABLE", answer
             assert answer["seconds"] < 3.0, answer
+            assert up.bridge.sample("broker_up") == 0
             with grpc.insecure_channel(f"unix:{up.grpc_socket}") as channel:
                 got = pb_grpc.CredentialServiceStub(channel).GetCredential(
                     pb.GetCredentialRequest(target="configured"), timeout=5)
@@ -262,6 +264,7 @@ class TestBrokerDown:
         back = wait_until(lambda: _ok(wl.run_as(UID_1, wl.grpc_get, up.workload_socket, RULE)),
                           30, "workload requests to work again")
         assert back["spiffe_id"] == ID_1
+        assert up.bridge.sample("broker_up") == 1
 
 
 class TestBrokerLess:
