@@ -42,6 +42,7 @@ bench: install
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Ibridge/_proto=proto --python_out=. --pyi_out=. proto/spiffe/workload.proto
 	$(BIN)/python -m grpc_tools.protoc -Ibridge/_proto=proto --python_out=. --pyi_out=. --grpc_python_out=. proto/spiffebridge/v1/credentials.proto
+	$(BIN)/python -m grpc_tools.protoc -Ibridge/_proto=proto --python_out=. --pyi_out=. --grpc_python_out=. proto/spiffe/broker/api.proto
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -67,6 +67,14 @@ class BridgeClient:
         response = self._call(self._stub.GetCredential, pb.GetCredentialRequest(target=target))
         return _credential(response.credential)
 
+    def get_workload_credential(self, rule: str) -> ServedCredential:
+        """On the workload socket: the calling process's own credential under the
+        workload target `rule` (the bridge attests this process; nothing in the request
+        names an identity)."""
+        response = self._call(self._stub.GetCredential,
+                              pb.GetCredentialRequest(workload_target=rule))
+        return _credential(response.credential)
+
     def watch(self, target: str) -> Iterator[ServedCredential]:
         """The current value, then every change, until the caller stops iterating.
 

@@ -135,6 +135,29 @@ class Metrics:
             "last reload (the previous config keeps running).", registry=registry)
         for result in ("applied", "unchanged", "rejected"):
             self.config_reloads.labels(result)
+        # Per-workload identities (workload_targets): labels are rule names and fixed
+        # words only, never a workload's SPIFFE ID, pid or uid (bounded cardinality).
+        self.workload_identities = Gauge(
+            _P + "workload_identities", "Workload identities (SPIFFE ID, rule) whose "
+            "credential is held and refreshed, by rule.", ["rule"], registry=registry)
+        # result: ok | denied | unavailable | limit | failed
+        self.workload_requests = Counter(
+            _P + "workload_requests_total", "Workload credential requests by rule and "
+            "result.", ["rule", "result"], registry=registry)
+        self.workload_limit = Counter(
+            _P + "workload_identity_limit_total", "Workload requests refused because "
+            "workloads.max_identities identities are already held.", ["rule"],
+            registry=registry)
+        self.workload_refresh = Counter(
+            _P + "workload_refresh_total", "Workload credential exchanges (first mint and "
+            "refreshes) by rule and result.", ["rule", "result"], registry=registry)
+        # reason: idle | gone | failed
+        self.workload_dropped = Counter(
+            _P + "workload_dropped_total", "Workload identities dropped, by rule and reason.",
+            ["rule", "reason"], registry=registry)
+        self.broker_up = Gauge(
+            _P + "broker_up", "1 when the SPIRE agent's SPIFFE Broker API answered the last "
+            "call.", registry=registry)
         self.targets: tuple[TargetFamily, ...] = (
             self.refresh_total, self.refresh_failures, self.expiry, self.last_success,
             self.state, self.svid_expiry, self.x509_svid_expiry, self.x509_rotations,

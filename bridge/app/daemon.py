@@ -43,10 +43,13 @@ from bridge.serving.metadata import LocalTokens, MetadataContext
 from bridge.serving.reader import ReaderServer
 from bridge.skew import ClockSkew
 from bridge.sources import SvidSource, X509Svids
+from bridge.sources.broker import BrokerClient
 from bridge.sources.bundles import SKIP_REASONS
 from bridge.sources.workload_api import WorkloadApiSource
 from bridge.sources.x509 import X509SvidSource
 from bridge.store import CredentialStore
+from bridge.workloads.assembly import build_workloads
+from bridge.workloads.lifecycle import WorkloadCredentials
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class Daemon:
     up_listeners: list[Callable[[bool], None]] = field(default_factory=list)
     handover: bool = False  # at the end of `serve`, leave listeners and source running
     reloaded: bool = False  # built from a previous generation (nothing to recover)
+    workloads: WorkloadCredentials | None = None  # workload_targets' lifecycle
+    broker: BrokerClient | None = None  # the agent's Broker API (workload_targets)
     x509: X509Svids | None = None  # the X.509-SVID stream, when a target has source x509
     rotation_listeners: list[Callable[[set[str]], None]] = field(default_factory=list)
 
@@ -78,6 +83,8 @@ class Daemon:
         self.source.close()
         if self.x509 is not None:
             self.x509.close()
+        if self.broker is not None:
+            self.broker.close()
 
 
 def build(config: Config, *, clock: Clock | None = None,
@@ -169,18 +176,35 @@ def build(config: Config, *, clock: Clock | None = None,
     # Cloud-metadata listeners, one per configured `metadata.*` section (none by default).
     context = MetadataContext(store=store, clock=clock, tokens=tokens or LocalTokens(),
                               metrics=metrics, redactor=redactor)
+    services += _metadata_services(config, context)
+    parts = build_workloads(config, clock=clock, metrics=metrics, redactor=redactor,
+                            limits=limits, sessions=sessions, hop_context=hop_context,
+                            context=context,
+                            previous=previous.broker if previous is not None else None,
+                            bundles=source.jwt_bundles,
+                            caller_now=lambda: max(clock.time(), skew.cloud_now() or 0.0),
+                            budgets=budgets)
+    services += parts.services
+    services, running, retired = _take_over(services, previous)
+    return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
+                  source=source, scheduler=scheduler, directory=directory, writer=writer,
+                  services=services, carried=frozenset(kept), limits=limits, running=running,
+                  retired=retired, up_listeners=listeners, reloaded=previous is not None,
+                  budgets=budgets, x509=x509, rotation_listeners=rotation,
+                  workloads=parts.credentials, broker=parts.broker)
+
+
+def _metadata_services(config: Config, context: MetadataContext) -> list[Service]:
+    """The configured targets' metadata listeners, one per `metadata.*` section that a
+    target serves (workload targets' are `build_workloads`')."""
+    services: list[Service] = []
     for key, (_, endpoint) in endpoints().items():
         listener = config.metadata.get(key)
         served = [t for t in config.targets if key in t.serve]
         if listener is not None and served:
             services.append(endpoint.build(listener, served[:1] if endpoint.single else served,
                                            context))
-    services, running, retired = _take_over(services, previous)
-    return Daemon(config=config, clock=clock, metrics=metrics, redactor=redactor, store=store,
-                  source=source, scheduler=scheduler, directory=directory, writer=writer,
-                  services=services, carried=frozenset(kept), limits=limits, running=running,
-                  retired=retired, up_listeners=listeners, reloaded=previous is not None,
-                  budgets=budgets, x509=x509, rotation_listeners=rotation)
+    return services
 
 
 def _x509_source(config: Config, clock: Clock, given: X509Svids | None,
@@ -329,6 +353,8 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(daemon.scheduler.run()),
                      group.create_task(daemon.writer.run())]
+            if daemon.workloads is not None:
+                tasks.append(group.create_task(daemon.workloads.run()))
             await stop.wait()
             for t in tasks:
                 t.cancel()

@@ -69,6 +69,8 @@ async def supervise(path: Path, config: Config, *, stop: asyncio.Event,
             old.source.close()
         if old.x509 is not None and daemon.x509 is not old.x509:
             old.x509.close()
+        if old.broker is not None and daemon.broker is not old.broker:
+            old.broker.close()
         for gone in {t.name for t in old.config.targets} - {t.name for t in new.targets}:
             metrics.forget_target(gone)
         log.info("config reloaded from %s: %d target(s), %d kept as they were, %d "

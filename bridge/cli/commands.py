@@ -34,8 +34,13 @@ def check(args: argparse.Namespace) -> int:
     say(f"{args.config}: OK ({len(config.targets)} target"
         f"{'s' if len(config.targets) != 1 else ''}: "
         f"{', '.join(t.name for t in config.targets)})")
-    for line in exposure(config.metadata, config.targets):
+    per_caller = frozenset(k for r in config.workload_targets for k in r.serve_metadata)
+    for line in exposure(config.metadata, config.targets, per_caller=per_caller):
         say(f"  {line}")
+    for rule in config.workload_targets:  # each caller its own identity, attested
+        where = ", ".join([*(["gRPC"] if rule.serve_grpc else []), *rule.serve_metadata])
+        say(f"  workload target {rule.name}: callers matching {rule.match} get their own "
+            f"credential over {where}")
     return EXIT_OK
 
 

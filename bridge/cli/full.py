@@ -98,7 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=check)
     c = command("credential-process",
                 "AWS credential_process helper: print a target's credentials as JSON.")
-    c.add_argument("--target", required=True)
+    which = c.add_mutually_exclusive_group(required=True)
+    which.add_argument("--target")
+    which.add_argument("--workload-target",
+                       help="this process's own credential under a workload target, from "
+                       "the workload socket (--socket, or the config's workloads.grpc_socket)")
     add_daemon_arguments(c)
     c.add_argument("--directory", type=Path, help="read the daemon's output files instead")
     c.set_defaults(func=credential_process)

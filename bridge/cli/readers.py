@@ -42,6 +42,12 @@ def add_daemon_arguments(c: argparse.ArgumentParser) -> None:
 
 
 def credential_process(args: argparse.Namespace) -> int:
+    if args.workload_target is not None:
+        return _workload_credential(args)
+    return _target_credential(args)
+
+
+def _target_credential(args: argparse.Namespace) -> int:
     if args.directory is not None:
         return _from_files(args.directory, args.target)
     located = _locate(args)
@@ -71,6 +77,36 @@ def _from_daemon(args: argparse.Namespace, socket: str) -> int:
 
     if not isinstance(served.material, AwsCredentials) or served.expires_at is None:
         return _fail(f"target {args.target!r} does not hold AWS credentials")
+    sys.stdout.write(json.dumps(process_json(served.material, served.expires_at)))
+    return EXIT_OK
+
+
+def _workload_credential(args: argparse.Namespace) -> int:
+    """`--workload-target R`: the calling process's own credential (the bridge attests
+    this process through the SPIRE agent's Broker API). A JWT-SVID is sent only with an
+    explicit `--audience` (broker-less mode: the rule's audience)."""
+    socket = args.socket
+    if socket is None and args.config is not None:
+        workloads = load_config(args.config).workloads
+        socket = workloads.grpc_socket if workloads is not None else None
+    if not socket:
+        print("spiffe-bridge: credential-process --workload-target needs --socket (the "
+              "workload socket) or --config with workloads.grpc_socket", file=sys.stderr)
+        return EXIT_USAGE
+    from bridge.client import BridgeClient, workload_api_svid
+
+    svid = workload_api_svid(args.workload_api, args.audience) if (
+        args.workload_api and args.audience) else None
+    with BridgeClient(socket, svid=svid, timeout=15.0) as client:
+        served = _ask(lambda: client.get_workload_credential(args.workload_target), socket)
+    if served is None:
+        return EXIT_FAILURE
+    from bridge.clouds.aws import AwsCredentials
+    from bridge.clouds.aws.files import process_json
+
+    if not isinstance(served.material, AwsCredentials) or served.expires_at is None:
+        return _fail(f"workload target {args.workload_target!r} does not hold AWS "
+                     "credentials")
     sys.stdout.write(json.dumps(process_json(served.material, served.expires_at)))
     return EXIT_OK
 

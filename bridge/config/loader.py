@@ -22,6 +22,7 @@ from bridge.config.schema import (
 )
 from bridge.config.serving import check_serving, read_grpc, read_metadata
 from bridge.config.targets import check_unique_names, read_target
+from bridge.config.workloads import check_rules, read_broker, read_workload_rule, read_workloads
 from bridge.errors import ConfigError, ConfigProblem
 from bridge.schema import Problems, Section, check_abs_path, check_host_port, check_unix_uri
 from bridge.schema.document import load_document
@@ -106,10 +107,18 @@ def _read_root(root: Section, env: Mapping[str, str]) -> Config | None:
 
     read = [(s.path, read_target(s), s.raw("name")) for s in root.items("targets")]
     targets = tuple(t for _, t, _ in read if t is not None)
-    if not read:
-        root.error("targets", "is required: list at least one target")
+    broker = read_broker(root)
+    workloads = read_workloads(root)
+    rules_read = [(s.path, read_workload_rule(s)) for s in root.items("workload_targets")]
+    rules = [(path, r) for path, r in rules_read if r is not None]
+    if not read and not rules_read:
+        root.error("targets", "is required: list at least one target (or workload_targets)")
     check_unique_names(root, [(path, name) for path, _, name in read])
-    check_serving(root, grpc, metadata, [(path, t) for path, t, _ in read if t is not None])
+    check_serving(root, grpc, metadata, [(path, t) for path, t, _ in read if t is not None],
+                  rule_served={(k, r.name) for _, r in rules for k in r.serve_metadata})
+    check_rules(root, rules, broker=broker, workloads=workloads,
+                target_names={t.name for t in targets},
+                metadata_keys={k for k, _ in metadata.endpoints})
     root.finish()
     if not directory or not socket:
         return None
@@ -123,6 +132,9 @@ def _read_root(root: Section, env: Mapping[str, str]) -> Config | None:
         grpc=grpc,
         http_address=http_address,
         metadata=metadata,
+        broker=broker,
+        workloads=workloads,
+        workload_targets=tuple(r for _, r in rules),
     )
 
 

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge.clouds import HopConfig
 from bridge.config.fleet import FleetConfig
 from bridge.config.serving import GrpcConfig, MetadataConfig
+
+if TYPE_CHECKING:  # they build on TargetConfig below
+    from bridge.config.workloads import BrokerSection, WorkloadRule, WorkloadsConfig
 
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:9464"
 
@@ -63,6 +67,11 @@ class Config:
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     http_address: str = DEFAULT_HTTP_ADDRESS
     metadata: MetadataConfig = field(default_factory=MetadataConfig)
+    # per-workload identities (bridge.config.workloads): the agent's broker endpoint,
+    # the lifecycle's bounds, and the rules
+    broker: BrokerSection | None = None
+    workloads: WorkloadsConfig | None = None
+    workload_targets: tuple[WorkloadRule, ...] = ()
 
     def target(self, name: str) -> TargetConfig | None:
         return next((t for t in self.targets if t.name == name), None)

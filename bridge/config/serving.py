@@ -126,7 +126,8 @@ def read_serve(s: Section) -> tuple[str, ...]:
 
 
 def check_serving(root: Section, grpc: GrpcConfig, metadata: MetadataConfig,
-                  targets: Sequence[tuple[str, Target]]) -> None:
+                  targets: Sequence[tuple[str, Target]], *,
+                  rule_served: set[tuple[str, str]] | None = None) -> None:
     """Cross-section rules for serving: each endpoint has its listener and a target it
     can serve, single-identity endpoints serve one, and nothing widens access past
     `allowed_callers`."""
@@ -146,7 +147,12 @@ def check_serving(root: Section, grpc: GrpcConfig, metadata: MetadataConfig,
         if endpoint.single and len(serving) > 1:
             root.problems.add(f"{serving[1][0]}.serve", f"{key} serves one identity, and "
                               f"{serving[0][1].name} already has it")
-        if listener is not None and not serving:
+        by_rules = sorted(r for k, r in rule_served or () if k == key)
+        if by_rules and serving:
+            root.problems.add(f"{serving[0][0]}.serve", f"{key} serves each caller its own "
+                              f"identity (workload target {by_rules[0]}): a configured "
+                              "target cannot share it")
+        if listener is not None and not serving and not by_rules:
             root.error(f"metadata.{key}", "no target lists it in `serve`")
     if grpc.tcp_address and any(not t.allowed_callers for _, t in targets):
         root.error("grpc.tcp_address", "every local user can connect over TCP: give every "
@@ -156,13 +162,14 @@ def check_serving(root: Section, grpc: GrpcConfig, metadata: MetadataConfig,
                    "user: give every target `allowed_callers` first")
 
 
-def exposure(metadata: MetadataConfig, targets: Sequence[Target]) -> list[str]:
+def exposure(metadata: MetadataConfig, targets: Sequence[Target], *,
+             per_caller: frozenset[str] = frozenset()) -> list[str]:
     """What each configured metadata endpoint hands out, and to whom (`check` prints
     it: serving a credential over loopback HTTP is a choice an operator should see)."""
     lines = []
     for key, (_, endpoint) in endpoints().items():
         listener = metadata.get(key)
-        if listener is not None:
+        if listener is not None and key not in per_caller:  # those: workload targets
             served = [t.name for t in targets if key in t.serve]
             lines.append(endpoint.exposure(listener, served))
     return lines

@@ -108,6 +108,11 @@ def check_unique_names(root: Section, named: list[tuple[str, object]]) -> None:
         seen.setdefault(name, path)
 
 
+def valid_name_problem(v: str) -> str | None:
+    """Why `v` is not a valid target (or workload target) name, or None."""
+    return _check_name(v)
+
+
 def _check_source(v: str) -> str | None:
     if v in SOURCES:
         return None

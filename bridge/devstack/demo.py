@@ -21,11 +21,14 @@ from pathlib import Path
 import yaml
 
 from bridge.app import run_until_signalled
-from bridge.config import load_config
+from bridge.config import Config, load_config
+from bridge.devstack.broker import BrokerServer
 from bridge.devstack.stack import (
+    AWS_AUDIENCE,
     AZURE_CLIENT_ID,
     AZURE_STORAGE_SCOPE,
     AZURE_TENANT_ID,
+    DEMO_AWS_ACCOUNT,
     DEMO_ROLE_ARN,
     DEMO_SERVICE_ACCOUNT,
     GCP_AWS_PROVIDER,
@@ -48,11 +51,13 @@ def _free_port(preferred: int) -> int:
     raise OSError("no free loopback port")
 
 
-def write_demo_config(stack: DevStack, workdir: Path, *, outputs: Path | None = None) -> Path:
+def write_demo_config(stack: DevStack, workdir: Path, *, outputs: Path | None = None,
+                      broker: BrokerServer | None = None) -> Path:
     """A config against the stack's emulators: an AWS target (plus its JWT file), a GCP
     target impersonating a service account, an AWS->GCP chain, an Azure target and an
-    AWS->Azure chain. The credentials go to `outputs`, else to a new directory on
-    /dev/shm (else `workdir/creds`)."""
+    AWS->Azure chain; with `broker`, a workload target (each local process its own role,
+    through the dev Broker API). The credentials go to `outputs`, else to a new
+    directory on /dev/shm (else `workdir/creds`)."""
     if outputs is None:
         shm = Path("/dev/shm")
         outputs = Path(tempfile.mkdtemp(prefix="spiffe-bridge-dev-", dir=shm)) / "creds" \
@@ -89,10 +94,45 @@ def write_demo_config(stack: DevStack, workdir: Path, *, outputs: Path | None = 
              "chain": [{"azure": azure}]},
         ],
     }
+    if broker is not None:
+        doc["broker"] = {"socket": broker.uri, "agent_id": DEMO_AGENT_ID,
+                         "spiffe_id": demo_bridge_id(stack)}
+        doc["workloads"] = {"grpc_socket": f"unix://{workdir}/workload.sock"}
+        doc["workload_targets"] = [{
+            "name": DEMO_WORKLOAD_TARGET,
+            "match": f"spiffe://{stack.trust_domain}/ns/{{ns}}/sa/{{sa}}",
+            "aws": {"role_arn": f"arn:aws:iam::{DEMO_AWS_ACCOUNT}:role/{{ns}}-{{sa}}",
+                    "region": "us-east-1", "sts_endpoint": stack.aws_sts_url},
+            "serve": {"grpc": True}}]
     path = workdir / "bridge.yaml"
     path.write_text("# spiffe-bridge dev: demo config (development only)\n"
                     + yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+DEMO_AGENT_ID = "spiffe://example.org/spire/agent/dev/node"
+DEMO_WORKLOAD_TARGET = "demo-workload"
+OTHER_UID = 65534  # nobody: the second demo workload
+
+
+def demo_bridge_id(stack: DevStack) -> str:
+    return f"spiffe://{stack.trust_domain}/spiffe-bridge"
+
+
+def demo_broker(stack: DevStack, workdir: Path) -> BrokerServer:
+    """The dev Broker API endpoint with two demo workloads, two roles: this user's
+    processes are `ns/demo/sa/a` (role demo-a), uid 65534's `ns/demo/sa/b` (demo-b);
+    each role trusts its own SPIFFE ID only."""
+    assert stack.x509 is not None
+    registrations: dict[int, list[str]] = {}
+    for uid, name in ((os.getuid(), "a"), (OTHER_UID, "b")):
+        spiffe_id = f"spiffe://{stack.trust_domain}/ns/demo/sa/{name}"
+        registrations.setdefault(uid, [spiffe_id])
+        stack.aws.add_role(f"arn:aws:iam::{DEMO_AWS_ACCOUNT}:role/demo-{name}",
+                           provider_url=stack.issuer, aud=AWS_AUDIENCE, sub=spiffe_id)
+    return BrokerServer(workdir / "broker" / "broker.sock", authority=stack.authority,
+                        ca=stack.x509, agent_id=DEMO_AGENT_ID, brokers=[demo_bridge_id(stack)],
+                        registrations=registrations)
 
 
 def shell_commands() -> tuple[str, str]:
@@ -128,6 +168,7 @@ spiffe-bridge dev is running (development stack: emulators on loopback, not real
                                {out}/azure/demo-aws-to-azure.json  (AWS -> Azure chain)
                                ({kept})
   gRPC API:                    {config.grpc.socket}
+{_broker_usage(config)}
   Metrics / health:            http://{config.http_address}/metrics  /healthz  /readyz
 
 Try it in another shell:
@@ -135,10 +176,29 @@ Try it in another shell:
   {python} -c "import boto3; print(boto3.Session().get_credentials().get_frozen_credentials())"
   {cli} credential-process --target demo --config {q(str(config_path))}
   {cli} status --config {q(str(config_path))}
-  curl -s http://{config.http_address}/readyz
+  curl -s http://{config.http_address}/readyz{_workload_usage(config, cli)}
 
 Press Ctrl-C to stop.
 """
+
+
+def _broker_usage(config: Config) -> str:
+    if config.broker is None or config.workloads is None:
+        return ""
+    return (f"  Broker API (dev agent):      {config.broker.socket}\n"
+            f"  Workload socket:             {config.workloads.grpc_socket}  (workload target "
+            f"{DEMO_WORKLOAD_TARGET}:\n"
+            "                               each process its own role: yours demo-a, uid "
+            f"{OTHER_UID}'s demo-b)")
+
+
+def _workload_usage(config: Config, cli: str) -> str:
+    """The banner's lines for the workload target (each process its own identity)."""
+    if not config.workload_targets or config.workloads is None:
+        return ""
+    socket = config.workloads.grpc_socket or ""
+    return (f"\n  {cli} credential-process --workload-target {DEMO_WORKLOAD_TARGET} "
+            f"--socket {shlex.quote(socket)}")
 
 
 def run_demo(workdir: Path | None, *, redactor: Redactor, keep: bool = False) -> int:
@@ -152,11 +212,13 @@ def run_demo(workdir: Path | None, *, redactor: Redactor, keep: bool = False) ->
     base.mkdir(parents=True, exist_ok=True)
     made: list[Path] = [] if workdir else [base]
     try:
-        with DevStack(base / "stack") as stack:
+        with DevStack(base / "stack", x509=True, identities=[
+                "spiffe://example.org/demo", "spiffe://example.org/spiffe-bridge"]) as stack, \
+                demo_broker(stack, base) as broker:
             # The Entra emulator speaks https with the dev CA; the bridge's Entra client
             # (requests) trusts it through this, in this dev process only.
             os.environ["REQUESTS_CA_BUNDLE"] = str(stack.ca_file)
-            config_path = write_demo_config(stack, base,
+            config_path = write_demo_config(stack, base, broker=broker,
                                             outputs=base / "creds" if workdir else None)
             config = load_config(config_path)
             outputs = config.outputs.directory

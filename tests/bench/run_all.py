@@ -79,6 +79,8 @@ def benches(quick: bool) -> list[Bench]:
         Bench("fleet", "bench_fleet", ["--nodes", "500" if q else "2000"], 600),
         Bench("roles_anywhere", "bench_roles_anywhere",
               ["--refreshes", "50" if q else "200"], 180),
+        Bench("broker", "bench_broker", ["--identities", "3" if q else "5", "--calls",
+                                         "100" if q else "200"], 300),
     ]
 
 
@@ -201,6 +203,17 @@ def rows_credential_process(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def rows_broker(d: dict[str, Any]) -> list[Row]:
+    c, w, t = d["cold"], d["warm"], d["configured"]
+    return [
+        ("11 workload first credential (broker, cold)", f"{c['median_ms']:.1f} ms",
+         f"warm {w['median_ms']:.2f} ms", f"{d['cold_vs_warm']:.1f}", "-", _met(None)),
+        ("11 workload cached (attested per call)", f"{w['median_ms']:.2f} ms",
+         f"configured {t['median_ms']:.2f} ms", f"{d['warm_vs_configured']:.1f}", "-",
+         _met(None)),
+    ]
+
+
 def rows_memory(d: dict[str, Any]) -> list[Row]:
     return [(f"10 {cloud} daemon RSS, one target", f"{c['rss_mb']:.1f} MB",
              f"import floor {c['floor_mb']:.1f} MB", f"{c['ratio']:.2f}", "<= 1.15",
@@ -254,12 +267,13 @@ ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "refresh": rows_refresh, "grpc": rows_grpc, "metadata": rows_metadata,
     "scale": rows_scale, "startup": rows_startup, "scrape": rows_scrape, "fleet": rows_fleet,
     "roles_anywhere": rows_roles_anywhere, "credential_process": rows_credential_process,
-    "memory": rows_memory}
+    "memory": rows_memory, "broker": rows_broker}
 LABELS = {"refresh": "1 refresh overhead", "grpc": "2 read path (gRPC)",
           "metadata": "2 read path (metadata)", "scale": "3 scale", "startup": "4 startup",
           "scrape": "6 scrape", "fleet": "7 fleet simulation",
           "roles_anywhere": "8 Roles Anywhere refresh",
-          "credential_process": "9 credential_process", "memory": "10 sidecar memory"}
+          "credential_process": "9 credential_process", "memory": "10 sidecar memory",
+          "broker": "11 per-workload credentials (broker)"}
 
 
 def render(rows: list[Row]) -> str:

@@ -20,7 +20,8 @@ from tests.support.deploy import (
 from tests.support.process import bridge_cli
 
 SOURCES = [f"chart:{name}" for name in RENDERINGS] + [
-    "kubernetes/configmap.yaml", "kubernetes/sidecar-example.yaml", "systemd/config.yaml"]
+    "kubernetes/configmap.yaml", "kubernetes/sidecar-example.yaml",
+    "kubernetes/daemonset-broker.yaml", "systemd/config.yaml"]
 
 
 def _config_text(source: str, rendered: dict[str, list[Doc]]) -> str:

@@ -16,6 +16,7 @@ from tests.support.deploy import (
     CHART,
     NAMESPACE,
     RENDERINGS,
+    VALUES,
     Doc,
     helm,
     kinds,
@@ -215,3 +216,34 @@ def test_network_policy_admits_only_the_metrics_port_from_the_given_peers(
     assert "http-metrics" in ports
     assert rule["from"] == values["networkPolicy"]["metricsFrom"]
     assert "NetworkPolicy" not in kinds(rendered["default"])
+
+
+def test_broker_mode_shares_the_pid_namespace_and_mounts_both_sockets(
+        rendered: dict[str, list[Doc]]) -> None:
+    """Broker mode: hostPID (callers' PIDs), the agent's broker socket directory read-only
+    and the workload socket directory, still non-root with no capabilities; the config
+    names the broker, the workload socket and the rules. Other renderings have none of it."""
+    pod = pod_spec(one(rendered["broker"], "DaemonSet"))
+    assert pod["hostPID"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["spire-broker"]["hostPath"] == {"path": "/run/spire/broker-sockets",
+                                                   "type": "Directory"}
+    assert volumes["workload-socket"]["hostPath"]["path"] == "/run/spiffe-bridge-workloads"
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["spire-broker"] == {"name": "spire-broker", "mountPath": "/spiffe-broker",
+                                      "readOnly": True}
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    config = yaml.safe_load(one(rendered["broker"], "ConfigMap")["data"]["config.yaml"])
+    assert config["broker"]["socket"] == "unix:///spiffe-broker/broker.sock"
+    assert config["workloads"]["grpc_socket"] == (
+        "unix:///run/spiffe-bridge-workloads/workload.sock")
+    assert [r["name"] for r in config["workload_targets"]] == ["ns-sa-aws"]
+    for name in ("default", "all-on", "all-off"):
+        assert "hostPID" not in pod_spec(one(rendered[name], "DaemonSet"))
+
+
+def test_broker_mode_needs_its_ids() -> None:
+    with pytest.raises(AssertionError, match=r"broker\.agentId is required"):
+        render_chart(VALUES / "broker.yaml", extra=["--set", "broker.agentId="])

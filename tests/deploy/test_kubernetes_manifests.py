@@ -178,3 +178,25 @@ def test_network_policy_admits_only_the_metrics_port_of_the_bridge_pods(
     (rule,) = policy["ingress"]
     assert rule["ports"] == [{"port": "http-metrics", "protocol": "TCP"}]
     assert rule["from"], "an ingress rule without `from` admits every pod"
+
+
+def test_broker_daemonset_shares_the_pid_namespace_in_a_namespace_that_allows_it(
+        manifests: dict[str, list[Doc]]) -> None:
+    """hostPID is forbidden by the baseline and restricted standards: the broker-mode
+    DaemonSet lives in a namespace labelled privileged, and is otherwise as locked down
+    as the default one (non-root, read-only root, no capabilities)."""
+    docs = manifests["daemonset-broker.yaml"]
+    namespace = one(docs, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    pod = pod_spec(one(docs, "DaemonSet"))
+    assert pod["hostPID"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/spiffe-broker"]["readOnly"] is True
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
+    assert config["broker"]["socket"] == "unix:///spiffe-broker/broker.sock"
+    assert config["workloads"]["grpc_socket"].startswith("unix:///run/spiffe-bridge-workloads/")
+    assert "hostPID" not in pod_spec(one(manifests["daemonset.yaml"], "DaemonSet"))

@@ -49,7 +49,9 @@ def _ready(address: str) -> bool:
 def test_the_banner_commands_work_pasted_into_a_clean_shell(short_dir: Path) -> None:
     """Each command the banner prints succeeds in `env -i` bash (PATH /usr/bin:/bin, no
     VIRTUAL_ENV, a fresh HOME): boto3 loads the demo profile, credential-process prints
-    the JSON, status shows every target fresh, /readyz says ready. On Ctrl-C the
+    the JSON, status shows every target fresh, /readyz says ready, and the workload
+    target's credential-process gets this shell's own credential (through the dev
+    Broker API). On Ctrl-C the
     temporary directories and the credentials are gone."""
     log = short_dir / "dev.log"
     proc = start_bridge("dev", log=log)
@@ -60,7 +62,7 @@ def test_the_banner_commands_work_pasted_into_a_clean_shell(short_dir: Path) -> 
         address = yaml.safe_load(config.read_text())["http"]["address"]
         wait_for(lambda: _ready(address), "/readyz ready", timeout=30)
         commands = _try_it(banner)
-        assert len(commands) == 5, commands
+        assert len(commands) == 6, commands
         home = short_dir / "home"
         home.mkdir()
         shell = subprocess.run(
@@ -80,6 +82,10 @@ def test_the_banner_commands_work_pasted_into_a_clean_shell(short_dir: Path) -> 
     assert states == {"demo": "fresh", "demo-gcp": "fresh", "demo-aws-to-gcp": "fresh",
                       "demo-azure": "fresh", "demo-aws-to-azure": "fresh"}
     assert json.loads(out[5].split("\n", 1)[1])["ready"] is True
+    own = json.loads(out[6].split("\n", 1)[1])  # the workload target: this shell's own
+    assert own["Version"] == 1
+    assert own["AccessKeyId"].startswith("ASIA")
+    assert own["AccessKeyId"] != process["AccessKeyId"]
     assert code == 0
     assert not config.parent.exists(), "the dev workdir was left behind"
     assert not credentials.parents[2].exists(), "the dev credentials were left behind"

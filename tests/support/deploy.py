@@ -42,6 +42,7 @@ RENDERINGS: dict[str, tuple[Path, ...]] = {
     "default": (),
     "all-on": (VALUES / "all-on.yaml",),
     "all-off": (VALUES / "all-off.yaml",),
+    "broker": (VALUES / "broker.yaml",),
 }
 # The job label the alert rules select (SpiffeBridgeDown).
 ALERT_JOB = "spiffe-bridge"

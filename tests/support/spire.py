@@ -219,14 +219,20 @@ class Process:
 class SpireDeployment:
     """Server, agent, OIDC Discovery Provider and cloud emulators. Not thread-safe."""
 
-    def __init__(self, binaries: dict[str, Path], workdir: Path) -> None:
+    def __init__(self, binaries: dict[str, Path], workdir: Path, *,
+                 brokers: Iterable[str] = ()) -> None:
         self.bin = binaries
         self.dir = workdir
+        # SPIFFE IDs the agent's `experimental.broker` endpoint serves (none: it is off);
+        # its socket is not in the Workload API socket's directory (SPIRE refuses that).
+        self.brokers = tuple(brokers)
+        self.broker_socket = workdir / "broker" / "b.sock"
         self.server_port = free_port()
         self.oidc_port = free_port()
         self.issuer = f"http://127.0.0.1:{self.oidc_port}"
         self.server_socket = workdir / "s.sock"
-        self.agent_socket = workdir / "a.sock"
+        # with a broker endpoint, each socket in its own directory (SPIRE's rule)
+        self.agent_socket = workdir / ("api/a.sock" if self.brokers else "a.sock")
         self.bundle_path = workdir / "bundle.pem"
         self.agent_id = ""
         self.uid = os.getuid()
@@ -499,6 +505,7 @@ plugins {{
     def _write_agent_config(self, token: str) -> None:
         d = self.dir
         (d / "agent-data").mkdir(exist_ok=True)
+        self.agent_socket.parent.mkdir(exist_ok=True)
         (d / "agent.conf").write_text(f"""
 agent {{
     data_dir = "{d / 'agent-data'}"
@@ -512,6 +519,7 @@ agent {{
     experimental {{
         sync_interval = "1s"
         jwt_svid_cache_hit_timeout = "6s"
+{self._broker_block()}
     }}
 }}
 
@@ -529,6 +537,17 @@ plugins {{
     }}
 }}
 """)
+
+    def _broker_block(self) -> str:
+        if not self.brokers:
+            return ""
+        self.broker_socket.parent.mkdir(exist_ok=True)
+        pid_type = "type.googleapis.com/spiffe.broker.WorkloadPIDReference"
+        brokers = ",\n".join(
+            f'{{ id = "{b}"\n allowed_reference_types = [{{ type_url = "{pid_type}" }}] }}'
+            for b in self.brokers)
+        return (f'        broker {{\n            socket_path = "{self.broker_socket}"\n'
+                f"            brokers = [\n{brokers}\n            ]\n        }}")
 
     def _write_oidc_config(self) -> None:
         (self.dir / "oidc.conf").write_text(f"""

@@ -21,6 +21,14 @@ _ESTABLISHED = "01"
 def peer_uid(sock: socket.socket, *, tables: dict[int, Path] | None = None) -> int | None:
     """The uid owning the other end of `sock` (a loopback connection), None if the
     table has no such row (the peer closed, or not this namespace)."""
+    found = peer_socket(sock, tables=tables)
+    return found[0] if found is not None else None
+
+
+def peer_socket(sock: socket.socket, *, tables: dict[int, Path] | None = None
+                ) -> tuple[int, int] | None:
+    """(uid, socket inode) of the other end of `sock`, as `peer_uid` finds it; the
+    inode names the peer's socket in `/proc/<pid>/fd` (`serving.processes`)."""
     try:
         local = sock.getsockname()
         remote = sock.getpeername()
@@ -39,10 +47,11 @@ def peer_uid(sock: socket.socket, *, tables: dict[int, Path] | None = None) -> i
         return None
     end = text.find("\n", at)
     fields = text[at:end if end >= 0 else None].split()
-    # local rem st tx:rx tr:when retrnsmt uid ...
+    # local rem st tx:rx tr:when retrnsmt uid timeout inode ...
     if len(fields) < 7 or fields[2] != _ESTABLISHED or not fields[6].isdigit():
         return None
-    return int(fields[6])
+    inode = int(fields[8]) if len(fields) > 8 and fields[8].isdigit() else 0
+    return int(fields[6]), inode
 
 
 def _hex(host: str, port: int) -> str:

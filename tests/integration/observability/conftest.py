@@ -126,6 +126,11 @@ def deployment() -> Iterator[Deployment]:
                             "tenant_id": AZURE_TENANT_ID, "client_id": AZURE_CLIENT_ID,
                             "scopes": [AZURE_STORAGE_SCOPE],
                             "authority_host": stack.azure_authority}}],
+            # a broker-less workload target: its rule-labelled series exist from the start
+            "workloads": {"grpc_socket": f"unix://{shm}/workload.sock"},
+            "workload_targets": [{**_target("per-workload", stack.aws),
+                                  "match": "spiffe://example.org/ns/{ns}",
+                                  "serve": {"grpc": True}}],
         }
         config_path = workdir / "bridge.yaml"
         config_path.write_text(yaml.safe_dump(config))

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/bridge/_proto/spiffebridge/v1/credentials.proto\x12\x0fspiffebridge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12ListTargetsRequest\"\xf8\x01\n\x06Target\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x63loud\x18\x02 \x01(\x0e\x32\x16.spiffebridge.v1.Cloud\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.spiffebridge.v1.State\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_success\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x1c\n\x14\x63onsecutive_failures\x18\x07 \x01(\r\"?\n\x13ListTargetsResponse\x12(\n\x07targets\x18\x01 \x03(\x0b\x32\x17.spiffebridge.v1.Target\"&\n\x14GetCredentialRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\"(\n\x16WatchCredentialRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\"s\n\x0e\x41wsCredentials\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\x12\x19\n\x11secret_access_key\x18\x02 \x01(\t\x12\x15\n\rsession_token\x18\x03 \x01(\t\x12\x18\n\x10\x61ssumed_role_arn\x18\x04 \x01(\t\"M\n\x0eGcpAccessToken\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\"t\n\x10\x41zureAccessToken\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\"\xc2\x02\n\nCredential\x12\x0e\n\x06target\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.spiffebridge.v1.State\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x03\x61ws\x18\n \x01(\x0b\x32\x1f.spiffebridge.v1.AwsCredentialsH\x00\x12.\n\x03gcp\x18\x0b \x01(\x0b\x32\x1f.spiffebridge.v1.GcpAccessTokenH\x00\x12\x32\n\x05\x61zure\x18\x0c \x01(\x0b\x32!.spiffebridge.v1.AzureAccessTokenH\x00\x42\n\n\x08material\"H\n\x15GetCredentialResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.spiffebridge.v1.Credential\"J\n\x17WatchCredentialResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.spiffebridge.v1.Credential*S\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTATE_FRESH\x10\x01\x12\x0f\n\x0bSTATE_STALE\x10\x02\x12\x11\n\rSTATE_EXPIRED\x10\x03*M\n\x05\x43loud\x12\x15\n\x11\x43LOUD_UNSPECIFIED\x10\x00\x12\r\n\tCLOUD_AWS\x10\x01\x12\r\n\tCLOUD_GCP\x10\x02\x12\x0f\n\x0b\x43LOUD_AZURE\x10\x03\x32\xb5\x02\n\x11\x43redentialService\x12X\n\x0bListTargets\x12#.spiffebridge.v1.ListTargetsRequest\x1a$.spiffebridge.v1.ListTargetsResponse\x12^\n\rGetCredential\x12%.spiffebridge.v1.GetCredentialRequest\x1a&.spiffebridge.v1.GetCredentialResponse\x12\x66\n\x0fWatchCredential\x12\'.spiffebridge.v1.WatchCredentialRequest\x1a(.spiffebridge.v1.WatchCredentialResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/bridge/_proto/spiffebridge/v1/credentials.proto\x12\x0fspiffebridge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12ListTargetsRequest\"\xf8\x01\n\x06Target\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x63loud\x18\x02 \x01(\x0e\x32\x16.spiffebridge.v1.Cloud\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.spiffebridge.v1.State\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_success\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x1c\n\x14\x63onsecutive_failures\x18\x07 \x01(\r\"?\n\x13ListTargetsResponse\x12(\n\x07targets\x18\x01 \x03(\x0b\x32\x17.spiffebridge.v1.Target\"?\n\x14GetCredentialRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x17\n\x0fworkload_target\x18\x02 \x01(\t\"A\n\x16WatchCredentialRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x17\n\x0fworkload_target\x18\x02 \x01(\t\"s\n\x0e\x41wsCredentials\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\x12\x19\n\x11secret_access_key\x18\x02 \x01(\t\x12\x15\n\rsession_token\x18\x03 \x01(\t\x12\x18\n\x10\x61ssumed_role_arn\x18\x04 \x01(\t\"M\n\x0eGcpAccessToken\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\"t\n\x10\x41zureAccessToken\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\"\xd5\x02\n\nCredential\x12\x0e\n\x06target\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.spiffebridge.v1.State\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tspiffe_id\x18\x05 \x01(\t\x12.\n\x03\x61ws\x18\n \x01(\x0b\x32\x1f.spiffebridge.v1.AwsCredentialsH\x00\x12.\n\x03gcp\x18\x0b \x01(\x0b\x32\x1f.spiffebridge.v1.GcpAccessTokenH\x00\x12\x32\n\x05\x61zure\x18\x0c \x01(\x0b\x32!.spiffebridge.v1.AzureAccessTokenH\x00\x42\n\n\x08material\"H\n\x15GetCredentialResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.spiffebridge.v1.Credential\"J\n\x17WatchCredentialResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.spiffebridge.v1.Credential*S\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTATE_FRESH\x10\x01\x12\x0f\n\x0bSTATE_STALE\x10\x02\x12\x11\n\rSTATE_EXPIRED\x10\x03*M\n\x05\x43loud\x12\x15\n\x11\x43LOUD_UNSPECIFIED\x10\x00\x12\r\n\tCLOUD_AWS\x10\x01\x12\r\n\tCLOUD_GCP\x10\x02\x12\x0f\n\x0b\x43LOUD_AZURE\x10\x03\x32\xb5\x02\n\x11\x43redentialService\x12X\n\x0bListTargets\x12#.spiffebridge.v1.ListTargetsRequest\x1a$.spiffebridge.v1.ListTargetsResponse\x12^\n\rGetCredential\x12%.spiffebridge.v1.GetCredentialRequest\x1a&.spiffebridge.v1.GetCredentialResponse\x12\x66\n\x0fWatchCredential\x12\'.spiffebridge.v1.WatchCredentialRequest\x1a(.spiffebridge.v1.WatchCredentialResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bridge._proto.spiffebridge.v1.credentials_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATE']._serialized_start=1310
-  _globals['_STATE']._serialized_end=1393
-  _globals['_CLOUD']._serialized_start=1395
-  _globals['_CLOUD']._serialized_end=1472
+  _globals['_STATE']._serialized_start=1379
+  _globals['_STATE']._serialized_end=1462
+  _globals['_CLOUD']._serialized_start=1464
+  _globals['_CLOUD']._serialized_end=1541
   _globals['_LISTTARGETSREQUEST']._serialized_start=101
   _globals['_LISTTARGETSREQUEST']._serialized_end=121
   _globals['_TARGET']._serialized_start=124
@@ -43,21 +43,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTARGETSRESPONSE']._serialized_start=374
   _globals['_LISTTARGETSRESPONSE']._serialized_end=437
   _globals['_GETCREDENTIALREQUEST']._serialized_start=439
-  _globals['_GETCREDENTIALREQUEST']._serialized_end=477
-  _globals['_WATCHCREDENTIALREQUEST']._serialized_start=479
-  _globals['_WATCHCREDENTIALREQUEST']._serialized_end=519
-  _globals['_AWSCREDENTIALS']._serialized_start=521
-  _globals['_AWSCREDENTIALS']._serialized_end=636
-  _globals['_GCPACCESSTOKEN']._serialized_start=638
-  _globals['_GCPACCESSTOKEN']._serialized_end=715
-  _globals['_AZUREACCESSTOKEN']._serialized_start=717
-  _globals['_AZUREACCESSTOKEN']._serialized_end=833
-  _globals['_CREDENTIAL']._serialized_start=836
-  _globals['_CREDENTIAL']._serialized_end=1158
-  _globals['_GETCREDENTIALRESPONSE']._serialized_start=1160
-  _globals['_GETCREDENTIALRESPONSE']._serialized_end=1232
-  _globals['_WATCHCREDENTIALRESPONSE']._serialized_start=1234
-  _globals['_WATCHCREDENTIALRESPONSE']._serialized_end=1308
-  _globals['_CREDENTIALSERVICE']._serialized_start=1475
-  _globals['_CREDENTIALSERVICE']._serialized_end=1784
+  _globals['_GETCREDENTIALREQUEST']._serialized_end=502
+  _globals['_WATCHCREDENTIALREQUEST']._serialized_start=504
+  _globals['_WATCHCREDENTIALREQUEST']._serialized_end=569
+  _globals['_AWSCREDENTIALS']._serialized_start=571
+  _globals['_AWSCREDENTIALS']._serialized_end=686
+  _globals['_GCPACCESSTOKEN']._serialized_start=688
+  _globals['_GCPACCESSTOKEN']._serialized_end=765
+  _globals['_AZUREACCESSTOKEN']._serialized_start=767
+  _globals['_AZUREACCESSTOKEN']._serialized_end=883
+  _globals['_CREDENTIAL']._serialized_start=886
+  _globals['_CREDENTIAL']._serialized_end=1227
+  _globals['_GETCREDENTIALRESPONSE']._serialized_start=1229
+  _globals['_GETCREDENTIALRESPONSE']._serialized_end=1301
+  _globals['_WATCHCREDENTIALRESPONSE']._serialized_start=1303
+  _globals['_WATCHCREDENTIALRESPONSE']._serialized_end=1377
+  _globals['_CREDENTIALSERVICE']._serialized_start=1544
+  _globals['_CREDENTIALSERVICE']._serialized_end=1853
 # @@protoc_insertion_point(module_scope)

@@ -61,16 +61,20 @@ class ListTargetsResponse(_message.Message):
     def __init__(self, targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ...) -> None: ...
 
 class GetCredentialRequest(_message.Message):
-    __slots__ = ("target",)
+    __slots__ = ("target", "workload_target")
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_TARGET_FIELD_NUMBER: _ClassVar[int]
     target: str
-    def __init__(self, target: _Optional[str] = ...) -> None: ...
+    workload_target: str
+    def __init__(self, target: _Optional[str] = ..., workload_target: _Optional[str] = ...) -> None: ...
 
 class WatchCredentialRequest(_message.Message):
-    __slots__ = ("target",)
+    __slots__ = ("target", "workload_target")
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_TARGET_FIELD_NUMBER: _ClassVar[int]
     target: str
-    def __init__(self, target: _Optional[str] = ...) -> None: ...
+    workload_target: str
+    def __init__(self, target: _Optional[str] = ..., workload_target: _Optional[str] = ...) -> None: ...
 
 class AwsCredentials(_message.Message):
     __slots__ = ("access_key_id", "secret_access_key", "session_token", "assumed_role_arn")
@@ -109,11 +113,12 @@ class AzureAccessToken(_message.Message):
     def __init__(self, access_token: _Optional[str] = ..., token_type: _Optional[str] = ..., tenant_id: _Optional[str] = ..., client_id: _Optional[str] = ..., resource: _Optional[str] = ...) -> None: ...
 
 class Credential(_message.Message):
-    __slots__ = ("target", "state", "expires_at", "issued_at", "aws", "gcp", "azure")
+    __slots__ = ("target", "state", "expires_at", "issued_at", "spiffe_id", "aws", "gcp", "azure")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
     AWS_FIELD_NUMBER: _ClassVar[int]
     GCP_FIELD_NUMBER: _ClassVar[int]
     AZURE_FIELD_NUMBER: _ClassVar[int]
@@ -121,10 +126,11 @@ class Credential(_message.Message):
     state: State
     expires_at: _timestamp_pb2.Timestamp
     issued_at: _timestamp_pb2.Timestamp
+    spiffe_id: str
     aws: AwsCredentials
     gcp: GcpAccessToken
     azure: AzureAccessToken
-    def __init__(self, target: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aws: _Optional[_Union[AwsCredentials, _Mapping]] = ..., gcp: _Optional[_Union[GcpAccessToken, _Mapping]] = ..., azure: _Optional[_Union[AzureAccessToken, _Mapping]] = ...) -> None: ...
+    def __init__(self, target: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spiffe_id: _Optional[str] = ..., aws: _Optional[_Union[AwsCredentials, _Mapping]] = ..., gcp: _Optional[_Union[GcpAccessToken, _Mapping]] = ..., azure: _Optional[_Union[AzureAccessToken, _Mapping]] = ...) -> None: ...
 
 class GetCredentialResponse(_message.Message):
     __slots__ = ("credential",)

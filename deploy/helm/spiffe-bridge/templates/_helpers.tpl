@@ -56,10 +56,12 @@ memory-backed directory that holds the credentials (creds/) and the gRPC socket.
 {{- define "spiffe-bridge.configDir" -}}/etc/spiffe-bridge{{- end }}
 {{- define "spiffe-bridge.agentDir" -}}/spiffe-workload-api{{- end }}
 {{- define "spiffe-bridge.runDir" -}}/run/spiffe-bridge{{- end }}
+{{- define "spiffe-bridge.brokerDir" -}}/spiffe-broker{{- end }}
+{{- define "spiffe-bridge.workloadDir" -}}/run/spiffe-bridge-workloads{{- end }}
 
 {{/* The bridge's config file (README.md "Configuration"), from the values. */}}
 {{- define "spiffe-bridge.config" -}}
-{{- if not .Values.targets }}
+{{- if and (not .Values.targets) (not (and .Values.broker.enabled .Values.workloadTargets)) }}
 {{- fail "targets: list at least one target (the bridge's `targets`, README.md \"Configuration\")" }}
 {{- end }}
 {{- $runDir := include "spiffe-bridge.runDir" . }}
@@ -71,6 +73,21 @@ memory-backed directory that holds the credentials (creds/) and the gRPC socket.
   "grpc" (dict "socket" (printf "unix://%s/bridge.sock" $runDir))
   "http" (dict "address" (printf "0.0.0.0:%d" (int .Values.http.port)))
   "refresh" (dict "concurrency" (int .Values.refresh.concurrency))
-  "targets" .Values.targets }}
+  "targets" (.Values.targets | default list) }}
+{{- if .Values.broker.enabled }}
+{{- if not .Values.workloadTargets }}
+{{- fail "broker.enabled: list the rules in workloadTargets" }}
+{{- end }}
+{{- $_ := set $config "broker" (dict
+  "socket" (printf "unix://%s/%s" (include "spiffe-bridge.brokerDir" .) .Values.broker.socketName)
+  "agent_id" (required "broker.agentId is required (the agents' SPIFFE ID, or a prefix ending in /*)" .Values.broker.agentId)
+  "spiffe_id" (required "broker.spiffeId is required (the bridge's own SPIFFE ID)" .Values.broker.spiffeId)
+  "timeout" .Values.broker.timeout) }}
+{{- $_ := set $config "workloads" (dict
+  "grpc_socket" (printf "unix://%s/workload.sock" (include "spiffe-bridge.workloadDir" .))
+  "idle" .Values.broker.idle
+  "max_identities" (int .Values.broker.maxIdentities)) }}
+{{- $_ := set $config "workload_targets" .Values.workloadTargets }}
+{{- end }}
 {{- toYaml (mustMergeOverwrite $config (deepCopy .Values.configOverride)) }}
 {{- end }}

@@ -1,0 +1,1 @@
+"""Generated: the SPIFFE Broker API (proto/spiffe/broker/api.proto)."""

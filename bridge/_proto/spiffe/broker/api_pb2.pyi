@@ -1,0 +1,149 @@
+from google.protobuf import any_pb2 as _any_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class WorkloadReference(_message.Message):
+    __slots__ = ("reference",)
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    reference: _any_pb2.Any
+    def __init__(self, reference: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+
+class WorkloadPIDReference(_message.Message):
+    __slots__ = ("pid",)
+    PID_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    def __init__(self, pid: _Optional[int] = ...) -> None: ...
+
+class KubernetesObjectType(_message.Message):
+    __slots__ = ("plural", "group")
+    PLURAL_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    plural: str
+    group: str
+    def __init__(self, plural: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
+
+class KubernetesObjectKey(_message.Message):
+    __slots__ = ("namespace", "name")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class KubernetesObjectReference(_message.Message):
+    __slots__ = ("type", "key", "uid")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    type: KubernetesObjectType
+    key: KubernetesObjectKey
+    uid: str
+    def __init__(self, type: _Optional[_Union[KubernetesObjectType, _Mapping]] = ..., key: _Optional[_Union[KubernetesObjectKey, _Mapping]] = ..., uid: _Optional[str] = ...) -> None: ...
+
+class SubscribeToX509SVIDRequest(_message.Message):
+    __slots__ = ("reference",)
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    reference: WorkloadReference
+    def __init__(self, reference: _Optional[_Union[WorkloadReference, _Mapping]] = ...) -> None: ...
+
+class SubscribeToX509SVIDResponse(_message.Message):
+    __slots__ = ("svids", "crl", "federated_bundles")
+    class FederatedBundlesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    SVIDS_FIELD_NUMBER: _ClassVar[int]
+    CRL_FIELD_NUMBER: _ClassVar[int]
+    FEDERATED_BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    svids: _containers.RepeatedCompositeFieldContainer[X509SVID]
+    crl: _containers.RepeatedScalarFieldContainer[bytes]
+    federated_bundles: _containers.ScalarMap[str, bytes]
+    def __init__(self, svids: _Optional[_Iterable[_Union[X509SVID, _Mapping]]] = ..., crl: _Optional[_Iterable[bytes]] = ..., federated_bundles: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+
+class X509SVID(_message.Message):
+    __slots__ = ("spiffe_id", "x509_svid", "x509_svid_key", "bundle", "hint")
+    SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
+    X509_SVID_FIELD_NUMBER: _ClassVar[int]
+    X509_SVID_KEY_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    spiffe_id: str
+    x509_svid: bytes
+    x509_svid_key: bytes
+    bundle: bytes
+    hint: str
+    def __init__(self, spiffe_id: _Optional[str] = ..., x509_svid: _Optional[bytes] = ..., x509_svid_key: _Optional[bytes] = ..., bundle: _Optional[bytes] = ..., hint: _Optional[str] = ...) -> None: ...
+
+class SubscribeToX509BundlesRequest(_message.Message):
+    __slots__ = ("reference",)
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    reference: WorkloadReference
+    def __init__(self, reference: _Optional[_Union[WorkloadReference, _Mapping]] = ...) -> None: ...
+
+class SubscribeToX509BundlesResponse(_message.Message):
+    __slots__ = ("crl", "bundles")
+    class BundlesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    CRL_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    crl: _containers.RepeatedScalarFieldContainer[bytes]
+    bundles: _containers.ScalarMap[str, bytes]
+    def __init__(self, crl: _Optional[_Iterable[bytes]] = ..., bundles: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+
+class FetchJWTSVIDRequest(_message.Message):
+    __slots__ = ("reference", "audience", "spiffe_id")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
+    reference: WorkloadReference
+    audience: _containers.RepeatedScalarFieldContainer[str]
+    spiffe_id: str
+    def __init__(self, reference: _Optional[_Union[WorkloadReference, _Mapping]] = ..., audience: _Optional[_Iterable[str]] = ..., spiffe_id: _Optional[str] = ...) -> None: ...
+
+class FetchJWTSVIDResponse(_message.Message):
+    __slots__ = ("svids",)
+    SVIDS_FIELD_NUMBER: _ClassVar[int]
+    svids: _containers.RepeatedCompositeFieldContainer[JWTSVID]
+    def __init__(self, svids: _Optional[_Iterable[_Union[JWTSVID, _Mapping]]] = ...) -> None: ...
+
+class JWTSVID(_message.Message):
+    __slots__ = ("spiffe_id", "svid", "hint")
+    SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
+    SVID_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    spiffe_id: str
+    svid: str
+    hint: str
+    def __init__(self, spiffe_id: _Optional[str] = ..., svid: _Optional[str] = ..., hint: _Optional[str] = ...) -> None: ...
+
+class SubscribeToJWTBundlesRequest(_message.Message):
+    __slots__ = ("reference",)
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    reference: WorkloadReference
+    def __init__(self, reference: _Optional[_Union[WorkloadReference, _Mapping]] = ...) -> None: ...
+
+class SubscribeToJWTBundlesResponse(_message.Message):
+    __slots__ = ("bundles",)
+    class BundlesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    bundles: _containers.ScalarMap[str, bytes]
+    def __init__(self, bundles: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
