@@ -99,7 +99,9 @@ def _duplicates(loader: yaml.SafeLoader, node: Node, path: str, walked: set[int]
     if isinstance(node, MappingNode):
         seen: dict[object, int] = {}
         for key, value in node.value:
-            name = loader.construct_object(key) if isinstance(key, ScalarNode) else None
+            if not isinstance(key, ScalarNode):
+                continue  # a list or mapping as a key: construction refuses it (unhashable)
+            name = loader.construct_object(key)
             here = f"{path}.{_shown(name)}" if path else _shown(name)
             if isinstance(name, str | int | float | bool) or name is None:
                 line = key.start_mark.line + 1

@@ -287,3 +287,13 @@ def test_a_mutated_config_that_loads_still_honours_the_contract(doc: dict[str, A
                 assert 900 <= hop.duration <= 43200
             if isinstance(hop, GcpHopConfig):
                 assert 600 <= hop.lifetime <= 43200
+
+
+@pytest.mark.parametrize("text", ["[]:\n[]:", "{a: 1}: 2\n{a: 1}: 3"])
+def test_repeated_collection_keys_are_one_document_error(text: str) -> None:
+    """Found by the fuzz above: a list or mapping repeated as a key was reported as a
+    duplicate of a key named `None`; it is the document's error (an unhashable key)."""
+    outcome = check_outcome(text, {})
+    assert isinstance(outcome, ConfigError)
+    assert [p.path for p in outcome.problems] == [""]
+    assert "unhashable key" in outcome.problems[0].message
