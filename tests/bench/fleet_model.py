@@ -29,7 +29,7 @@ from bridge.clouds.aws.quota import STS_RATE as AWS_STS_RATE
 from bridge.clouds.gcp.cloud import MIN_REMAINING as GCP_MIN_REMAINING
 from bridge.clouds.gcp.quota import IAM_RATE as GCP_IAM_RATE
 from bridge.clouds.gcp.quota import STS_RATE as GCP_STS_RATE
-from bridge.refresh.budget import DeadlineQueue, ScopeBudget
+from bridge.refresh.budget import SHARE, BudgetConfig, DeadlineQueue, ScopeBudget
 from bridge.refresh.pipeline import KEEP_FOR
 from bridge.refresh.policy import TRANSIENT_CAP, Policy
 from bridge.refresh.spread import Spread, seed
@@ -142,6 +142,13 @@ class Fleet:
         self.fleet_work = fleet_work
         self.faults = faults or Faults()
         self.fleet_size = fleet_size or nodes
+        # The operators' config: each region's bridges count themselves (`fleet_size`: a
+        # regional STS is shared by that region's nodes), and the global GCP project's
+        # share is set per scope (`scope_rates`), as the README advises.
+        regional = max(1, self.fleet_size // len(REGIONS))
+        self._config = BudgetConfig(fleet_size=regional, scope_rates={
+            s: SHARE * quota_of(s) / self.fleet_size
+            for s in (f"gcp_sts {GCP_PROJECT}", f"gcp_iam {GCP_PROJECT}")})
         self.cloud_scale = cloud_scale  # a sampled fleet meets a scaled-down cloud
         self.rng = rng or random.Random(17)
         self.mix = mix
@@ -239,7 +246,7 @@ class Fleet:
         b = self._budgets[node].get(scope)
         if b is None:
             b = self._budgets[node][scope] = ScopeBudget.start(
-                quota_of(scope) / self.fleet_size, now=self.now,
+                self._config.rate(scope, quota_of(scope)), now=self.now,
                 fill=seed(self.node_name(node), scope))
         return b
 
@@ -307,8 +314,8 @@ class Fleet:
         if self.faults.down(now, scope):
             return UNAVAILABLE
         second, answered = self._second.get(scope, (-1, 0))
-        if int(now) != second:
-            second, answered = int(now), 0
+        if math.floor(now) != second:
+            second, answered = math.floor(now), 0
         if answered >= quota_of(scope) * self.cloud_scale:
             if stats.start <= now < stats.end:
                 stats.bucket(scope)
