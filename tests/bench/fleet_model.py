@@ -149,7 +149,11 @@ class Fleet:
         self._config = BudgetConfig(fleet_size=regional, scope_rates={
             s: SHARE * quota_of(s) / self.fleet_size
             for s in (f"gcp_sts {GCP_PROJECT}", f"gcp_iam {GCP_PROJECT}")})
-        self.cloud_scale = cloud_scale  # a sampled fleet meets a scaled-down cloud
+        # A sampled fleet (cloud_scale = sampled / whole) meets a cloud that enforces the
+        # whole quota per window of 1 / cloud_scale seconds: the sample's count in such a
+        # window has the distribution of the whole fleet's in one second (a quota scaled
+        # per second would throttle on the sample's larger relative noise).
+        self.window = max(1, round(1.0 / cloud_scale))
         self.rng = rng or random.Random(17)
         self.mix = mix
         self.node_name = node_name or (lambda i: f"node-{i}")
@@ -314,9 +318,9 @@ class Fleet:
         if self.faults.down(now, scope):
             return UNAVAILABLE
         second, answered = self._second.get(scope, (-1, 0))
-        if math.floor(now) != second:
-            second, answered = math.floor(now), 0
-        if answered >= quota_of(scope) * self.cloud_scale:
+        if math.floor(now / self.window) != second:
+            second, answered = math.floor(now / self.window), 0
+        if answered >= quota_of(scope):
             if stats.start <= now < stats.end:
                 stats.bucket(scope)
                 stats.throttled[scope] += 1
