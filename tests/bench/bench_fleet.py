@@ -16,7 +16,8 @@ that mean give, `random`: the floor for nodes that do not coordinate; also peak 
 over 60 s buckets), seconds over quota,
 throttled calls, lapses (a credential expired without a replacement) and time to
 recovery (10 s resolution), writes tests/bench/results/fleet-<scenario>.png (calls/s
-against the quota line) and, with --json, every figure.
+against the quota line; a sample's are fleet-<scenario>-sample<nodes>.png) and, with
+--json, every figure.
 
     python -m tests.bench.bench_fleet [--nodes 10000] [--jobs 2] [--json FILE]
 
@@ -260,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in (s for s in SCENARIOS if s.name in names):
             today, work = (next(r for r in results if r["scenario"] == scenario.name
                                 and r["fleet_work"] is w) for w in (False, True))
-            plot(scenario, today, work, RESULTS / f"fleet-{scenario.name}.png")
+            suffix = "" if args.nodes == FLEET else f"-sample{args.nodes}"  # keep the whole
+            plot(scenario, today, work, RESULTS / f"fleet-{scenario.name}{suffix}.png")
     for r in results:
         for v in r["scopes"].values():
             v.pop("series", None)
