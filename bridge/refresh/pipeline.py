@@ -4,7 +4,7 @@ A fresh JWT-SVID is fetched for every exchange (the agent caches; we must not). 
 token service says the token itself was the problem (invalid, expired, claim rejected)
 the whole chain is tried once more at once with a newly fetched SVID. When a later hop
 of a chain fails otherwise, what the hops before it produced is kept for the next try
-while it is young (half its life), so retries spend only the failing scope's
+while it is young (a quarter of its life), so retries spend only the failing scope's
 quota. The credential's
 expiry is the earliest expiry among the hops' outputs: nothing outlives a link it was
 derived from.
@@ -43,7 +43,7 @@ class Timings:
         self.stages[stage] = self.stages.get(stage, 0.0) + seconds
 
 
-KEEP_FOR = 0.5  # of an intermediate material's life: how long a retry may start from it
+KEEP_FOR = 0.25  # of an intermediate material's life: how long a retry may start from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,7 @@ class _Kept:
     deadlines: tuple[float, ...]  # [0] is the SVID's: it bounded only the first call
 
     def fresh(self, now: float) -> bool:
-        """While the materials kept are young (half their life): the credential
+        """While the materials kept are young (a quarter of their life): the credential
         they lead to is bounded by them, so it must not start out old."""
         left = min(self.deadlines[1:]) - now
         return left > (1.0 - KEEP_FOR) * (min(self.deadlines[1:]) - self.received)
