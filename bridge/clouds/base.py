@@ -94,8 +94,11 @@ class Quota:
     """The published request quota a hop's calls count against (PROTOCOLS.md §11).
 
     `scope` is what shares it, in bounded words (a metric label, never an ARN):
-    `aws_sts 111122223333 us-east-1`, `gcp_sts 123456`; `rate` is what the whole scope
-    may make per second, every bridge of a fleet together; `source` names the page.
+    `aws_sts 111122223333 us-east-1`, `gcp_sts 123456`; for clouds still to come,
+    `rolesanywhere <account> <region>` (CreateSession, 10/s) or `entra <tenant id>` (no
+    published rate: a conservative one, and its 429 `Retry-After` is honoured). `rate` is
+    what the whole scope may make per second, every bridge of a fleet together; `source`
+    names the page it is published on.
     """
 
     scope: str

@@ -2,8 +2,12 @@
 
 Every cloud call counts against a published quota of its *scope* (an AWS account and
 region, a GCP project, ...; `bridge.clouds.Quota`), shared by every bridge that calls
-it. Each bridge gets the scope's rate divided by the fleet size (`refresh.fleet_size`;
-or `refresh.scope_rates` per scope), as a token bucket shared by all its targets:
+it. Each bridge gets `SHARE` of the scope's rate divided by the fleet size
+(`refresh.fleet_size`; or exactly `refresh.scope_rates` per scope), as a token bucket
+shared by all its targets. `SHARE` is below 1 because the bridges do not coordinate:
+their calls arrive at random, and a fleet spending its whole quota would pass it in
+about every other second; at 75 % a second over the quota is rare and never two in a row
+in the fleet simulation.
 
 - The bucket holds one second's worth (at least one token), and starts filled to a
   fraction fixed by the node and scope (`spread.seed`), so a fleet started at once calls
@@ -34,6 +38,7 @@ MIN_FACTOR = 1.0 / 64.0  # AIMD floor: a throttled scope still makes progress
 DECREASE_EVERY = 1.0     # seconds: throttles within this of the last cut are one event
 RECOVERY = 60.0          # seconds for the rate to climb back from 0 to its full value
 MAX_RETRY_AFTER = 300.0  # a Retry-After is honoured up to the retry backoff's cap
+SHARE = 0.75             # of the quota a fleet's budgets add up to (see the docstring)
 
 T = TypeVar("T")
 
@@ -131,13 +136,14 @@ class DeadlineQueue(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class BudgetConfig:
-    """Per-bridge rates: a scope's own (`scope_rates`), else its quota / `fleet_size`."""
+    """Per-bridge rates: a scope's own (`scope_rates`), else SHARE of its quota divided
+    by `fleet_size`."""
 
     fleet_size: int = 1
     scope_rates: Mapping[str, float] = field(default_factory=dict)
 
     def rate(self, scope: str, quota_rate: float) -> float:
-        return self.scope_rates.get(scope, quota_rate / self.fleet_size)
+        return self.scope_rates.get(scope, SHARE * quota_rate / self.fleet_size)
 
 
 class BudgetObserver(Protocol):

@@ -34,7 +34,7 @@ MIN_DELAY = 1.0
 MIN_LIFETIME = 2.0  # seconds: less on arrival is too little to hand out
 LEAD = 60.0  # refresh this long before the hand-out window opens, to absorb one slow call
 RESERVE = 0.4  # of the lifetime, still left at the latest spread refresh (outages, retries)
-TRANSIENT_CAP = 60.0  # retry cap for transient failures when budgets bound the call rate
+TRANSIENT_CAP = 30.0  # retry cap for transient failures when budgets bound the call rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +75,9 @@ class Policy:
 
     def resume_refresh(self, *, expires_at: float, now: float, draw: float) -> float:
         """Seconds from `now` until a credential recovered from a previous run (issued at
-        an unknown time) is replaced: within what is left of its safe window."""
-        latest = expires_at - self.min_remaining - LEAD
+        an unknown time) is replaced: within what is left of its safe window, keeping
+        `RESERVE` of what is left (its lifetime is not known)."""
+        latest = expires_at - max(self.min_remaining + LEAD, (expires_at - now) * RESERVE)
         return max(MIN_DELAY, _finite((latest - now) * _clamp(draw, 0.0, 1.0)))
 
     def retry_delay(self, *, failures: int, permanent: bool, jitter: float,

@@ -67,7 +67,7 @@ class Scheduler:
         self._metrics = metrics
         self._redactor = redactor
         # Budgets bound the call rate, so transient retries may cap lower (TRANSIENT_CAP):
-        # a token service that comes back is seen within a minute, not five.
+        # a token service that comes back is seen within 30 s, not five minutes.
         cap = TRANSIENT_CAP if budgeted else None
         self._policies = {p.target.name: policy or _policy_for(p.target, cap)
                           for p in pipelines}

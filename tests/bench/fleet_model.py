@@ -29,7 +29,7 @@ from bridge.clouds.aws.quota import STS_RATE as AWS_STS_RATE
 from bridge.clouds.gcp.cloud import MIN_REMAINING as GCP_MIN_REMAINING
 from bridge.clouds.gcp.quota import IAM_RATE as GCP_IAM_RATE
 from bridge.clouds.gcp.quota import STS_RATE as GCP_STS_RATE
-from bridge.refresh.budget import DeadlineQueue, ScopeBudget
+from bridge.refresh.budget import SHARE, BudgetConfig, DeadlineQueue, ScopeBudget
 from bridge.refresh.pipeline import KEEP_FOR
 from bridge.refresh.policy import TRANSIENT_CAP, Policy
 from bridge.refresh.spread import Spread, seed
@@ -142,7 +142,18 @@ class Fleet:
         self.fleet_work = fleet_work
         self.faults = faults or Faults()
         self.fleet_size = fleet_size or nodes
-        self.cloud_scale = cloud_scale  # a sampled fleet meets a scaled-down cloud
+        # The operators' config: each region's bridges count themselves (`fleet_size`: a
+        # regional STS is shared by that region's nodes), and the global GCP project's
+        # share is set per scope (`scope_rates`), as the README advises.
+        regional = max(1, self.fleet_size // len(REGIONS))
+        self._config = BudgetConfig(fleet_size=regional, scope_rates={
+            s: SHARE * quota_of(s) / self.fleet_size
+            for s in (f"gcp_sts {GCP_PROJECT}", f"gcp_iam {GCP_PROJECT}")})
+        # A sampled fleet (cloud_scale = sampled / whole) meets a cloud that enforces the
+        # whole quota per window of 1 / cloud_scale seconds: the sample's count in such a
+        # window has the distribution of the whole fleet's in one second (a quota scaled
+        # per second would throttle on the sample's larger relative noise).
+        self.window = max(1, round(1.0 / cloud_scale))
         self.rng = rng or random.Random(17)
         self.mix = mix
         self.node_name = node_name or (lambda i: f"node-{i}")
@@ -239,7 +250,7 @@ class Fleet:
         b = self._budgets[node].get(scope)
         if b is None:
             b = self._budgets[node][scope] = ScopeBudget.start(
-                quota_of(scope) / self.fleet_size, now=self.now,
+                self._config.rate(scope, quota_of(scope)), now=self.now,
                 fill=seed(self.node_name(node), scope))
         return b
 
@@ -307,9 +318,9 @@ class Fleet:
         if self.faults.down(now, scope):
             return UNAVAILABLE
         second, answered = self._second.get(scope, (-1, 0))
-        if int(now) != second:
-            second, answered = int(now), 0
-        if answered >= quota_of(scope) * self.cloud_scale:
+        if math.floor(now / self.window) != second:
+            second, answered = math.floor(now / self.window), 0
+        if answered >= quota_of(scope):
             if stats.start <= now < stats.end:
                 stats.bucket(scope)
                 stats.throttled[scope] += 1

@@ -32,9 +32,9 @@ def test_a_bucket_spends_at_most_its_rate_over_time() -> None:
 
 
 def test_the_fleet_share_divides_the_quota_and_a_scope_rate_overrides_it() -> None:
-    """600/s over 10,000 bridges is 0.06/s each; `scope_rates` wins for its scope."""
+    """75 % of 600/s over 10,000 bridges is 0.045/s each; `scope_rates` wins for its scope."""
     config = BudgetConfig(fleet_size=10_000, scope_rates={"gcp_sts 1": 0.5})
-    assert config.rate("aws_sts 1 us-east-1", 600.0) == pytest.approx(0.06)
+    assert config.rate("aws_sts 1 us-east-1", 600.0) == pytest.approx(0.045)
     assert config.rate("gcp_sts 1", 100.0) == 0.5
 
 

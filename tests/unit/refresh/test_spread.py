@@ -86,12 +86,15 @@ def test_spread_and_resume_are_always_finite_and_at_least_one_second(
 
 
 def test_recovered_credentials_are_replaced_within_their_remaining_safe_time() -> None:
-    """A credential with 40 min left: replaced between now and 40 - 15 - 1 min from now."""
+    """A credential with 40 min left: replaced between now and 40 - 16 min from now; one
+    with 50 min left keeps 40 % of them in reserve."""
     left = 40 * MIN
     lo = AWS.resume_refresh(expires_at=T0 + left, now=T0, draw=0.0)
     hi = AWS.resume_refresh(expires_at=T0 + left, now=T0, draw=1.0)
     assert lo == 1.0
     assert hi == pytest.approx(left - 15 * MIN - LEAD)
+    assert AWS.resume_refresh(expires_at=T0 + 50 * MIN, now=T0, draw=1.0) == pytest.approx(
+        50 * MIN * (1 - RESERVE))
     assert AWS.resume_refresh(expires_at=T0 + 10 * MIN, now=T0, draw=0.9) == 1.0
 
 
@@ -124,7 +127,7 @@ def test_node_id_is_the_kubernetes_node_then_the_host_name() -> None:
 
 def test_budgeted_transient_retries_cap_lower_but_permanent_ones_do_not() -> None:
     """With budgets bounding the call rate, transient retries cap at TRANSIENT_CAP (the
-    STS that comes back is seen within a minute); a permanent failure still waits 5 min."""
+    STS that comes back is seen within 30 s); a permanent failure still waits 5 min."""
     policy = Policy(min_remaining=15 * 60.0, transient_cap=TRANSIENT_CAP)
     assert policy.retry_delay(failures=20, permanent=False, jitter=1.0, now=T0,
                               replace_by=None) == TRANSIENT_CAP
