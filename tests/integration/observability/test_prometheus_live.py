@@ -33,7 +33,8 @@ NO_SERIES_YET = {
 }
 FORBIDDEN_IN_LABELS = ("eyJ", "ASIA", "arn:")
 # Series only `source: x509` targets have (the deployment's `x509`): a panel of them is
-# empty for a JWT target such as `demo`, and must have data for all targets (".*").
+# empty for a JWT target such as `demo` or `demo-azure`, and must have data for all
+# targets (".*").
 X509_ONLY = {"spiffe_bridge_x509_svid_expiry_timestamp_seconds",
              "spiffe_bridge_x509_svid_rotations_total"}
 
@@ -67,7 +68,7 @@ def test_every_dashboard_query_returns_data(deployment: Deployment, target: str)
     assert len(queries) >= 12
     known_empty = {ref for ref, expr in queries.items()
                    if metric_names(expr) <= NO_SERIES_YET.keys()
-                   or (target == "demo" and metric_names(expr) <= X509_ONLY)}
+                   or (target != ".*" and metric_names(expr) <= X509_ONLY)}
 
     def empty() -> dict[str, str]:
         return {ref: q for ref, q in queries.items()
@@ -136,7 +137,11 @@ def test_refresh_failures_trip_the_alert_and_readyz(deployment: Deployment) -> N
     firing = wait_for(lambda: [s for s in prom.query(expr) if s["metric"]["target"] == "down"],
                       "the refresh-failure alert expression for `down`", timeout=30)
     assert firing[0]["metric"]["job"] == JOB
-    assert {s["metric"]["target"] for s in prom.query(expr)} == {"down"}
+    # `demo` failed once and then succeeded: never in it. `skewed` fails from ~15-30 s
+    # after its first delivery on (by design, see conftest), so it may join `down` here.
+    firing_targets = {s["metric"]["target"] for s in prom.query(expr)}
+    assert "down" in firing_targets
+    assert firing_targets <= {"down", "skewed"}, firing_targets
     # Prometheus evaluated the rule itself: pending (its `for` is 5 minutes).
     assert wait_for(lambda: prom.query(
         'ALERTS{alertname="SpiffeBridgeRefreshFailing",target="down",alertstate="pending"}'),
