@@ -62,6 +62,11 @@ def test_sigterm_during_a_write_exits_0_with_complete_files_and_no_temp(
     checker = expiry_checker(load_config(path), aws=[stack.aws], gcp=[stack.gcp])
     report = []
     for nth in KILL_AT:
+        # A cold start each time: credentials recovered from the last run are replaced
+        # spread over their safe window, so a warm start may write nothing for minutes.
+        for d in subdirs:
+            for f in d.iterdir():
+                f.unlink()
         with inotify(subdirs) as events:
             proc = start_bridge("run", "--config", str(path))
             try:
