@@ -14,7 +14,6 @@ test_sigterm.py.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,16 +117,16 @@ def test_disk_full_for_longer_than_the_lifetime_removes_each_file_as_it_expires(
     fill_until_full(filler)
     try:
         # New credentials the writer cannot write. A pass still replacing a file when
-        # the tmpfs is topped up frees a page after it, which the next new file can take:
-        # so top up and refresh again (bounded) until a refresh finds no page at all.
+        # the tmpfs is topped up frees a page after it, which the next new file can take;
+        # and a writer that failed a pass sleeps (fake time) before its retry, so a new
+        # credential waits for that retry. So: top up, refresh, let the retry run, and go
+        # again (bounded) until a pass finds no page at all for aws.
         for _ in range(6):
+            fill_until_full(filler)
             s.bridge.refresh_all()
-            deadline = time.monotonic() + 2.0
-            while "aws" not in s.bridge.daemon.writer.behind and time.monotonic() < deadline:
-                time.sleep(0.05)
+            s.vt.advance(RETRY_MAX)  # past any pending retry; settled when it returns
             if "aws" in s.bridge.daemon.writer.behind:
                 break
-            fill_until_full(filler)
         # (Google may hand back the token it gave before: then gcp's files are current.)
         s.wait_for(lambda: "aws" in s.bridge.daemon.writer.behind, "aws outputs behind")
         assert s.metric("spiffe_bridge_outputs_behind", target="aws") == 1
