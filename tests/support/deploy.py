@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.support.require import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -61,9 +62,7 @@ def tools_dir() -> Path:
 def missing_tool(what: str) -> None:
     """Skip without the tool, but fail under CI=true. Never returns."""
     message = f"{what} not found (install: {INSTALL})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(message)
 
 
 def _newest(paths: Iterable[Path]) -> Path | None:

@@ -37,11 +37,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 from spiffe import JwtBundleSet, JwtSvid, SpiffeId, WorkloadApiClient
 
 from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.gcp import GcpEmulator, pool_principal_set
+from tests.support.require import unavailable
 from tests.support.wait import wait_for
 
 SPIRE_VERSION = "1.15.3"
@@ -94,9 +94,7 @@ def require_spire() -> dict[str, Path]:
     if binaries is None:
         message = (f"SPIRE v{SPIRE_VERSION} binaries ({', '.join(BINARIES)}) not found in "
                    f"{tool_dir()} or on PATH (install: {INSTALL_HINT})")
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     return binaries
 
 

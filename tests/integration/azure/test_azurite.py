@@ -29,6 +29,7 @@ from bridge.devstack import AZURE_APP_RESOURCE, DevStack
 from tests.conftest import WriteConfig
 from tests.integration.azure.conftest import azure_section
 from tests.support.process import free_port
+from tests.support.require import unavailable
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -41,12 +42,9 @@ def azurite_binary() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     path = (cache / "spiffe-bridge" / "tools" / f"azurite-{AZURITE_VERSION}" / "node_modules"
             / ".bin" / "azurite-blob")
-    if path.exists() and shutil.which("node"):
-        return path
-    message = f"azurite not installed (install: {INSTALL})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    if not (path.exists() and shutil.which("node")):
+        unavailable(f"azurite not installed (install: {INSTALL})")
+    return path
 
 
 class FileCredential:

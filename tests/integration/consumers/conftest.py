@@ -39,6 +39,7 @@ import yaml
 
 from bridge.devstack import DevStack
 from bridge.devstack.stack import DEMO_ROLE_ARN, DEMO_SERVICE_ACCOUNT, GCP_PROVIDER
+from tests.support.require import unavailable
 
 ROOT = Path(__file__).resolve().parents[3]
 TOOLS = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -76,12 +77,9 @@ def parse_time(value: str) -> float:
 
 def need(path: Path, what: str) -> Path:
     """`path` if it exists; else skip (with how to install it), or fail under CI=true."""
-    if path.exists():
-        return path
-    message = f"{what} not installed at {path} (install: {INSTALL})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    if not path.exists():
+        unavailable(f"{what} not installed at {path} (install: {INSTALL})")
+    return path
 
 
 def need_tool(name: str) -> str:
@@ -89,9 +87,7 @@ def need_tool(name: str) -> str:
     if found is None:
         message = (f"`{name}` is not on PATH: the {name} consumers cannot run (install: "
                    f"{name} from the machine's packages, then {INSTALL})")
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     return found
 
 
