@@ -7,7 +7,9 @@ server: the relay accepts on a unix socket, an `Upstream` callback looks at the
 accepted socket (peer credentials) and opens the other side (TLS with our own
 verification, or a loopback connection whose port names the caller), and the relay
 copies bytes both ways until either side closes. One asyncio loop, no thread per
-connection, so an SSL object is only ever touched by one thread.
+connection, so an SSL object is only ever touched by one thread. The relay may also
+accept on a listening socket made elsewhere (one systemd passed: `listening`), which it
+serves but never unlinks.
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ Upstream = Callable[[socket.socket], Awaitable[Opened | None]]
 
 
 class UnixRelay:
-    """Accepts on `path` (created with `mode`), relays each connection to `upstream`."""
+    """Accepts on `path` (created with `mode`), or on `listening` when given, and relays
+    each connection to `upstream`."""
 
     def __init__(self, path: str, *, upstream: Upstream, mode: int = 0o600,
                  name: str = "relay", backlog: int = 128,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS,
+                 listening: socket.socket | None = None) -> None:
         self.path = path
+        self._listening = listening
         self._upstream = upstream
         self._mode = mode
         self._name = name
@@ -101,6 +106,9 @@ class UnixRelay:
             loop.close()
 
     async def _bind(self) -> None:
+        if self._listening is not None:
+            self._server = await asyncio.start_server(self._accepted, sock=self._listening)
+            return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

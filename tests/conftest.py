@@ -23,7 +23,6 @@ from bridge.devstack.aws import AwsStsEmulator
 from bridge.devstack.azure import EntraEmulator
 from bridge.devstack.gcp import GcpEmulator
 from bridge.logs import pin_third_party_loggers
-from tests.support.require import unavailable
 
 
 @pytest.fixture
@@ -85,7 +84,8 @@ def small_tmpfs() -> Iterator[Path]:
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
                               str(mnt)], capture_output=True, check=False).returncode == 0
     if not mounted:
-        mnt.rmdir()
+        from tests.support.require import unavailable  # here: the suite-hook tests copy
+        mnt.rmdir()                                      # this file where tests.* is not
         unavailable("cannot mount a tmpfs here (needs root; CI runs as root and must test this)")
     try:
         yield mnt

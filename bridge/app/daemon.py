@@ -54,6 +54,10 @@ from bridge.workloads.lifecycle import WorkloadCredentials
 log = logging.getLogger(__name__)
 
 
+BUNDLE_RECHECK = 30.0  # seconds between checks that the bundle stream still runs
+BUNDLE_RETRY = 5.0  # while it does not
+
+
 @dataclass
 class Daemon:
     config: Config
@@ -355,6 +359,8 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
                      group.create_task(daemon.writer.run())]
             if daemon.workloads is not None:
                 tasks.append(group.create_task(daemon.workloads.run()))
+            if isinstance(daemon.source, WorkloadApiSource):
+                tasks.append(group.create_task(_keep_bundles_watched(daemon.source)))
             await stop.wait()
             for t in tasks:
                 t.cancel()
@@ -370,6 +376,22 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> None:
             _stop(started)
             daemon.close_sources()
             log.info("spiffe-bridge stopped")
+
+
+async def _keep_bundles_watched(source: WorkloadApiSource) -> None:
+    """The bundle stream from the start and after it ends, not only at the next SVID
+    fetch: callers are verified with current keys (real time: nothing to simulate). A
+    check in flight is waited for when cancelled, so the source is never closed under a
+    connection being made."""
+    loop = asyncio.get_running_loop()
+    while True:
+        check = loop.run_in_executor(None, source.watch_bundles)
+        try:
+            watching = await asyncio.shield(check)
+        except asyncio.CancelledError:
+            await asyncio.wait([check])
+            raise
+        await asyncio.sleep(BUNDLE_RECHECK if watching else BUNDLE_RETRY)
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

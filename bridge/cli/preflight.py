@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from bridge.config import Config
 from bridge.errors import ConfigProblem
 from bridge.outputs import atomic
+from bridge.serving import activation
 
 _OUR_TOKEN = re.compile(rb"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 CONNECT_TIMEOUT = 1.0
@@ -75,6 +76,8 @@ def _foreign_token_file(path: Path, directory: Path, *, key: str = "token_file")
 
 
 def _live_socket(path: str, config_path: Path, *, starting: bool) -> str | None:
+    if starting and activation.holds_unix(path):
+        return None  # systemd passed it to this process (socket activation)
     try:
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             return None  # absent, or not a socket (the server refuses to replace that)
@@ -87,8 +90,9 @@ def _live_socket(path: str, config_path: Path, *, starting: bool) -> str | None:
         except OSError:
             return None  # a leftover of a stopped process: nobody answers
         pid = _peer_pid(s)
-    if not starting and pid is not None and _runs_config(pid, config_path):
-        return None  # `check` of the config the running bridge serves
+    if not starting and pid is not None and (pid == 1 or _runs_config(pid, config_path)):
+        return None  # `check` of the config the running bridge serves, or the socket a
+        # systemd .socket unit holds for it (`run` adopts it; see serving/activation.py)
     who = f" (pid {pid})" if pid else ""
     return (f"unix://{path} is a live socket another process{who} listens on; `run` "
             "would take it over. Stop that process or choose another path")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -25,9 +24,12 @@ from bridge.errors import ServingError
 from bridge.model import TargetStatus
 from bridge.outputs.files import TargetFile
 from bridge.readersocket import PREFIX
+from bridge.serving import activation
 from bridge.serving.bounded import BoundedServer, Peer
 from bridge.serving.grpc.access import Access, Refusal, Refused
+from bridge.serving.grpc.callers import bearer_value
 from bridge.serving.http1 import Reply, Request
+from bridge.serving.sockets import remove_stale
 
 _STATUS = {Refusal.NOT_FOUND: 404, Refusal.UNAUTHENTICATED: 401,
            Refusal.PERMISSION_DENIED: 403, Refusal.UNAVAILABLE: 503}
@@ -49,10 +51,17 @@ class ReaderServer(BoundedServer):
         self._access = access
         self._status = status
         self._now = now
+        self._passed = False
 
     def start(self) -> None:
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        _remove_stale(self.path)
+        passed = activation.take_unix(self.path)
+        if passed is not None:  # systemd's (socket activation): served, never unlinked
+            self._passed = True
+            self.use_listener(passed)
+            self.serve()
+            return
+        remove_stale(self.path, key="grpc.socket", reason="reader")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             old = os.umask(0o077)
@@ -72,8 +81,9 @@ class ReaderServer(BoundedServer):
 
     def stop(self) -> None:
         self.close()
-        with contextlib.suppress(OSError, ServingError):
-            _remove_stale(self.path, live_check=False)
+        if not self._passed:
+            with contextlib.suppress(OSError, ServingError):
+                remove_stale(self.path, key="grpc.socket", reason="reader", live_check=False)
 
     def adopt(self, other: object) -> bool:
         """Serve `other`'s targets if it listens on the same path (a reload)."""
@@ -92,7 +102,7 @@ class ReaderServer(BoundedServer):
             return Reply(405, b"method not allowed\n", headers=(("Allow", "GET"),))
         found = self._files.get(request.path.removeprefix(PREFIX)) if (
             request.path.startswith(PREFIX)) else None
-        token = _bearer(request.single("Authorization"))
+        token = bearer_value(request.single("Authorization"))
         access = self._access
         name, render = found if found is not None else ("", None)  # "": like an unknown target
         try:
@@ -107,34 +117,3 @@ class ReaderServer(BoundedServer):
                          headers=(("Retry-After", "1"),))
         return Reply(200, render(valid), "application/json")
 
-
-def _bearer(value: str | None) -> str:
-    scheme, _, token = (value or "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
-def _remove_stale(path: Path, *, live_check: bool = True) -> None:
-    """Remove a socket a previous run left; refuse to delete anything else, or a socket
-    another process still answers on."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ServingError(f"{path} exists and is not a socket: refusing to replace it",
-                           reason="reader")
-    if live_check and _answers(path):
-        raise ServingError(f"another process answers on unix://{path}: refusing to take "
-                           "it over (is another bridge running with this grpc.socket?)",
-                           reason="reader")
-    path.unlink(missing_ok=True)
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.5)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True

@@ -105,6 +105,16 @@ class WorkloadApiSource:
         with self._lock:
             return self._bundles
 
+    def watch_bundles(self) -> bool:
+        """Start (or restart, after the stream ended) the bundle watch without fetching an
+        SVID: gRPC callers are verified, and revocations seen, even while every target's
+        next refresh is far away (a warm restart). True once bundles have arrived."""
+        try:
+            self._connect()
+        except SourceError:
+            return False
+        return self.jwt_bundles() is not None
+
     def _check(self, fetched: Any, audience: str, spiffe_id: str | None,
                judge: str | None) -> JwtSvid:
         token = str(fetched.token)

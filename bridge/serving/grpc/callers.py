@@ -116,6 +116,11 @@ def bearer(metadata: object) -> str:
         return ""
     for key, value in metadata:  # type: ignore[attr-defined]
         if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
+            return bearer_value(value)
     return ""
+
+
+def bearer_value(value: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` value ("" for any other)."""
+    scheme, _, token = (value or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

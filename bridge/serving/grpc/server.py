@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import stat
+import shutil
+import socket
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,12 +28,15 @@ from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
 from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
 from bridge.errors import ServingError
 from bridge.metrics import Metrics
+from bridge.relay import Opened, UnixRelay
+from bridge.serving import activation
 from bridge.serving.grpc.callers import CallerVerifier
 from bridge.serving.grpc.changes import Changes
 from bridge.serving.grpc.convert import ServedTarget
 from bridge.serving.grpc.receive import Deadlined
 from bridge.serving.grpc.servicer import CredentialServicer
 from bridge.serving.health import is_ready
+from bridge.serving.sockets import remove_stale
 from bridge.store import CredentialStore
 
 log = logging.getLogger(__name__)
@@ -88,6 +93,9 @@ class GrpcService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._servicer: CredentialServicer | None = None
         self._health_pending = False
+        self._relays: list[UnixRelay] = []
+        self._private: Path | None = None  # behind relays: grpc's own sockets
+        self._bound_path = False  # grpc.socket is ours to remove (not systemd's)
         self.tcp_port: int | None = None
 
     def describe(self) -> str:
@@ -167,8 +175,16 @@ class GrpcService:
         reflection.enable_server_reflection(
             (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
-        self._bind(server)
-        await server.start()
+        try:
+            self._bind(server)
+            await server.start()
+            for relay in self._relays:
+                await asyncio.to_thread(relay.start)
+        except BaseException:
+            for relay in self._relays:
+                relay.stop()
+            self._unlink()
+            raise
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         self._store.subscribe(changes.notify)
         self._update_health(health_servicer)
@@ -179,34 +195,69 @@ class GrpcService:
             changes.close()
             await health_servicer.enter_graceful_shutdown()
             await server.stop(self._config.shutdown_grace)
+            for relay in self._relays:
+                await asyncio.to_thread(relay.stop)
             self._unlink()
 
     def _bind(self, server: grpc.aio.Server) -> None:
         path = self._path
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        self._unlink()
-        try:
-            server.add_insecure_port(f"unix:{path}")
-        except RuntimeError as exc:
-            raise ServingError(f"cannot listen on unix://{path}: {exc}", reason="grpc") from exc
-        os.chmod(path, self._config.socket_mode)
-        if self._config.tcp_address:
+        passed = activation.take_unix(path)
+        if passed is not None:  # systemd holds it: served through a relay, never unlinked
+            self._relay_to(server, passed, "api")
+        else:
+            remove_stale(path, key="grpc.socket", reason="grpc", live_check=False)
+            self._bound_path = True
             try:
-                self.tcp_port = server.add_insecure_port(self._config.tcp_address)
+                server.add_insecure_port(f"unix:{path}")
             except RuntimeError as exc:
-                raise ServingError(f"cannot listen on {self._config.tcp_address}: {exc}",
-                                  reason="grpc") from exc
+                raise ServingError(f"cannot listen on unix://{path}: {exc}",
+                                   reason="grpc") from exc
+            os.chmod(path, self._config.socket_mode)
+        if address := self._config.tcp_address:
+            host, _, port = address.rpartition(":")
+            passed = activation.take(host.strip("[]"), int(port)) if port.isdigit() else None
+            if passed is not None:
+                self.tcp_port = int(passed.getsockname()[1])
+                self._relay_to(server, passed, "tcp")
+                return
+            try:
+                self.tcp_port = server.add_insecure_port(address)
+            except RuntimeError as exc:
+                raise ServingError(f"cannot listen on {address}: {exc}", reason="grpc") from exc
+
+    def _relay_to(self, server: grpc.aio.Server, passed: socket.socket, name: str) -> None:
+        """Serve a socket systemd passed (grpcio cannot adopt a descriptor): grpc listens
+        on a private socket in a 0700 directory (beside grpc.socket, else in the temp
+        directory: PrivateTmp in the unit), and a relay accepts on
+        the passed one and copies bytes to it. Callers are judged by their SVIDs, which
+        the relay passes through untouched."""
+        if self._private is None:
+            try:
+                self._private = Path(tempfile.mkdtemp(prefix=".grpc-", dir=self._path.parent))
+            except PermissionError:  # systemd made that directory, root's: the temp dir
+                self._private = Path(tempfile.mkdtemp(prefix="spiffe-bridge-grpc-"))
+        inner = str(self._private / f"{name}.sock")
+        try:
+            server.add_insecure_port(f"unix:{inner}")
+        except RuntimeError as exc:
+            raise ServingError(f"cannot listen on unix://{inner}: {exc}", reason="grpc") from exc
+
+        async def connect(_caller: object) -> Opened:
+            reader, writer = await asyncio.open_unix_connection(inner)
+            return Opened(reader, writer)
+        self._relays.append(UnixRelay(inner, upstream=connect, name=f"grpc-{name}-relay",
+                                      listening=passed))
 
     def _unlink(self) -> None:
-        """Remove a socket a previous run left; refuse to delete anything else."""
-        try:
-            st = self._path.lstat()
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(st.st_mode):
-            raise ServingError(f"{self._path} exists and is not a socket: refusing to replace "
-                              "it (grpc.socket)", reason="grpc")
-        self._path.unlink(missing_ok=True)
+        """Remove what this server made: the private directory behind relays, and
+        grpc.socket when it bound it (a passed one is systemd's)."""
+        if self._private is not None:
+            shutil.rmtree(self._private, ignore_errors=True)
+            self._private = None
+        if self._bound_path:
+            self._bound_path = False
+            remove_stale(self._path, key="grpc.socket", reason="grpc", live_check=False)
 
     def _health_changed(self, servicer: health.aio.HealthServicer) -> None:
         """Coalesce a burst of store changes (1,000 targets refreshing) into one check."""
