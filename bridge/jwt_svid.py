@@ -21,6 +21,7 @@ import re
 from typing import Any
 
 import jwt
+import jwt.api_jws
 from cryptography.hazmat.primitives.asymmetric import dsa
 from spiffe import JwtBundleSet, SpiffeId
 from spiffe.errors import PySpiffeError
@@ -47,18 +48,20 @@ class InvalidSvidError(ValueError):
         self.expired = expired  # well-formed, but `exp` has passed
 
 
-def check_shape(token: str) -> dict[str, Any]:
-    """Size, compact serialization and header; returns the header."""
+def check_shape(token: str, *, header: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Size, compact serialization and header; returns the header. `header`: the
+    token's, decoded already by the caller (it is judged, not decoded again)."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidSvidError(f"the JWT-SVID is {len(token)} characters, over "
                                f"{MAX_TOKEN_LENGTH}")
     if not _COMPACT_JWS.fullmatch(token):
         raise InvalidSvidError("not a JWS compact serialization (three unpadded base64url "
                                "segments)")
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise InvalidSvidError("the JOSE header is not valid") from None
+    if header is None:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidSvidError("the JOSE header is not valid") from None
     extra = sorted(str(k) for k in header if k not in {"alg", "kid", "typ"})
     if extra:
         raise InvalidSvidError(f"header parameters {', '.join(extra)[:100]} are not allowed "
@@ -136,9 +139,9 @@ def verify_signature(token: str, header: dict[str, Any], sub: str,
     if isinstance(key, dsa.DSAPublicKey):  # no JOSE algorithm signs with DSA
         raise InvalidSvidError("Signature verification failed")
     try:
-        jwt.decode(token, key=key, algorithms=[str(header["alg"])], options={
-            "verify_signature": True, "verify_exp": False, "verify_nbf": False,
-            "verify_iat": False, "verify_aud": False, "verify_iss": False})
+        # The JWS layer only: the claims were judged by `check_claims` already (no
+        # second JSON decode of them on every SVID).
+        jwt.api_jws.decode(token, key=key, algorithms=[str(header["alg"])])
     except jwt.PyJWTError:
         raise InvalidSvidError("Signature verification failed") from None
     except (TypeError, ValueError):  # a key of the wrong type for alg
