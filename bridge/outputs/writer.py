@@ -36,6 +36,7 @@ class OutputWriter:
         self._directory = directory
         self._targets = frozenset(targets)
         self._behind_now: frozenset[str] = frozenset()
+        self._gauges_set = False  # outputs_behind of every target, by the first pass
         self._snapshot = snapshot
         self._clock = clock
         self._metrics = metrics
@@ -92,9 +93,13 @@ class OutputWriter:
         behind: set[str] = set()
         for f in failures:
             behind |= f.targets or self._targets
-        self._behind_now = frozenset(behind)
-        for target in self._targets:
-            self._metrics.outputs_behind.labels(target).set(1 if target in behind else 0)
+        now = frozenset(behind)
+        # Every gauge on the first pass, then only those that changed: at 1,000 targets,
+        # setting each on every pass of a cold fill was 5 % of the daemon's CPU.
+        changed = now ^ self._behind_now if self._gauges_set else self._targets
+        self._behind_now, self._gauges_set = now, True
+        for target in changed & self._targets:
+            self._metrics.outputs_behind.labels(target).set(1 if target in now else 0)
 
     def _until_next_expiry(self) -> float | None:
         """Seconds to the earliest deadline of a credential in the store or of what is on
