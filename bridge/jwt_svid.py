@@ -47,18 +47,20 @@ class InvalidSvidError(ValueError):
         self.expired = expired  # well-formed, but `exp` has passed
 
 
-def check_shape(token: str) -> dict[str, Any]:
-    """Size, compact serialization and header; returns the header."""
+def check_shape(token: str, *, header: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Size, compact serialization and header; returns the header. `header`: the
+    token's, decoded already by the caller (it is judged, not decoded again)."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidSvidError(f"the JWT-SVID is {len(token)} characters, over "
                                f"{MAX_TOKEN_LENGTH}")
     if not _COMPACT_JWS.fullmatch(token):
         raise InvalidSvidError("not a JWS compact serialization (three unpadded base64url "
                                "segments)")
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise InvalidSvidError("the JOSE header is not valid") from None
+    if header is None:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidSvidError("the JOSE header is not valid") from None
     extra = sorted(str(k) for k in header if k not in {"alg", "kid", "typ"})
     if extra:
         raise InvalidSvidError(f"header parameters {', '.join(extra)[:100]} are not allowed "

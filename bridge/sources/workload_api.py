@@ -127,8 +127,9 @@ class WorkloadApiSource:
         # it is known (it rides the monotonic clock, so a stepped host clock is no matter).
         issuer_now = self._cloud_now(judge) or now
         try:
-            header = jwt_svid.check_shape(token)
-            claims = jwt_svid.unverified_claims(token)
+            # `_parse` decoded both already (PyJWT's rules); the shape rules judge them.
+            header = jwt_svid.check_shape(token, header=fetched.header)
+            claims = fetched.claims
             jwt_svid.check_claims(claims, audience=audience, spiffe_id=spiffe_id,
                                   now=issuer_now, issuer_now=now)
             expired = False
@@ -260,6 +261,8 @@ class _Fetched:
     token: str
     spiffe_id: SpiffeId
     expiry: int
+    header: dict[str, Any]
+    claims: dict[str, Any]
 
 
 @handle_error(error_cls=FetchJwtSvidError)
@@ -282,7 +285,8 @@ def _parse(token: str, audience: str, *, now: float | None) -> _Fetched:
         raise ArgumentError("token cannot be empty")
     try:
         validator = JwtSvidValidator()
-        validator.validate_header(jwt.get_unverified_header(token))
+        header = jwt.get_unverified_header(token)
+        validator.validate_header(header)
         claims = jwt.decode(token, options={"verify_signature": False})
         when = _numeric(claims.get("exp"))
         # Every rule but the clock's: py-spiffe would compare `exp` with time.time().
@@ -295,7 +299,8 @@ def _parse(token: str, audience: str, *, now: float | None) -> _Fetched:
         sub = claims.get("sub")
         if not sub:
             raise InvalidTokenError("JWT token must contain a non-empty 'sub' claim")
-        return _Fetched(token=token, spiffe_id=SpiffeId(sub), expiry=int(when))
+        return _Fetched(token=token, spiffe_id=SpiffeId(sub), expiry=int(when),
+                        header=header, claims=claims)
     except jwt.PyJWTError as err:
         raise InvalidTokenError(str(err)) from err
 

@@ -56,3 +56,29 @@ def test_idle_connections_beyond_the_cap_are_evicted_and_probes_answered(
     finally:
         for s in idle:
             s.close()
+
+
+def test_is_ready_agrees_with_every_targets_own_readiness() -> None:
+    """The fast check says ready exactly when each target is (delivered, valid at `now`,
+    not expired), whatever the mix: one target not ready is enough to say no."""
+    import itertools
+
+    from bridge.model import Credential, IdToken, State, TargetStatus
+    from bridge.serving.health import is_ready
+
+    def status(name: str, state: State, deadline: float | None, delivered: bool) -> TargetStatus:
+        cred = None if deadline is None else Credential(
+            target=name, issued_at=0.0, expires_at=deadline, svid_expires_at=deadline,
+            material=IdToken(token="t" * 16, subject="s", expires_at=deadline),
+            deadline=deadline, received=0.0)
+        return TargetStatus(name=name, state=state, credential=cred, delivered=delivered)
+
+    kinds = [status("x", state, deadline, delivered) for state, deadline, delivered in
+             itertools.product(State, (None, 5.0, 10.0, 20.0), (False, True))]
+    now = 10.0  # 10.0 is the deadline itself: no longer valid
+    assert any(k.ready(now) for k in kinds)
+    assert not all(k.ready(now) for k in kinds)
+    for pair in itertools.product(kinds, repeat=2):
+        statuses = {f"t{i}": s for i, s in enumerate(pair)}
+        assert is_ready(statuses, now) == all(s.ready(now) for s in pair)
+    assert is_ready({}, now)
