@@ -165,10 +165,15 @@ class Scheduler:
             # lands as the call returns (gh-86296), and SIGTERM would be ignored.
             held = self._store.get(name)
             replaced = held.credential if held else None
-            due = (replaced.deadline - self._policies[name].min_remaining
-                   if replaced is not None else None)
+            valid = held.valid_credential(start) if held else None
+            policy = self._policies[name]
+            # Holding nothing valid, a chain may start from older kept material: a
+            # short-lived credential now beats none (`TargetPipeline.refresh`).
+            due, reuse_above = ((valid.deadline - policy.min_remaining, None)
+                                if valid is not None else (None, policy.least_useful_life))
             async with asyncio.timeout(self._deadline):
-                credential, svid = await self._expiring(name, p.refresh(timings, due=due))
+                credential, svid = await self._expiring(name, p.refresh(
+                    timings, due=due, reuse_above=reuse_above))
         except (BridgeError, TimeoutError) as exc:
             return self._failed(p, exc, timings)
         finally:
