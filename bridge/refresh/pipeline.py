@@ -6,8 +6,9 @@ token service says the token itself was the problem (invalid, expired, claim rej
 the whole chain is tried once more at once with a newly fetched SVID. When a later hop
 of a chain fails otherwise, what the hops before it produced is kept for the next try
 while it is young (a quarter of its life), so retries spend only the failing scope's
-quota. A target holding no valid credential (it lapsed, or never had one) may start from
-older kept material while it leaves at least `reuse_above` (a short-lived credential now
+quota. A target holding no credential it may still hand out (it lapsed, never had one,
+or what it holds is inside the SDKs' refresh window) may start from older kept material
+while it leaves more than `reuse_above` (a short-lived credential now
 beats none: after an outage longer than the lifetime, a GCP -> AWS chain must not wait
 for a Google exchange its quota share cannot give it soon); that credential's policy
 life starts then, so its next refresh, the whole chain, spreads over what it has left.
@@ -123,7 +124,8 @@ class TargetPipeline:
                       ) -> tuple[Credential, JwtSvid | X509Svid]:
         """Run the whole chain once; raise a classified BridgeError on failure. `due` is
         when the credential held must be replaced (monotonic; None: none is held).
-        `reuse_above`, given only while no valid credential is held: kept material older
+        `reuse_above`, given only while nothing that may still be handed out is held
+        (the scheduler's rule): kept material older
         than a quarter of its life is still started from while it has more than this
         many seconds left (None: only young kept material is)."""
         if self._coalescer is None:

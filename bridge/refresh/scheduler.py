@@ -167,10 +167,12 @@ class Scheduler:
             replaced = held.credential if held else None
             valid = held.valid_credential(start) if held else None
             policy = self._policies[name]
-            # Holding nothing valid, a chain may start from older kept material: a
-            # short-lived credential now beats none (`TargetPipeline.refresh`).
-            due, reuse_above = ((valid.deadline - policy.min_remaining, None)
-                                if valid is not None else (None, policy.least_useful_life))
+            due = valid.deadline - policy.min_remaining if valid is not None else None
+            # Holding nothing it may still hand out (lapsed, or inside the SDKs' window),
+            # a chain may start from older kept material: a short-lived credential now
+            # beats none (`TargetPipeline.refresh`).
+            reuse_above = (policy.least_useful_life if due is None or due <= start
+                           else None)
             async with asyncio.timeout(self._deadline):
                 credential, svid = await self._expiring(name, p.refresh(
                     timings, due=due, reuse_above=reuse_above))

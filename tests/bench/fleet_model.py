@@ -11,8 +11,8 @@ What is modelled, not run: the scheduler's control flow (refresh when due, retry
 backoff, the fresh-SVID retry on an invalid token, replace-by for retries while a
 credential is held; `bridge.refresh.scheduler`), the pipeline's hop order, its budget
 wait before each hop and its kept material (a retry starts from the hops a failed try
-completed: while they are young, or, holding nothing valid, while they leave
-`Policy.least_useful_life`), and the clouds: each quota scope answers at most its
+completed: while they are young, or, holding nothing it may hand out, while they
+leave `Policy.least_useful_life`), and the clouds: each quota scope answers at most its
 quota per 1 s bucket and throttles the rest (`Throttling`), and scenario faults
 (a regional outage, a JWKS that does not know the new key yet). Calls take no time.
 """
@@ -231,11 +231,13 @@ class Fleet:
     @staticmethod
     def _reusable(t: Target, when: float) -> bool:
         """The pipeline's rule for kept material (`TargetPipeline._attempt`): young (under
-        KEEP_FOR of its life), or, while the target holds nothing valid, leaving more than
-        `least_useful_life` (the scheduler's `reuse_above`)."""
+        KEEP_FOR of its life), or, while the target holds nothing it may hand out (none,
+        or one inside the SDKs' window), leaving more than `least_useful_life` (the
+        scheduler's `reuse_above`)."""
         age = when - t.kept_started
         return age < KEEP_FOR * t.kind.lifetime or (
-            t.deadline is None and t.kind.lifetime - age > t.policy.least_useful_life)
+            (t.deadline is None or when >= t.deadline - t.policy.min_remaining)
+            and t.kind.lifetime - age > t.policy.least_useful_life)
 
     def _node_epoch(self, node: int) -> int:
         return self.targets[node * len(self.mix)].epoch

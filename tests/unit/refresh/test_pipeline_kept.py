@@ -1,7 +1,8 @@
 """A chain's kept material after a later hop failed: young material is always started
-from; older material only while the target holds nothing valid and it leaves the
-policy's `least_useful_life` (an outage longer than the lifetime must not make every
-GCP -> AWS chain wait for a new Google exchange); the credential never outlives it."""
+from; older material only while the target holds nothing it may hand out (none, or one
+inside the SDKs' window) and it leaves the policy's `least_useful_life` (an outage
+longer than the lifetime must not make every GCP -> AWS chain wait for a new Google
+exchange); the credential never outlives it."""
 
 from __future__ import annotations
 
@@ -102,6 +103,18 @@ async def test_a_chain_still_holding_a_valid_credential_does_the_whole_chain() -
     await rig.at(0.6 * LIFETIME)  # kept for 0.3 L > KEEP_FOR; the held one has 0.4 L left
     assert rig.calls() == (3, 3)
     assert rig.held() == (1.6 * LIFETIME, 0.6 * LIFETIME)
+
+
+async def test_a_credential_inside_the_sdk_window_counts_as_none() -> None:
+    """Still valid, but with less than the SDKs' window left (it may not be handed out
+    as fresh any more): old kept material is started from, as for a lapsed one."""
+    rig = Rig()
+    await rig.at(0.0)
+    await rig.at(0.5 * LIFETIME, down=True)  # kept: good until 1.5 L
+    now = LIFETIME - POLICY.min_remaining + 300
+    await rig.at(now)
+    assert rig.calls() == (2, 3)
+    assert rig.held() == (1.5 * LIFETIME, now)
 
 
 async def test_kept_material_too_close_to_its_expiry_is_not_started_from() -> None:
