@@ -6,9 +6,14 @@ token service says the token itself was the problem (invalid, expired, claim rej
 the whole chain is tried once more at once with a newly fetched SVID. When a later hop
 of a chain fails otherwise, what the hops before it produced is kept for the next try
 while it is young (a quarter of its life), so retries spend only the failing scope's
-quota. The credential's
-expiry is the earliest expiry among the hops' outputs: nothing outlives a link it was
-derived from.
+quota. A target holding no credential it may still hand out (it lapsed, never had one,
+or what it holds is inside the SDKs' refresh window) may start from older kept material
+while it leaves more than `reuse_above` (a short-lived credential now
+beats none: after an outage longer than the lifetime, a GCP -> AWS chain must not wait
+for a Google exchange its quota share cannot give it soon); that credential's policy
+life starts then, so its next refresh, the whole chain, spreads over what it has left.
+The credential's expiry is the earliest expiry among the hops' outputs: nothing outlives
+a link it was derived from.
 
 Each hop's call first waits for a token of its quota scope's budget (`budget`, in the
 order of `due`: a target holding nothing first, then the credential closest to its
@@ -64,8 +69,11 @@ class _Kept:
     def fresh(self, now: float) -> bool:
         """While the materials kept are young (a quarter of their life): the credential
         they lead to is bounded by them, so it must not start out old."""
-        left = min(self.deadlines[1:]) - now
-        return left > (1.0 - KEEP_FOR) * (min(self.deadlines[1:]) - self.received)
+        return self.left(now) > (1.0 - KEEP_FOR) * (min(self.deadlines[1:]) - self.received)
+
+    def left(self, now: float) -> float:
+        """Seconds until the earliest of the kept materials expires."""
+        return min(self.deadlines[1:]) - now
 
 
 class TargetPipeline:
@@ -111,33 +119,43 @@ class TargetPipeline:
         """The X.509 source of a `source: x509` target (None for a JWT one)."""
         return self._x509 if self.target.source == "x509" else None
 
-    async def refresh(self, timings: Timings, *,
-                      due: float | None = None) -> tuple[Credential, JwtSvid | X509Svid]:
+    async def refresh(self, timings: Timings, *, due: float | None = None,
+                      reuse_above: float | None = None,
+                      ) -> tuple[Credential, JwtSvid | X509Svid]:
         """Run the whole chain once; raise a classified BridgeError on failure. `due` is
-        when the credential held must be replaced (monotonic; None: none is held)."""
+        when the credential held must be replaced (monotonic; None: none is held).
+        `reuse_above`, given only while nothing that may still be handed out is held
+        (the scheduler's rule): kept material older
+        than a quarter of its life is still started from while it has more than this
+        many seconds left (None: only young kept material is)."""
         if self._coalescer is None:
-            return await self._refresh(timings, due)
+            return await self._refresh(timings, due, reuse_above)
         return await self._coalescer.run(self._key, self.target.name,
-                                         lambda: self._refresh(timings, due))
+                                         lambda: self._refresh(timings, due, reuse_above))
 
-    async def _refresh(self, timings: Timings,
-                       due: float | None) -> tuple[Credential, JwtSvid | X509Svid]:
+    async def _refresh(self, timings: Timings, due: float | None,
+                       reuse_above: float | None) -> tuple[Credential, JwtSvid | X509Svid]:
         try:
-            return await self._attempt(timings, due)
+            return await self._attempt(timings, due, reuse_above)
         except ExchangeError as exc:
             if not exc.fresh_svid:
                 raise
-        return await self._attempt(timings, due)
+        return await self._attempt(timings, due, reuse_above)
 
-    async def _attempt(self, timings: Timings,
-                       due: float | None) -> tuple[Credential, JwtSvid | X509Svid]:
+    async def _attempt(self, timings: Timings, due: float | None,
+                       reuse_above: float | None) -> tuple[Credential, JwtSvid | X509Svid]:
         kept, self._kept = self._kept, None
         svid: JwtSvid | X509Svid
         material: Material
-        if kept is not None and kept.fresh(self._monotonic()):
+        now = self._monotonic()
+        young = kept is not None and kept.fresh(now)
+        if kept is not None and (young or (reuse_above is not None
+                                           and kept.left(now) > reuse_above)):
             svid, issued_at, received = kept.svid, kept.issued_at, kept.received
             material, first = kept.material, kept.position
             expiries, deadlines = list(kept.expiries), list(kept.deadlines)
+            # Old material: the credential's life, for the policy, starts now.
+            life_from = (issued_at, received) if young else (self._now(), now)
         else:
             if self.target.source == "x509":
                 svid = await self.fetch_x509(timings)
@@ -145,6 +163,7 @@ class TargetPipeline:
                 svid = await self.fetch_svid(timings)
             issued_at, received = self._now(), self._monotonic()
             material, first = svid, 0
+            life_from = issued_at, received
             expiries, deadlines = [svid.expires_at], [svid.deadline]
         for position, hop in enumerate(self._hops[first:], start=first + 1):
             quota = quota_of(hop)
@@ -174,7 +193,7 @@ class TargetPipeline:
         if self._hops:  # the SVID bounds only what is derived from it: the first hop's call
             expiries, deadlines = expiries[1:], deadlines[1:]
         credential = Credential(
-            target=self.target.name, issued_at=issued_at, expires_at=min(expiries),
+            target=self.target.name, issued_at=life_from[0], expires_at=min(expiries),
             svid_expires_at=svid.expires_at, material=material, deadline=min(deadlines),
-            received=received)
+            received=life_from[1])
         return credential, svid

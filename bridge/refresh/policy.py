@@ -105,6 +105,14 @@ class Policy:
         clock is ahead, gets here."""
         return MIN_LIFETIME
 
+    @property
+    def least_useful_life(self) -> float:
+        """The least validity worth deriving a credential from when none is held (older
+        kept chain material): one whose spread window still opens, at a quarter of its
+        life, before the hand-out window plus `LEAD` (AWS: 1280 s, GCP: 380 s). Less
+        would be handed out briefly and replaced at once."""
+        return (self.min_remaining + LEAD) / 0.75
+
     def hand_out_ok(self, *, expires_at: float, now: float) -> bool:
         """True while a credential still has the SDKs' refresh window left."""
         return expires_at - now >= self.min_remaining

@@ -165,10 +165,17 @@ class Scheduler:
             # lands as the call returns (gh-86296), and SIGTERM would be ignored.
             held = self._store.get(name)
             replaced = held.credential if held else None
-            due = (replaced.deadline - self._policies[name].min_remaining
-                   if replaced is not None else None)
+            valid = held.valid_credential(start) if held else None
+            policy = self._policies[name]
+            due = valid.deadline - policy.min_remaining if valid is not None else None
+            # Holding nothing it may still hand out (lapsed, or inside the SDKs' window),
+            # a chain may start from older kept material: a short-lived credential now
+            # beats none (`TargetPipeline.refresh`).
+            reuse_above = (policy.least_useful_life if due is None or due <= start
+                           else None)
             async with asyncio.timeout(self._deadline):
-                credential, svid = await self._expiring(name, p.refresh(timings, due=due))
+                credential, svid = await self._expiring(name, p.refresh(
+                    timings, due=due, reuse_above=reuse_above))
         except (BridgeError, TimeoutError) as exc:
             return self._failed(p, exc, timings)
         finally:

@@ -113,9 +113,18 @@ def simulate(job: tuple[str, bool, int]) -> dict[str, Any]:
                   faults=scenario.faults(), fleet_size=FLEET, cloud_scale=scale)
     scenario.setup(fleet, nodes)
     total = nodes * len(MIX)
+    per_kind = {k.name: nodes * sum(1 for m in MIX if m is k) for k in MIX}
     missing: list[tuple[float, int]] = []
-    fleet.run(scenario.duration,
-              on_tick=lambda t: missing.append((t, total - fleet.holding)) if t >= 0 else None)
+    missing_by_kind: dict[str, list[tuple[float, int]]] = {k: [] for k in per_kind}
+
+    def tick(t: float) -> None:
+        if t < 0:
+            return
+        missing.append((t, total - fleet.holding))
+        for k, n in per_kind.items():
+            missing_by_kind[k].append((t, n - fleet.holding_by_kind[k]))
+
+    fleet.run(scenario.duration, on_tick=tick)
     scopes: dict[str, Any] = {}
     for scope, seconds in sorted(fleet.stats.calls.items()):
         quota = quota_of(scope)
@@ -136,18 +145,25 @@ def simulate(job: tuple[str, bool, int]) -> dict[str, Any]:
             "window_s": w,
             "series": per_s if scope in _plotted(fleet.stats.calls) else None,
         }
-    recovery = None
-    if scenario.event_end is not None:
-        after = [(t, m) for t, m in missing if t >= scenario.event_end]
-        back = next((t for t, m in after if m == 0), None)
-        recovery = None if back is None else back - scenario.event_end
+    recovery = _recovery(missing, scenario.event_end)
+    by_kind = {k: _recovery(m, scenario.event_end) for k, m in missing_by_kind.items()}
     headroom = sorted(fleet.stats.headroom)
     return {"scenario": name, "fleet_work": work, "nodes": nodes, "scopes": scopes,
             "lapses": round(fleet.stats.lapses / scale), "recovery_s": recovery,
+            "recovery_by_kind_s": by_kind,
             "never_recovered": recovery is None and scenario.event_end is not None,
             "missing_at_end": missing[-1][1] if missing else 0,
             "headroom_p1_s": headroom[len(headroom) // 100] if headroom else None,
             "cpu_s": time.process_time() - started}
+
+
+def _recovery(missing: list[tuple[float, int]], event_end: float | None) -> float | None:
+    """Seconds from `event_end` to the first tick with nothing missing (None: never, or
+    no event)."""
+    if event_end is None:
+        return None
+    back = next((t for t, m in missing if t >= event_end and m == 0), None)
+    return None if back is None else back - event_end
 
 
 def _poisson_floor(mean: float, buckets: int) -> float:
@@ -256,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fleet simulation: {args.nodes} nodes x {len(MIX)} targets{sample}; "
           f"{wall:.0f} s wall, {sum(r['cpu_s'] for r in results):.0f} s CPU")
     print(table(results))
+    for r in results:
+        if r["recovery_s"] is not None or r["never_recovered"]:
+            kinds = ", ".join(f"{k} {'never' if v is None else f'{v:.0f} s'}"
+                              for k, v in r["recovery_by_kind_s"].items())
+            behaviour = "fleet work" if r["fleet_work"] else "today"
+            print(f"recovery by kind, {r['scenario']} ({behaviour}): {kinds}")
     if not args.no_plots:
         RESULTS.mkdir(exist_ok=True)
         for scenario in (s for s in SCENARIOS if s.name in names):

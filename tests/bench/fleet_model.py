@@ -9,8 +9,10 @@ with a random ±1 jitter draw, no budgets, and recovered credentials refreshed a
 
 What is modelled, not run: the scheduler's control flow (refresh when due, retry with
 backoff, the fresh-SVID retry on an invalid token, replace-by for retries while a
-credential is held; `bridge.refresh.scheduler`), the pipeline's hop order and its
-budget wait before each hop, and the clouds: each quota scope answers at most its
+credential is held; `bridge.refresh.scheduler`), the pipeline's hop order, its budget
+wait before each hop and its kept material (a retry starts from the hops a failed try
+completed: while they are young, or, holding nothing it may hand out, while they
+leave `Policy.least_useful_life`), and the clouds: each quota scope answers at most its
 quota per 1 s bucket and throttles the rest (`Throttling`), and scenario faults
 (a regional outage, a JWKS that does not know the new key yet). Calls take no time.
 """
@@ -169,6 +171,7 @@ class Fleet:
         self._spreads = [Spread(self.node_name(i)) for i in range(nodes)]
         self._second: dict[str, tuple[int, int]] = {}  # scope -> (second, answered in it)
         self.holding = 0
+        self.holding_by_kind: dict[str, int] = {k.name: 0 for k in mix}
         for node in range(nodes):
             region = REGIONS[node % len(REGIONS)]
             for i, kind in enumerate(mix):
@@ -197,7 +200,7 @@ class Fleet:
                 assert isinstance(t, Target)
                 if t.epoch == epoch:
                     t.fresh_retry = False
-                    if t.kept_hop and when - t.kept_started < KEEP_FOR * t.kind.lifetime:
+                    if t.kept_hop and self._reusable(t, when):
                         t.hop, t.started = t.kept_hop, t.kept_started
                     else:
                         t.hop, t.started = 0, when
@@ -213,6 +216,7 @@ class Fleet:
                 if t.generation == epoch and t.deadline is not None:
                     t.deadline = None
                     self.holding -= 1
+                    self.holding_by_kind[t.kind.name] -= 1
                     if self.stats.start <= when < self.stats.end:
                         self.stats.lapses += 1
             elif kind == _CALL:
@@ -223,6 +227,17 @@ class Fleet:
         while on_tick is not None and until >= next_tick:
             on_tick(next_tick)
             next_tick += 10.0
+
+    @staticmethod
+    def _reusable(t: Target, when: float) -> bool:
+        """The pipeline's rule for kept material (`TargetPipeline._attempt`): young (under
+        KEEP_FOR of its life), or, while the target holds nothing it may hand out (none,
+        or one inside the SDKs' window), leaving more than `least_useful_life` (the
+        scheduler's `reuse_above`)."""
+        age = when - t.kept_started
+        return age < KEEP_FOR * t.kind.lifetime or (
+            (t.deadline is None or when >= t.deadline - t.policy.min_remaining)
+            and t.kind.lifetime - age > t.policy.least_useful_life)
 
     def _node_epoch(self, node: int) -> int:
         return self.targets[node * len(self.mix)].epoch
@@ -337,6 +352,7 @@ class Fleet:
                 self.stats.headroom.append(t.deadline - now)
         else:
             self.holding += 1
+            self.holding_by_kind[t.kind.name] += 1
         t.ever = True
         t.generation += 1
         t.deadline = t.started + t.kind.lifetime  # bounded by its first hop's material
