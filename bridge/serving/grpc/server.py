@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from bridge._proto.spiffebridge.v1 import credentials_pb2 as pb
 from bridge._proto.spiffebridge.v1 import credentials_pb2_grpc as pb_grpc
@@ -34,7 +34,7 @@ from bridge.serving.grpc.callers import CallerVerifier
 from bridge.serving.grpc.changes import Changes
 from bridge.serving.grpc.convert import ServedTarget
 from bridge.serving.grpc.receive import Deadlined
-from bridge.serving.grpc.servicer import CredentialServicer
+from bridge.serving.grpc.servicer import RAW_RESPONSES, CredentialServicer
 from bridge.serving.health import is_ready
 from bridge.serving.sockets import remove_stale
 from bridge.store import CredentialStore
@@ -160,9 +160,9 @@ class GrpcService:
         # would hold every slot. The servicer keeps the budgets instead, counted once a
         # call has its request: unary calls (`max_concurrent_rpcs`) apart from streams
         # (`max_watchers`). A half-open call costs an HTTP/2 stream (capped per
-        # connection) for at most RECEIVE_DEADLINE seconds.
+        # connection) for at most about RECEIVE_DEADLINE seconds.
         server = grpc.aio.server(options=_OPTIONS)
-        deadlined = Deadlined(server)
+        deadlined = Deadlined(server, raw_responses=RAW_RESPONSES)
         health_servicer = health.aio.HealthServicer()
         changes = Changes(asyncio.get_running_loop(), self._targets,
                           on_change=lambda: self._health_changed(health_servicer))
@@ -172,9 +172,10 @@ class GrpcService:
             max_unary=self._config.max_concurrent_rpcs)
         pb_grpc.add_CredentialServiceServicer_to_server(self._servicer, deadlined)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, deadlined)
-        reflection.enable_server_reflection(
-            (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), server)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # as generic, too
+            reflection.aio.ReflectionServicer(
+                (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME)), deadlined)
         try:
             self._bind(server)
             await server.start()

@@ -27,6 +27,9 @@ from bridge.serving.grpc.convert import ServedTarget, credential_message, target
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 REAUTHORIZE = 1.0  # seconds: an open stream re-checks its caller at least this often
+# methods that return their response serialized, for the server to send as they are
+RAW_RESPONSES = frozenset({
+    f"/{pb.DESCRIPTOR.services_by_name['CredentialService'].full_name}/GetCredential"})
 _CODES = {Refusal.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
           Refusal.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
           Refusal.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
@@ -55,8 +58,8 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         self._watchers = 0
         self._max_unary = max_unary  # unary calls being answered (streams count apart)
         self._in_unary = 0
-        self._responses: dict[str, tuple[TargetStatus, float, pb.GetCredentialResponse]] = {}
-        self._counters: dict[tuple[str, grpc.StatusCode], Any] = {}  # labels() once per pair
+        self._responses: dict[str, tuple[TargetStatus, float, bytes]] = {}
+        self._counters: dict[object, Any] = {}  # labels() once per method and code
 
     def reconfigure(self, targets: Mapping[str, ServedTarget], verifier: CallerVerifier) -> None:
         """Serve `targets` from now on (a reload that kept the listener). Call on the
@@ -80,11 +83,21 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
 
     async def GetCredential(  # noqa: N802 - named by the proto
             self, request: pb.GetCredentialRequest, context: grpc.aio.ServicerContext,
-    ) -> pb.GetCredentialResponse:
-        def credential() -> pb.GetCredentialResponse:
+    ) -> bytes:
+        """The serialized response (the server registers this method with raw responses):
+        one serialization per store value, and no closure or extra coroutine per call."""
+        if self._in_unary >= self._max_unary:
+            await self._abort(context, "GetCredential", self._exhausted())
+        self._in_unary += 1
+        try:
             self._authorize(request.target, context)
-            return self._deliverable(request.target)
-        return await self._unary("GetCredential", context, credential)
+            body = self._deliverable(request.target)
+        except Denied as exc:
+            await self._abort(context, "GetCredential", exc)
+        finally:
+            self._in_unary -= 1
+        self._count("GetCredential", grpc.StatusCode.OK)
+        return body
 
     async def WatchCredential(  # noqa: N802 - named by the proto
             self, request: pb.WatchCredentialRequest, context: grpc.aio.ServicerContext,
@@ -140,9 +153,7 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         """`answer()`, counted; a denial aborts the call with its code. The call holds a
         unary slot only now that its request has arrived (see server.py)."""
         if self._in_unary >= self._max_unary:
-            await self._abort(context, method, Denied(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{self._max_unary} calls in progress already (grpc.max_concurrent_rpcs)"))
+            await self._abort(context, method, self._exhausted())
         self._in_unary += 1
         try:
             response = answer()
@@ -153,23 +164,28 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         self._count(method, grpc.StatusCode.OK)
         return response
 
-    def _deliverable(self, name: str) -> pb.GetCredentialResponse:
-        """The response for a valid credential, built once per store value: statuses are
-        immutable and replaced whole, so identity says nothing has changed."""
+    def _exhausted(self) -> Denied:
+        return Denied(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      f"{self._max_unary} calls in progress already (grpc.max_concurrent_rpcs)")
+
+    def _deliverable(self, name: str) -> bytes:
+        """The serialized response for a valid credential, built once per store value and
+        kept only until that credential's hand-out deadline: statuses are immutable and
+        replaced whole, so the same status object means nothing has changed."""
         status = self._current(name)
         now = self._now()
         cached = self._responses.get(name)
-        if cached is not None and cached[0] is status and cached[1] > now:
+        if cached is not None and cached[0] is status and now < cached[1]:
             return cached[2]
         valid = status.valid_credential(now)
         if valid is None:
             raise Denied(grpc.StatusCode.UNAVAILABLE,
                          f"target {name!r} has no valid credential right now (expired, or "
                          "not yet delivered); retry later")
-        response = pb.GetCredentialResponse(
-            credential=credential_message(self._targets[name], status, now))
-        self._responses[name] = (status, valid.deadline, response)
-        return response
+        body: bytes = pb.GetCredentialResponse(
+            credential=credential_message(self._targets[name], status, now)).SerializeToString()
+        self._responses[name] = (status, valid.deadline, body)
+        return body
 
     def _admit_watcher(self) -> None:
         if self._watchers >= self._max_watchers:
@@ -183,6 +199,8 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         return status
 
     def _authorize(self, name: str, context: grpc.aio.ServicerContext) -> None:
+        if name in self._access.open:  # no need to look at the caller's headers
+            return
         try:
             self._access.authorize(name, bearer(context.invocation_metadata()))
         except Refused as exc:
@@ -204,8 +222,9 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):  # type: ignore[mis
         await context.abort(denied.code, denied.details)
 
     def _count(self, method: str, code: grpc.StatusCode) -> None:
-        counter = self._counters.get((method, code))
+        key = method if code is grpc.StatusCode.OK else (method, code)  # OK: no Enum hash
+        counter = self._counters.get(key)
         if counter is None:
-            counter = self._counters[(method, code)] = self._metrics.grpc_requests.labels(
+            counter = self._counters[key] = self._metrics.grpc_requests.labels(
                 method, code.name)
         counter.inc()
