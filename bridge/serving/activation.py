@@ -104,4 +104,7 @@ def _unix_key(path: str) -> str:
 
 
 def _normal(host: str) -> str:
-    return host.strip("[]").lower()
+    """An address's host as a bound socket names it (`localhost`, which the config
+    accepts, is bound as 127.0.0.1)."""
+    host = host.strip("[]").lower()
+    return "127.0.0.1" if host == "localhost" else host

@@ -217,7 +217,7 @@ class GrpcService:
             os.chmod(path, self._config.socket_mode)
         if address := self._config.tcp_address:
             host, _, port = address.rpartition(":")
-            passed = activation.take(host.strip("[]"), int(port)) if port.isdigit() else None
+            passed = activation.take(host, int(port))  # the config checked HOST:PORT
             if passed is not None:
                 self.tcp_port = int(passed.getsockname()[1])
                 self._relay_to(server, passed, "tcp")
