@@ -157,7 +157,10 @@ def build(config: Config, *, clock: Clock | None = None,
     scheduler = Scheduler(pipelines, store=store, clock=clock, metrics=metrics,
                           redactor=redactor,
                           exit_on_permanent=config.refresh.exit_on_permanent_failure,
-                          spread=Spread(node), budgeted=True)
+                          spread=Spread(node, index=config.refresh.fleet.node_index,
+                                        nodes=config.refresh.fleet.fleet_size,
+                                        order=[p.locked for p in pipelines]),
+                          budgeted=True)
     listeners.append(scheduler.source_up)
     rotation.append(scheduler.svid_rotated)
     directory = credential_directory(config.outputs, config.targets)

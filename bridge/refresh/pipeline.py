@@ -34,6 +34,7 @@ from bridge.model import Credential, JwtSvid, Material
 from bridge.refresh.budget import Budgets
 from bridge.refresh.coalesce import Coalescer
 from bridge.refresh.limits import Limits
+from bridge.refresh.spread import Locked
 from bridge.sources import SvidSource, X509Svids
 from bridge.x509_svid import X509Svid
 
@@ -95,6 +96,15 @@ class TargetPipeline:
         # What makes two targets' exchanges identical (hop configs are frozen values).
         self._key = (target.source, target.audience, target.spiffe_id, target.hops)
         self._kept: _Kept | None = None
+
+    @property
+    def locked(self) -> Locked:
+        """What the phase lock needs of this target: its hops' quota scopes and the
+        lifetime its last hop asks for (`spread.Locked`)."""
+        last = self.target.hops[-1] if self.target.hops else None
+        lifetime = getattr(last, "duration", None) or getattr(last, "lifetime", None)
+        return Locked(self.target.name, tuple(quota_of(h).scope for h in self._hops),
+                      float(lifetime) if isinstance(lifetime, (int, float)) else None)
 
     async def fetch_svid(self, timings: Timings) -> JwtSvid:
         start = self._monotonic()

@@ -35,6 +35,8 @@ MIN_LIFETIME = 2.0  # seconds: less on arrival is too little to hand out
 LEAD = 60.0  # refresh this long before the hand-out window opens, to absorb one slow call
 RESERVE = 0.4  # of the lifetime, still left at the latest spread refresh (outages, retries)
 TRANSIENT_CAP = 30.0  # retry cap for transient failures when budgets bound the call rate
+LOCK_GRID = 60.0  # lifetimes are rounded to this for the phase lock's period (same on every node)
+LOCK_MARGIN = 30.0  # a window narrower than twice this is not locked (latency, rounding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,43 @@ class Policy:
         earliest, latest = self.safe_window(issued_at=issued_at, expires_at=expires_at)
         at = earliest + (latest - earliest) * _clamp(draw, 0.0, 1.0)
         return max(MIN_DELAY, _finite(at - now))
+
+    def lock_period(self, lifetime: float) -> float | None:
+        """The phase lock's period for a credential of `lifetime`: the middle of its
+        safe window (the spread's average, so the lock costs no extra calls, and what is
+        left at each refresh is the spread's average too), in whole seconds, from the
+        lifetime rounded to `LOCK_GRID` (every node holding the same kind of credential
+        has the same period). None when too short for a window of `2 * LOCK_MARGIN`."""
+        nominal = round(lifetime / LOCK_GRID) * LOCK_GRID
+        if nominal < 2 * LOCK_GRID:
+            return None
+        earliest, latest = self.safe_window(issued_at=0.0, expires_at=nominal)
+        if latest - earliest < 2 * LOCK_MARGIN:
+            return None
+        return float(math.floor((earliest + latest) / 2))
+
+    def locked_refresh(self, *, issued_at: float, expires_at: float, now: float,
+                       phase: float, wall_offset: float = 0.0) -> float:
+        """Seconds from `now` until the next refresh of a phase-locked bridge: the last
+        wall-clock instant at or before the safe window's end whose position in the lock
+        period is `phase` (in [0, 1)). Every refresh lands on the node's phase, so a
+        fleet whose nodes hold evenly spaced phases calls at an even rate; from one on
+        the phase, the next is one period (the window's middle) later. The first after
+        a start may come before the window opens: once. A credential
+        whose phase is already past (shorter than its lifetime rounds to) is refreshed
+        at its spread point instead. `wall_offset` is wall-clock time minus the times
+        passed in."""
+        period = self.lock_period(expires_at - issued_at)
+        if period is None:
+            return self.spread_refresh(issued_at=issued_at, expires_at=expires_at, now=now,
+                                       draw=phase)
+        _, latest = self.safe_window(issued_at=issued_at, expires_at=expires_at)
+        wall = latest + wall_offset
+        at = (math.floor(wall / period - phase) + phase) * period - wall_offset
+        if not at - now >= MIN_DELAY:  # a credential shorter than its kind's (kept links)
+            return self.spread_refresh(issued_at=issued_at, expires_at=expires_at, now=now,
+                                       draw=phase)
+        return at - now
 
     def resume_refresh(self, *, expires_at: float, now: float, draw: float) -> float:
         """Seconds from `now` until a credential recovered from a previous run (issued at

@@ -300,9 +300,9 @@ class Scheduler:
             # Left by a previous run: replaced within what is left of its safe window.
             c = held.credential
             assert c is not None
-            await self._wait(p.target.name, self._policies[p.target.name].resume_refresh(
-                expires_at=c.deadline, now=self._clock.monotonic(),
-                draw=self._spread.draw(p.target.name)))
+            await self._wait(p.target.name, self._spread.resume_in(
+                self._policies[p.target.name], p.target.name, expires_at=c.deadline,
+                now=self._clock.monotonic()))
         while True:
             status = await self.refresh(p)
             if status.last_error_permanent and self._exit_on_permanent:
@@ -317,8 +317,9 @@ class Scheduler:
         c = status.credential
         policy = self._policies[status.name]
         if status.consecutive_failures == 0 and c is not None and self._spread is not None:
-            return policy.spread_refresh(issued_at=c.received, expires_at=c.deadline,
-                                         now=now, draw=self._spread.draw(status.name))
+            return self._spread.refresh_in(policy, status.name, issued_at=c.received,
+                                           expires_at=c.deadline, now=now,
+                                           wall_offset=self._clock.time() - now)
         if status.consecutive_failures == 0 and c is not None:
             return policy.next_refresh(issued_at=c.received, expires_at=c.deadline,
                                        now=now, jitter=self._rng.uniform(-1.0, 1.0))

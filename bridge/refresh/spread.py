@@ -10,14 +10,29 @@ is the window's middle, and a restart of the same node draws the same sequence (
 restart does not re-align anything). The node is `refresh.node_id`, by default the
 Kubernetes node (`NODE_NAME`, from the downward API) or the host name: a DaemonSet pod's
 name changes when it is replaced, the node's does not.
+
+Independent draws cannot beat chance: a scope's per-second count of a fleet's calls is
+Poisson, its peak twice its mean at a few dozen calls a second. A fleet whose nodes are
+numbered (`refresh.node_index`) can: each target is *phase-locked* to the wall clock
+(`Policy.locked_refresh`), and the phases of a *class* of targets (the same scopes at
+the same lifetime) across the fleet are the points of one lattice, every point taken
+once, so each scope sees evenly spaced calls. Nodes are numbered in blocks of
+`refresh.fleet_size` (a region's bridges, which share its regional quotas); the blocks'
+lattices are offset by a van der Corput fraction so that they interleave on a global
+scope (GCP's project).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bridge.refresh.policy import Policy
 
 GOLDEN = 0.6180339887498949  # the fractional part of the golden ratio: a low-discrepancy step
 
@@ -35,12 +50,74 @@ def seed(node: str, name: str) -> float:
 
 
 class Spread:
-    """The draws of one bridge: per target, the n-th is `frac(seed + n * GOLDEN)`."""
+    """The draws of one bridge: per target, the n-th is `frac(seed + n * GOLDEN)`.
 
-    def __init__(self, node: str) -> None:
+    With a node `index` (and `nodes`, the bridges numbered together), a fixed phase per
+    target instead: node i's r-th target of a class of c takes point
+    `(i * g + r * nodes) mod (c * nodes)` of a lattice of `c * nodes` points
+    (`generator`): every point is taken once across the fleet, so the class's calls are
+    exactly evenly spaced, and a node's own targets of the class are 1/c apart. `order`
+    lists the targets (`Locked`); one not in it, such as a workload's, takes its name's
+    seed."""
+
+    def __init__(self, node: str, *, index: int | None = None, nodes: int = 1,
+                 order: Sequence[Locked] = ()) -> None:
         self.node = node
+        self.index = index
+        self.nodes = max(1, nodes)
+        self._classes: dict[str, tuple[int, int, float]] = {}  # target: rank, size, offset
+        # A class: the targets calling the same set of scopes at the same lifetime.
+        members: dict[tuple[tuple[str, ...], float | None], list[Locked]] = {}
+        for t in order:
+            members.setdefault((tuple(sorted(set(t.scopes))), t.lifetime), []).append(t)
+        # Classes whose first scope and lifetime are the same share one offset, spread
+        # apart by their count (a global first scope: the same on every region's node).
+        peers: dict[tuple[str, float | None], list[list[Locked]]] = {}
+        for group in members.values():
+            lead = group[0]
+            peers.setdefault((lead.scopes[0] if lead.scopes else "", lead.lifetime),
+                             []).append(group)
+        for (scope, lifetime), groups in peers.items():
+            base = seed("", f"{scope}\0{lifetime}")
+            for j, group in enumerate(groups):
+                offset = base + j / len(groups)
+                for rank, t in zip(spread_ranks(len(group)), group, strict=True):
+                    self._classes[t.name] = (rank, len(group), offset)
         self._seeds: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+
+    def phase(self, target: str) -> float | None:
+        """The target's phase in the lock period, or None when the node has no index."""
+        if self.index is None:
+            return None
+        rank, size, offset = self._classes.get(target, (0, 1, seed("", target)))
+        # Node i of block b (`index = b * nodes + i`: a region's bridges, numbered per
+        # region): block b's lattice is shifted by b's van der Corput fraction of a
+        # member's spacing (1 / nodes), so blocks sharing a global scope interleave.
+        block, i = divmod(self.index, self.nodes)
+        m = size * self.nodes
+        point = (i * generator(size, self.nodes) + rank * self.nodes) % m
+        return ((point + size * van_der_corput(block)) / m + offset) % 1.0
+
+    def refresh_in(self, policy: Policy, target: str, *, issued_at: float,
+                   expires_at: float, now: float, wall_offset: float = 0.0) -> float:
+        """Seconds from `now` until `target`'s credential is refreshed: at its phase when
+        the node is numbered, else at the next draw's point of its safe window."""
+        phase = self.phase(target)
+        if phase is not None:
+            return policy.locked_refresh(issued_at=issued_at, expires_at=expires_at, now=now,
+                                         phase=phase, wall_offset=wall_offset)
+        return policy.spread_refresh(issued_at=issued_at, expires_at=expires_at, now=now,
+                                     draw=self.draw(target))
+
+    def resume_in(self, policy: Policy, target: str, *, expires_at: float,
+                  now: float) -> float:
+        """Seconds from `now` until a credential a previous run left is replaced: within
+        what is left of its safe window (its lifetime, and so its lock period, is not
+        known: the refresh after this one is on the phase again)."""
+        phase = self.phase(target)
+        return policy.resume_refresh(expires_at=expires_at, now=now,
+                                     draw=self.draw(target) if phase is None else phase)
 
     def draw(self, target: str) -> float:
         """The next draw in [0, 1) for `target` (each call moves its sequence on)."""
@@ -50,3 +127,68 @@ class Spread:
         n = self._counts.get(target, 0)
         self._counts[target] = n + 1
         return (s + n * GOLDEN) % 1.0
+
+
+def spread_ranks(size: int) -> list[int]:
+    """0..size-1 in bit-reversed order (0, 4, 2, 6, 1, ... for 8): any run of them from
+    the start is spread over the whole range."""
+    bits = max(1, (size - 1).bit_length())
+    return [r for r in (int(van_der_corput(k) * (1 << bits)) for k in range(1 << bits))
+            if r < size]
+
+
+def van_der_corput(n: int) -> float:
+    """n's binary digits mirrored after the point: 0, 1/2, 1/4, 3/4, 1/8, ..."""
+    x, unit = 0.0, 0.5
+    while n:
+        n, bit = divmod(n, 2)
+        x += bit * unit
+        unit /= 2
+    return x
+
+
+@functools.cache
+def generator(size: int, nodes: int) -> int:
+    """The lattice's generator g for `nodes` nodes of `size` targets of a class: node i's
+    r-th target takes point `(i * g + r * nodes) mod (size * nodes)`. With g prime to
+    `nodes` that is every point once; of the g near `(GOLDEN + k) / size` of the points
+    (for each k), the one
+    whose fraction g / points has the smallest partial quotients (a good lattice
+    point, as a Fibonacci lattice is), so that each member's own points, which a
+    chain's later scopes see, are evenly spread too."""
+    m = size * nodes
+    best, best_key = 1, (1 << 62, 0)
+    for k in range(size):
+        target = round(m * (GOLDEN + k) / size)
+        for g in range(max(1, target - SEARCH), min(m, target + SEARCH + 1)):
+            if math.gcd(g, nodes) == 1:
+                key = (_largest_quotient(g, m), g)
+                if key < best_key:
+                    best, best_key = g, key
+    return best
+
+
+SEARCH = 256  # candidates each side of each (GOLDEN + k) / size
+
+
+def _largest_quotient(p: int, q: int) -> int:
+    """The largest partial quotient of the continued fraction of p / q (mod 1)."""
+    worst = 0
+    p %= q
+    while p:
+        a, r = divmod(q, p)
+        worst = max(worst, a)
+        q, p = p, r
+    return worst
+
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """What the phase lock needs of a target: its name, its hops' quota scopes, and its
+    credential's configured lifetime (None: the service picks). The targets of a node
+    with the same first scope and lifetime are a *class*: they call that scope at the
+    same period."""
+
+    name: str
+    scopes: Sequence[str]
+    lifetime: float | None

@@ -1,7 +1,8 @@
 """Fleet simulation: 10,000 bridges x 20 targets through five scenarios, today's
 behaviour beside the fleet work (spread, budgets), on the model in `fleet_model`.
 
-Scenarios (t = 0 is a fleet in steady state, nodes booted over the hour before):
+Scenarios (t = 0 is a fleet in steady state, its nodes booted over half an hour, 2 h
+before):
 - steady: 6 h of nothing happening;
 - rolling: every node's bridge restarts (warm: credentials recovered from tmpfs) within
   10 min;
@@ -49,7 +50,7 @@ from tests.bench.fleet_model import MIX, Faults, Fleet, quota_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FLEET = 10_000
-WARMUP = 3600.0
+WARMUP = 7200.0  # long enough for a phase-locked fleet to settle on its phases
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _steady_boot(fleet: Fleet, nodes: int) -> None:
     rng = random.Random(5)
     fleet.now = -WARMUP
     for n in range(nodes):
-        fleet.start_node(n, -WARMUP + rng.random() * WARMUP / 2)
+        fleet.start_node(n, -WARMUP + rng.random() * 1800.0)
 
 
 def _rolling(fleet: Fleet, nodes: int) -> None:
@@ -103,14 +104,20 @@ SCENARIOS = (
 )
 
 
-def simulate(job: tuple[str, bool, int]) -> dict[str, Any]:
+BEHAVIOURS = ("today", "spread", "locked")
+LABELS = {"today": "today", "spread": "fleet work", "locked": "+ node_index"}
+
+
+def simulate(job: tuple[str, str, int]) -> dict[str, Any]:
     """One scenario with one behaviour; returns its figures and plot series."""
-    name, work, nodes = job
+    name, behaviour, nodes = job
+    work = behaviour != "today"
     scenario = next(s for s in SCENARIOS if s.name == name)
     scale = nodes / FLEET
     started = time.process_time()
     fleet = Fleet(nodes, fleet_work=work, start=0.0, end=scenario.duration,
-                  faults=scenario.faults(), fleet_size=FLEET, cloud_scale=scale)
+                  faults=scenario.faults(), fleet_size=FLEET, cloud_scale=scale,
+                  numbered=behaviour == "locked")
     scenario.setup(fleet, nodes)
     total = nodes * len(MIX)
     per_kind = {k.name: nodes * sum(1 for m in MIX if m is k) for k in MIX}
@@ -148,7 +155,8 @@ def simulate(job: tuple[str, bool, int]) -> dict[str, Any]:
     recovery = _recovery(missing, scenario.event_end)
     by_kind = {k: _recovery(m, scenario.event_end) for k, m in missing_by_kind.items()}
     headroom = sorted(fleet.stats.headroom)
-    return {"scenario": name, "fleet_work": work, "nodes": nodes, "scopes": scopes,
+    return {"scenario": name, "behaviour": behaviour, "fleet_work": work, "nodes": nodes,
+            "scopes": scopes,
             "lapses": round(fleet.stats.lapses / scale), "recovery_s": recovery,
             "recovery_by_kind_s": by_kind,
             "never_recovered": recovery is None and scenario.event_end is not None,
@@ -197,18 +205,23 @@ def _longest(flags: list[bool]) -> int:
     return best
 
 
-def plot(scenario: Scenario, today: dict[str, Any], work: dict[str, Any], out: Path) -> None:
+COLOURS = {"today": "tab:red", "spread": "tab:blue", "locked": "tab:green"}
+
+
+def plot(scenario: Scenario, results: list[dict[str, Any]], out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plotted = [s for s, v in work["scopes"].items() if v["series"] is not None]
+    plotted = sorted({s for r in results for s, v in r["scopes"].items()
+                      if v["series"] is not None})
     fig, axes = plt.subplots(len(plotted), 1, figsize=(11, 3.2 * len(plotted)), squeeze=False)
     for ax, scope in zip(axes[:, 0], plotted, strict=True):
-        for result, label, colour in ((today, "today (main)", "tab:red"),
-                                      (work, "fleet work", "tab:blue")):
+        for result in results:
+            b = result["behaviour"]
             series = result["scopes"].get(scope, {}).get("series") or []
-            ax.plot(range(len(series)), series, lw=0.5, color=colour, label=label, alpha=0.8)
+            ax.plot(range(len(series)), series, lw=0.5, color=COLOURS[b], label=LABELS[b],
+                    alpha=0.8)
         ax.axhline(quota_of(scope), color="black", ls="--", lw=1, label="quota")
         ax.set_title(f"{scenario.title}: {scope}", fontsize=9)
         ax.set_ylabel("calls/s (1 s buckets)")
@@ -227,7 +240,7 @@ def _family(scope: str) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     """Per scenario and behaviour, the worst scope of each family (AWS per region, GCP)."""
-    lines = [f"{'scenario':9} {'behaviour':10} {'scope (worst of family)':36} {'peak/s':>8} "
+    lines = [f"{'scenario':9} {'behaviour':12} {'scope (worst of family)':36} {'peak/s':>8} "
              f"{'mean/s':>8} {'p99/s':>8} {'pk/mean':>7} {'random':>6} {'60s':>5} "
              f"{'>quota s':>8} "
              f"{'throttled':>9} {'lapses':>7} {'recovery':>9}"]
@@ -242,7 +255,7 @@ def table(results: list[dict[str, Any]]) -> str:
         for i, (scope, v) in enumerate(sorted(families.values())):
             lines.append(
                 f"{r['scenario'] if i == 0 else '':9} "
-                f"{('fleet work' if r['fleet_work'] else 'today') if i == 0 else '':10} "
+                f"{LABELS[r['behaviour']] if i == 0 else '':12} "
                 f"{scope:36} {v['peak']:8.1f} {v['mean']:8.1f} {v['p99']:8.1f} "
                 f"{v['peak_over_mean']:7.2f} {v['poisson_floor']:6.2f} "
                 f"{v['peak_over_mean_60s']:5.2f} "
@@ -256,11 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=FLEET)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS))
+    parser.add_argument("--behaviours", default=",".join(BEHAVIOURS),
+                        help="today (main before the fleet work), spread (the fleet work), "
+                        "locked (the fleet work with refresh.node_index on every node)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     names = args.scenarios.split(",")
-    jobs = [(n, work, args.nodes) for n in names for work in (False, True)]
+    behaviours = [b for b in args.behaviours.split(",") if b in BEHAVIOURS]
+    jobs = [(n, b, args.nodes) for n in names for b in behaviours]
     started = time.monotonic()
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
         results = pool.map(simulate, jobs, chunksize=1)
@@ -276,15 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         if r["recovery_s"] is not None or r["never_recovered"]:
             kinds = ", ".join(f"{k} {'never' if v is None else f'{v:.0f} s'}"
                               for k, v in r["recovery_by_kind_s"].items())
-            behaviour = "fleet work" if r["fleet_work"] else "today"
+            behaviour = LABELS[r["behaviour"]]
             print(f"recovery by kind, {r['scenario']} ({behaviour}): {kinds}")
     if not args.no_plots:
         RESULTS.mkdir(exist_ok=True)
         for scenario in (s for s in SCENARIOS if s.name in names):
-            today, work = (next(r for r in results if r["scenario"] == scenario.name
-                                and r["fleet_work"] is w) for w in (False, True))
             suffix = "" if args.nodes == FLEET else f"-sample{args.nodes}"  # keep the whole
-            plot(scenario, today, work, RESULTS / f"fleet-{scenario.name}{suffix}.png")
+            plot(scenario, [r for r in results if r["scenario"] == scenario.name],
+                 RESULTS / f"fleet-{scenario.name}{suffix}.png")
     for r in results:
         for v in r["scopes"].values():
             v.pop("series", None)

@@ -2,7 +2,8 @@
 
 No threads, no sockets, no asyncio: a heap of events on a virtual clock. What decides
 *when* a bridge calls is the bridge's own code, imported, not re-implemented:
-`Policy.spread_refresh` / `resume_refresh` / `retry_delay` with `Spread`'s draws, and a
+`Spread.refresh_in` / `resume_in` (the policy's spread draws, or with numbered nodes its
+phase lock) and `Policy.retry_delay`, and a
 `ScopeBudget` + `DeadlineQueue` per node and quota scope (what `Budgets` runs in the
 daemon), or, for today's behaviour (main before the fleet work), `Policy.next_refresh`
 with a random ±1 jitter draw, no budgets, and recovered credentials refreshed at once.
@@ -34,7 +35,7 @@ from bridge.clouds.gcp.quota import STS_RATE as GCP_STS_RATE
 from bridge.refresh.budget import SHARE, BudgetConfig, DeadlineQueue, ScopeBudget
 from bridge.refresh.pipeline import KEEP_FOR
 from bridge.refresh.policy import TRANSIENT_CAP, Policy
-from bridge.refresh.spread import Spread, seed
+from bridge.refresh.spread import Locked, Spread, seed
 
 OK, THROTTLED, UNAVAILABLE, INVALID = "ok", "throttled", "unavailable", "invalid_token"
 AWS_ACCOUNTS = ("111111111111", "222222222222", "333333333333", "444444444444")
@@ -139,9 +140,12 @@ class Fleet:
                  cloud_scale: float = 1.0, rng: random.Random | None = None,
                  mix: tuple[Kind, ...] = MIX, node_name: Callable[[int], str] | None = None,
                  target_name: Callable[[int, Kind], str] | None = None,
-                 call_log: list[tuple[float, str, str]] | None = None) -> None:
+                 call_log: list[tuple[float, str, str]] | None = None,
+                 numbered: bool = False) -> None:
         self.n = nodes
         self.fleet_work = fleet_work
+        # `refresh.node_index` set on every bridge (0..nodes-1): refreshes phase-locked.
+        self.numbered = numbered
         self.faults = faults or Faults()
         self.fleet_size = fleet_size or nodes
         # The operators' config: each region's bridges count themselves (`fleet_size`: a
@@ -168,7 +172,9 @@ class Fleet:
         self._budgets: list[dict[str, ScopeBudget]] = [{} for _ in range(nodes)]
         self._queues: list[dict[str, DeadlineQueue[Target]]] = [{} for _ in range(nodes)]
         self._dispatching: list[set[str]] = [set() for _ in range(nodes)]
-        self._spreads = [Spread(self.node_name(i)) for i in range(nodes)]
+        self._names = [target_name(i, kind) if target_name else f"t{i}-{kind.name}"
+                       for i, kind in enumerate(mix)]
+        self._spreads: list[Spread] = []
         self._second: dict[str, tuple[int, int]] = {}  # scope -> (second, answered in it)
         self.holding = 0
         self.holding_by_kind: dict[str, int] = {k.name: 0 for k in mix}
@@ -177,9 +183,9 @@ class Fleet:
             for i, kind in enumerate(mix):
                 account = AWS_ACCOUNTS[i % len(AWS_ACCOUNTS)]
                 scopes = tuple(h.format(account=account, region=region) for h in kind.hops)
-                name = target_name(i, kind) if target_name else f"t{i}-{kind.name}"
-                self.targets.append(Target(node, name, kind, scopes,
+                self.targets.append(Target(node, self._names[i], kind, scopes,
                                            POLICIES[fleet_work][kind.final]))
+        self._spreads = [self._spread(i) for i in range(nodes)]
 
     # -- the event loop ------------------------------------------------------------------
 
@@ -239,6 +245,17 @@ class Fleet:
             (t.deadline is None or when >= t.deadline - t.policy.min_remaining)
             and t.kind.lifetime - age > t.policy.least_useful_life)
 
+    def _spread(self, node: int) -> Spread:
+        """A bridge process's spread, as the daemon builds it (`app.daemon`)."""
+        # Numbered as the README advises: region by region, each region's bridges (those
+        # that count themselves for `fleet_size`) a block of `fleet_size` numbers.
+        per_region = -(-self.n // len(REGIONS))
+        index = (node % len(REGIONS)) * per_region + node // len(REGIONS) if (
+            self.numbered) else None
+        mine = self.targets[node * len(self.mix):(node + 1) * len(self.mix)]
+        return Spread(self.node_name(node), index=index, nodes=per_region,
+                      order=[Locked(t.name, t.scopes, t.kind.lifetime) for t in mine])
+
     def _node_epoch(self, node: int) -> int:
         return self.targets[node * len(self.mix)].epoch
 
@@ -250,13 +267,13 @@ class Fleet:
         self._budgets[node] = {}
         self._queues[node] = {}
         self._dispatching[node] = set()
-        self._spreads[node] = Spread(self.node_name(node))
+        self._spreads[node] = self._spread(node)
         for t in self.targets[node * len(self.mix):(node + 1) * len(self.mix)]:
             t.epoch += 1
             t.failures = 0
             if warm and t.deadline is not None and t.deadline > when and self.fleet_work:
-                delay = t.policy.resume_refresh(expires_at=t.deadline, now=when,
-                                                draw=self._spreads[node].draw(t.name))
+                delay = self._spreads[node].resume_in(t.policy, t.name,
+                                                      expires_at=t.deadline, now=when)
                 self.at(when + delay, _REFRESH, t, t.epoch)
             else:  # today: a recovered credential is refreshed at once
                 self.at(when, _REFRESH, t, t.epoch)
@@ -360,8 +377,8 @@ class Fleet:
         t.failures = 0
         self.at(t.deadline, _EXPIRE, t, t.generation)
         if self.fleet_work:
-            delay = t.policy.spread_refresh(issued_at=now, expires_at=t.deadline, now=now,
-                                            draw=self._spreads[t.node].draw(t.name))
+            delay = self._spreads[t.node].refresh_in(t.policy, t.name, issued_at=t.received,
+                                                     expires_at=t.deadline, now=now)
         else:
             delay = t.policy.next_refresh(issued_at=now, expires_at=t.deadline, now=now,
                                           jitter=self.rng.uniform(-1.0, 1.0))

@@ -13,9 +13,10 @@ of its life, [30 s, 60 s] after issue; today's policy puts every one at exactly 
 from __future__ import annotations
 
 import json
+import math
 import signal
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -162,5 +163,62 @@ def test_targets_started_together_spread_their_refreshes_and_absorb_a_429_storm(
         finally:
             code, _, _ = stop(proc, signal.SIGTERM)
         assert code == 0
+    finally:
+        sts.stop()
+
+
+LOCKED_LIFETIME = 240.0  # the shortest whose safe window (60-120 s) is wide enough to lock
+LOCKED_PERIOD = 90.0     # its middle
+
+
+@pytest.mark.timeout(240)  # the second exchanges come up to 120 s after the first
+def test_a_numbered_bridge_refreshes_on_its_phases_evenly_spaced_at_the_sts(
+        stack: DevStack, write_config: WriteConfig, short_dir: Path) -> None:
+    """With `refresh.node_index`, 300 targets started together make their second
+    exchange on their wall-clock phases: at the emulator's request log, every one sits
+    on one lattice of 300 points over the 90 s lock period (within a tenth of a second
+    for most), so each second sees 3 or 4 of them, not Poisson's clumps."""
+    sts = trusting_sts(stack, offset=-(SESSION - LOCKED_LIFETIME), short_lived=True)
+    offset = -(SESSION - LOCKED_LIFETIME)
+    assert Policy(min_remaining=900.0).lock_period(LOCKED_LIFETIME) == LOCKED_PERIOD
+    try:
+        config = write_config([
+            {"name": n, "aws": {"role_arn": DEMO_ROLE_ARN, "region": "us-east-1",
+                                "sts_endpoint": sts.url, "duration": "15m",
+                                "session_name": n}} for n in _names()])
+        doc = yaml.safe_load(config.read_text())
+        doc["refresh"] = {"node_id": NODE, "node_index": 3, "fleet_size": 10,
+                          "concurrency": 64}
+        config.write_text(yaml.safe_dump(doc))
+        port = with_http_port(config)
+        log = short_dir / "bridge.log"
+        proc = start_bridge("run", "--config", str(config), log=log)
+        try:
+            wait_for(lambda: (_ready(port) or {}).get("ready"), "all 300 targets delivered",
+                     timeout=40, detail=lambda: log.read_text()[-2000:])
+            wait_for(lambda: all(len(v) >= 2 for v in _exchanges(sts).values()),
+                     "every target's second exchange", timeout=LOCKED_LIFETIME * 0.5 + 30,
+                     interval=0.5)
+        finally:
+            code, _, _ = stop(proc, signal.SIGTERM)
+        assert code == 0
+        seen = _exchanges(sts)
+        assert sorted(seen) == _names()
+        second = [t[1] - offset for t in seen.values()]  # wall-clock instants
+        # Each on a point of one lattice: k / 300 of the period from a common origin.
+        slots = [(w / LOCKED_PERIOD * TARGETS) % 1.0 for w in second]
+        origin = math.atan2(sum(math.sin(2 * math.pi * s) for s in slots),
+                            sum(math.cos(2 * math.pi * s) for s in slots)) / (2 * math.pi)
+        off = sorted(abs(((s - origin + 0.5) % 1.0) - 0.5) * LOCKED_PERIOD / TARGETS
+                     for s in slots)
+        assert off[len(off) // 2] < 0.1, off[len(off) // 2]
+        assert off[int(0.9 * len(off))] < 0.25, off[int(0.9 * len(off))]
+        # ... and every point once: 300 distinct lattice points.
+        points = {round(w / LOCKED_PERIOD * TARGETS - origin) % TARGETS for w in second}
+        assert len(points) >= TARGETS - 5, len(points)
+        per_second = Counter(int(w) for w in second)
+        inner = [per_second[s] for s in range(min(per_second) + 1, max(per_second))]
+        assert max(inner) <= 5, sorted(per_second.items())
+        assert sum(inner) / len(inner) >= 3.0
     finally:
         sts.stop()

@@ -30,6 +30,9 @@ def test_fleet_keys_build_the_model_with_documented_defaults() -> None:
     assert fleet.node_id == "ip-10-0-0-1"
     assert fleet.fleet_size == 10000
     assert fleet.coalesce is True
+    assert fleet.node_index is None
+    assert parse_config(_refresh(node_index=17, fleet_size=20), env={}).refresh.fleet \
+        .node_index == 17
     assert dict(fleet.scope_rates) == {"aws_sts 111122223333 us-east-1": 0.05,
                                        "gcp_sts 123456": 2.0}
 
@@ -46,9 +49,11 @@ def test_fleet_keys_build_the_model_with_documented_defaults() -> None:
     ({"scope_rates": {"arn:aws:iam::1:role/x": 1}}, "refresh.scope_rates.arn:aws:iam::1:role/x",
      "is not a quota scope"),
     ({"coalesce": "yes"}, "refresh.coalesce", "expected true or false"),
+    ({"node_index": -1}, "refresh.node_index", r"must be a whole number 0\.\."),
+    ({"node_index": "ip-10-0-0-1"}, "refresh.node_index", "expected an integer"),
     ({"fleet_sise": 3}, "refresh.fleet_sise", "did you mean `fleet_size`"),
 ], ids=["fleet-zero", "fleet-text", "node-empty", "rates-list", "rate-zero", "rate-text",
-        "scope-arn", "coalesce-text", "misspelt"])
+        "scope-arn", "coalesce-text", "index-negative", "index-text", "misspelt"])
 def test_bad_fleet_keys_name_their_key(keys: dict[str, object], path: str, says: str) -> None:
     """Each bad value is one problem at its own key path, with a clear message."""
     with pytest.raises(ConfigError) as info:
