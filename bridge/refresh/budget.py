@@ -9,11 +9,9 @@ their calls arrive at random, and a fleet spending its whole quota would pass it
 about every other second; at 75 % a second over the quota is rare and never two in a row
 in the fleet simulation.
 
-- The bucket holds one second's worth (at least `BURST` tokens, so a chain's two hops in
-  one scope, or two targets due together, do not wait for each other: that would push
-  phase-locked refreshes off their phase), and starts with a fraction fixed by the node
-  and scope (`spread.seed`) of one second's worth (at least one token), so a fleet
-  started at once calls at the quota's rate, not all in the first second.
+- The bucket holds one second's worth (at least one token), and starts filled to a
+  fraction fixed by the node and scope (`spread.seed`), so a fleet started at once calls
+  at the quota's rate, not all in the first second.
 - Requests wait for a token in deadline order: the credential closest to the moment it
   must be replaced (or a target holding none) goes first.
 - A throttling answer (AIMD) halves the scope's rate, at most once a second, down to
@@ -41,8 +39,6 @@ DECREASE_EVERY = 1.0     # seconds: throttles within this of the last cut are on
 RECOVERY = 60.0          # seconds for the rate to climb back from 0 to its full value
 MAX_RETRY_AFTER = 300.0  # a Retry-After is honoured up to the retry backoff's cap
 SHARE = 0.75             # of the quota a fleet's budgets add up to (see the docstring)
-BURST = 2.0              # tokens a slow bucket saves: a chain's two hops, or two targets due
-                         # together, go at once (phase-locked refreshes stay on phase)
 
 T = TypeVar("T")
 
@@ -62,11 +58,10 @@ class ScopeBudget:
 
     @classmethod
     def start(cls, rate: float, *, now: float, fill: float) -> ScopeBudget:
-        """A bucket of one second's worth (at least `BURST`), starting with `fill` (in
-        [0, 1]) of one second's worth (at least 1): a fleet started at once still calls
-        at the quota's rate."""
-        return cls(rate=rate, capacity=max(BURST, rate),
-                   tokens=max(1.0, rate) * min(1.0, max(0.0, fill)), updated=now)
+        """A bucket of one second's worth (at least 1), `fill` (in [0, 1]) of it full."""
+        capacity = max(1.0, rate)
+        return cls(rate=rate, capacity=capacity, tokens=capacity * min(1.0, max(0.0, fill)),
+                   updated=now)
 
     def current_rate(self, now: float) -> float:
         self._advance(now)

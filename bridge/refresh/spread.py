@@ -14,8 +14,8 @@ name changes when it is replaced, the node's does not.
 Independent draws cannot beat chance: a scope's per-second count of a fleet's calls is
 Poisson, its peak twice its mean at a few dozen calls a second. A fleet whose nodes are
 numbered (`refresh.node_index`) can: each target is *phase-locked* to the wall clock
-(`Policy.locked_refresh`), and the phases of a *class* of targets (the same scopes at
-the same lifetime) across the fleet are the points of one lattice, every point taken
+(`Policy.locked_refresh`), and the phases of a *class* of targets (the same first quota
+scope and lifetime) across the fleet are the points of one lattice, every point taken
 once, so each scope sees evenly spaced calls. Nodes are numbered in blocks of
 `refresh.fleet_size` (a region's bridges, which share its regional quotas); the blocks'
 lattices are offset by a van der Corput fraction so that they interleave on a global
@@ -66,23 +66,19 @@ class Spread:
         self.index = index
         self.nodes = max(1, nodes)
         self._classes: dict[str, tuple[int, int, float]] = {}  # target: rank, size, offset
-        # A class: the targets calling the same set of scopes at the same lifetime.
-        members: dict[tuple[tuple[str, ...], float | None], list[Locked]] = {}
+        # A class: the targets whose first hop calls the same scope at the same lifetime
+        # (a node's are 1/c apart: they never wait for each other's budget tokens).
+        members: dict[tuple[str, float | None], list[Locked]] = {}
         for t in order:
-            members.setdefault((tuple(sorted(set(t.scopes))), t.lifetime), []).append(t)
-        # Classes whose first scope and lifetime are the same share one offset, spread
-        # apart by their count (a global first scope: the same on every region's node).
-        peers: dict[tuple[str, float | None], list[list[Locked]]] = {}
-        for group in members.values():
-            lead = group[0]
-            peers.setdefault((lead.scopes[0] if lead.scopes else "", lead.lifetime),
-                             []).append(group)
-        for (scope, lifetime), groups in peers.items():
-            base = seed("", f"{scope}\0{lifetime}")
-            for j, group in enumerate(groups):
-                offset = base + j / len(groups)
-                for rank, t in zip(spread_ranks(len(group)), group, strict=True):
-                    self._classes[t.name] = (rank, len(group), offset)
+            members.setdefault((t.scopes[0] if t.scopes else "", t.lifetime), []).append(t)
+        for (scope, lifetime), group in members.items():
+            offset = seed("", f"{scope}\0{lifetime}")
+            # Chains first, those with the same later scopes together, on the ranks
+            # spread apart: a later scope that only some members call sees their
+            # points spread over the period too.
+            ordered = sorted(group, key=lambda t: (not t.scopes[1:], tuple(t.scopes[1:])))
+            for rank, t in zip(spread_ranks(len(group)), ordered, strict=True):
+                self._classes[t.name] = (rank, len(group), offset)
         self._seeds: dict[str, float] = {}
         self._counts: dict[str, int] = {}
 
@@ -92,12 +88,16 @@ class Spread:
             return None
         rank, size, offset = self._classes.get(target, (0, 1, seed("", target)))
         # Node i of block b (`index = b * nodes + i`: a region's bridges, numbered per
-        # region): block b's lattice is shifted by b's van der Corput fraction of a
-        # member's spacing (1 / nodes), so blocks sharing a global scope interleave.
+        # region): block b's lattice is shifted by b's van der Corput fraction of half
+        # a member's spacing, so blocks sharing a global scope interleave.
         block, i = divmod(self.index, self.nodes)
+        # Each class deals its points to the nodes in its own order (a multiplier prime
+        # to `nodes`): two classes of different periods in one scope then meet on
+        # scattered nodes, not on a run of neighbours all waiting for the same token.
+        i = i * shuffle(offset, self.nodes) % self.nodes
         m = size * self.nodes
         point = (i * generator(size, self.nodes) + rank * self.nodes) % m
-        return ((point + size * van_der_corput(block)) / m + offset) % 1.0
+        return ((point + size * van_der_corput(block) / 2) / m + offset) % 1.0
 
     def refresh_in(self, policy: Policy, target: str, *, issued_at: float,
                    expires_at: float, now: float, wall_offset: float = 0.0) -> float:
@@ -129,6 +129,16 @@ class Spread:
         return (s + n * GOLDEN) % 1.0
 
 
+@functools.cache
+def shuffle(offset: float, nodes: int) -> int:
+    """A class's multiplier of node numbers, prime to `nodes` (a permutation of them),
+    fixed by the class's offset."""
+    h = 1 + int(offset * (nodes - 1)) if nodes > 1 else 1
+    while math.gcd(h, nodes) != 1:
+        h = h % nodes + 1
+    return h
+
+
 def spread_ranks(size: int) -> list[int]:
     """0..size-1 in bit-reversed order (0, 4, 2, 6, 1, ... for 8): any run of them from
     the start is spread over the whole range."""
@@ -157,12 +167,17 @@ def generator(size: int, nodes: int) -> int:
     point, as a Fibonacci lattice is), so that each member's own points, which a
     chain's later scopes see, are evenly spread too."""
     m = size * nodes
+    # The lattice, and the sub-lattices that members on every 2nd, 4th, ... rank make
+    # (`spread_ranks` puts chains sharing a later scope there).
+    parts = [m]
+    while parts[-1] % (2 * nodes) == 0:
+        parts.append(parts[-1] // 2)
     best, best_key = 1, (1 << 62, 0)
     for k in range(size):
         target = round(m * (GOLDEN + k) / size)
         for g in range(max(1, target - SEARCH), min(m, target + SEARCH + 1)):
             if math.gcd(g, nodes) == 1:
-                key = (_largest_quotient(g, m), g)
+                key = (max(_largest_quotient(g % part, part) for part in parts), g)
                 if key < best_key:
                     best, best_key = g, key
     return best

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.refresh.budget import ScopeBudget
 from bridge.refresh.policy import MIN_DELAY, Policy
 from bridge.refresh.spread import Locked, Spread, generator, spread_ranks, van_der_corput
 
@@ -150,14 +149,3 @@ def test_lattice_helpers() -> None:
     assert [van_der_corput(n) for n in range(4)] == [0.0, 0.5, 0.25, 0.75]
     for size, nodes in ((1, 10), (8, 1000), (6, 4096)):
         assert math.gcd(generator(size, nodes), nodes) == 1
-
-
-def test_a_slow_bucket_saves_two_tokens_but_starts_with_at_most_one() -> None:
-    """At one token per 133 s a chain's two hops go together (two saved), while a fleet
-    started at once still gets its first tokens spread (at most one to start)."""
-    b = ScopeBudget.start(0.0075, now=0.0, fill=0.99)
-    assert b.take(0.0) is False or b.tokens < 1.0
-    later = ScopeBudget.start(0.0075, now=0.0, fill=0.0)
-    assert later.take(1000.0)
-    assert later.take(1000.0)
-    assert not later.take(1000.0)
