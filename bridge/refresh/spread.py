@@ -53,19 +53,19 @@ class Spread:
     """The draws of one bridge: per target, the n-th is `frac(seed + n * GOLDEN)`.
 
     With a node `index` (and `nodes`, the bridges numbered together), a fixed phase per
-    target instead: node i's r-th target of a class of c takes point
-    `(i * g + r * nodes) mod (c * nodes)` of a lattice of `c * nodes` points
-    (`generator`): every point is taken once across the fleet, so the class's calls are
-    exactly evenly spaced, and a node's own targets of the class are 1/c apart. `order`
-    lists the targets (`Locked`); one not in it, such as a workload's, takes its name's
-    seed."""
+    target instead: node a's r-th target of a class of c sits at
+    `(a * c + r * q) / (c * nodes)` of the period (`step`): each member's points over
+    the fleet are an exact lattice, the class's too, and a node's own targets of the
+    class are 1/c apart. `order` lists the targets (`Locked`); one not in it, such as
+    a workload's, takes its name's seed."""
 
     def __init__(self, node: str, *, index: int | None = None, nodes: int = 1,
                  order: Sequence[Locked] = ()) -> None:
         self.node = node
         self.index = index
         self.nodes = max(1, nodes)
-        self._classes: dict[str, tuple[int, int, float]] = {}  # target: rank, size, offset
+        # target: rank, size, offset, and the seed of its lifetime (its period's)
+        self._classes: dict[str, tuple[int, int, float, float]] = {}
         # A class: the targets whose first hop calls the same scope at the same lifetime
         # (a node's are 1/c apart: they never wait for each other's budget tokens).
         members: dict[tuple[str, float | None], list[Locked]] = {}
@@ -77,8 +77,9 @@ class Spread:
             # spread apart: a later scope that only some members call sees their
             # points spread over the period too.
             ordered = sorted(group, key=lambda t: (not t.scopes[1:], tuple(t.scopes[1:])))
+            period = seed("", str(lifetime))
             for rank, t in zip(spread_ranks(len(group)), ordered, strict=True):
-                self._classes[t.name] = (rank, len(group), offset)
+                self._classes[t.name] = (rank, len(group), offset, period)
         self._seeds: dict[str, float] = {}
         self._counts: dict[str, int] = {}
 
@@ -86,18 +87,20 @@ class Spread:
         """The target's phase in the lock period, or None when the node has no index."""
         if self.index is None:
             return None
-        rank, size, offset = self._classes.get(target, (0, 1, seed("", target)))
-        # Node i of block b (`index = b * nodes + i`: a region's bridges, numbered per
-        # region): block b's lattice is shifted by b's van der Corput fraction of half
-        # a member's spacing, so blocks sharing a global scope interleave.
+        rank, size, offset, period = self._classes.get(
+            target, (0, 1, seed("", target), seed("", target)))
         block, i = divmod(self.index, self.nodes)
-        # Each class deals its points to the nodes in its own order (a multiplier prime
-        # to `nodes`): two classes of different periods in one scope then meet on
-        # scattered nodes, not on a run of neighbours all waiting for the same token.
-        i = i * shuffle(offset, self.nodes) % self.nodes
-        m = size * self.nodes
-        point = (i * generator(size, self.nodes) + rank * self.nodes) % m
-        return ((point + size * van_der_corput(block) / 2) / m + offset) % 1.0
+        n = self.nodes
+        # Node i's place in the lattice, dealt by a multiplier per period: classes of
+        # one period keep the same distance on every node (if they meet, they meet
+        # everywhere, shifted alike), classes of two periods meet on scattered nodes.
+        a = i * shuffle(period, n) % n
+        q = step(n, size)
+        # Block b (`index = b * nodes + i`: the next region's bridges) is shifted by
+        # b's van der Corput fraction of half a member's and half a class's spacing, so
+        # that blocks sharing a global scope interleave.
+        shift = van_der_corput(block) * (size + 1) / (2 * size)
+        return ((a * size + rank * q) / (size * n) + shift / n + offset) % 1.0
 
     def refresh_in(self, policy: Policy, target: str, *, issued_at: float,
                    expires_at: float, now: float, wall_offset: float = 0.0) -> float:
@@ -157,44 +160,16 @@ def van_der_corput(n: int) -> float:
     return x
 
 
-@functools.cache
-def generator(size: int, nodes: int) -> int:
-    """The lattice's generator g for `nodes` nodes of `size` targets of a class: node i's
-    r-th target takes point `(i * g + r * nodes) mod (size * nodes)`. With g prime to
-    `nodes` that is every point once; of the g near `(GOLDEN + k) / size` of the points
-    (for each k), the one
-    whose fraction g / points has the smallest partial quotients (a good lattice
-    point, as a Fibonacci lattice is), so that each member's own points, which a
-    chain's later scopes see, are evenly spread too."""
-    m = size * nodes
-    # The lattice, and the sub-lattices that members on every 2nd, 4th, ... rank make
-    # (`spread_ranks` puts chains sharing a later scope there).
-    parts = [m]
-    while parts[-1] % (2 * nodes) == 0:
-        parts.append(parts[-1] // 2)
-    best, best_key = 1, (1 << 62, 0)
-    for k in range(size):
-        target = round(m * (GOLDEN + k) / size)
-        for g in range(max(1, target - SEARCH), min(m, target + SEARCH + 1)):
-            if math.gcd(g, nodes) == 1:
-                key = (max(_largest_quotient(g % part, part) for part in parts), g)
-                if key < best_key:
-                    best, best_key = g, key
-    return best
-
-
-SEARCH = 256  # candidates each side of each (GOLDEN + k) / size
-
-
-def _largest_quotient(p: int, q: int) -> int:
-    """The largest partial quotient of the continued fraction of p / q (mod 1)."""
-    worst = 0
-    p %= q
-    while p:
-        a, r = divmod(q, p)
-        worst = max(worst, a)
-        q, p = p, r
-    return worst
+def step(nodes: int, size: int) -> int:
+    """The rank step q of a class of `size` over `nodes`: the least q >= nodes prime to
+    `size`. Node a's r-th member sits at `(a * size + r * q) / (size * nodes)`: a
+    member's points over the fleet are the `nodes`-point lattice (shifted by r q), the
+    class's are every point of the `size * nodes`-point one once (q prime to size),
+    and a node's own members are about 1 / size apart."""
+    q = nodes
+    while math.gcd(q, size) != 1:
+        q += 1
+    return q
 
 
 @dataclass(frozen=True, slots=True)
