@@ -10,6 +10,9 @@
   too short for the window is refreshed in [25 %, 50 %] of its life. A credential a
   previous run left is replaced within what remains of its safe window
   (`resume_refresh`), not all at start.
+- A numbered bridge (`refresh.node_index`) refreshes at a fixed wall-clock phase of a
+  period instead (`locked_refresh`), the period being the safe window's middle, so a
+  fleet whose phases are evenly spaced calls at an even rate (`spread.Spread.phase`).
 - `next_refresh` is the earlier policy (half life ±10 %, which a short credential's
   window clamps to no spread at all), kept for the fleet simulation's side-by-side
   and for embedders that pass no spread. Its rule: refresh at about half the

@@ -1,7 +1,8 @@
 """The refresh loop: one task per target, timed by `policy`, on the monotonic clock.
 
 Each target refreshes at a point of its credential's safe window that `spread` draws
-(deterministic per node and target, see `spread`; without one, at about half its life)
+(deterministic per node and target, see `spread`; at its wall-clock phase when the node
+is numbered; without a spread, at about half its life)
 and retries failures with jittered backoff. It takes the credential out of service at
 its deadline, while waiting and while a refresh is queued or hanging alike, so nothing
 expired is ever handed out and the state operators see is never `fresh` for an expired
